@@ -1,0 +1,14 @@
+//! Domain types shared by every part of trygg.
+//!
+//! This crate is pure: no I/O, no async, no database. Everything that crosses a boundary
+//! (a device frame, an HTTP body, a database row) is parsed into these types first, so the
+//! rules about what a valid id or a valid position is live in exactly one place.
+#![deny(missing_docs)]
+
+mod alarm;
+mod fix;
+mod ids;
+
+pub use alarm::{DeviceAlarmKind, UnknownAlarmKind};
+pub use fix::{Fix, FixError, FixPolicy, FixSource, Freshness, UnknownFixSource};
+pub use ids::{DeviceId, DeviceIdError, TenantId, WearerId};
