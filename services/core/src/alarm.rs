@@ -46,10 +46,7 @@ impl FromStr for DeviceAlarmKind {
     type Err = UnknownAlarmKind;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownAlarmKind(s.to_owned()))
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownAlarmKind(s.to_owned()))
     }
 }
 

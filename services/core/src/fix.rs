@@ -57,10 +57,7 @@ impl FromStr for FixSource {
     type Err = UnknownFixSource;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownFixSource(s.to_owned()))
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownFixSource(s.to_owned()))
     }
 }
 
@@ -220,25 +217,14 @@ impl FixPolicy {
             });
         }
         if age_ms > millis(self.max_age) {
-            return Err(FixError::TooOld {
-                age_secs: age_ms / 1000,
-                max_secs: self.max_age.as_secs(),
-            });
+            return Err(FixError::TooOld { age_secs: age_ms / 1000, max_secs: self.max_age.as_secs() });
         }
-        Ok(if age_ms > millis(self.late_after) {
-            Freshness::Late
-        } else {
-            Freshness::Live
-        })
+        Ok(if age_ms > millis(self.late_after) { Freshness::Late } else { Freshness::Live })
     }
 }
 
 fn finite(field: &'static str, v: f64) -> Result<(), FixError> {
-    if v.is_finite() {
-        Ok(())
-    } else {
-        Err(FixError::NotFinite { field })
-    }
+    if v.is_finite() { Ok(()) } else { Err(FixError::NotFinite { field }) }
 }
 
 fn millis(d: Duration) -> i64 {
@@ -279,103 +265,61 @@ mod tests {
 
     #[test]
     fn coordinates_must_be_finite_and_in_range() {
-        assert_eq!(
-            check(|f| f.lat = f64::NAN),
-            Err(FixError::NotFinite { field: "lat" })
-        );
-        assert_eq!(
-            check(|f| f.lon = f64::INFINITY),
-            Err(FixError::NotFinite { field: "lon" })
-        );
+        assert_eq!(check(|f| f.lat = f64::NAN), Err(FixError::NotFinite { field: "lat" }));
+        assert_eq!(check(|f| f.lon = f64::INFINITY), Err(FixError::NotFinite { field: "lon" }));
         assert_eq!(check(|f| f.lat = 90.5), Err(FixError::LatOutOfRange(90.5)));
-        assert_eq!(
-            check(|f| f.lon = -180.01),
-            Err(FixError::LonOutOfRange(-180.01))
-        );
-        assert_eq!(
-            check(|f| (f.lat, f.lon) = (-90.0, 180.0)),
-            Ok(Freshness::Live)
-        );
+        assert_eq!(check(|f| f.lon = -180.01), Err(FixError::LonOutOfRange(-180.01)));
+        assert_eq!(check(|f| (f.lat, f.lon) = (-90.0, 180.0)), Ok(Freshness::Live));
     }
 
     #[test]
     fn accuracy_and_speed_cannot_be_negative() {
         assert_eq!(
             check(|f| f.accuracy_m = Some(-1.0)),
-            Err(FixError::Negative {
-                field: "accuracy_m",
-                value: -1.0
-            })
+            Err(FixError::Negative { field: "accuracy_m", value: -1.0 })
         );
         assert_eq!(
             check(|f| f.speed_mps = Some(-0.5)),
-            Err(FixError::Negative {
-                field: "speed_mps",
-                value: -0.5
-            })
+            Err(FixError::Negative { field: "speed_mps", value: -0.5 })
         );
         assert_eq!(check(|f| f.accuracy_m = Some(0.0)), Ok(Freshness::Live));
         assert_eq!(
             check(|f| f.accuracy_m = Some(f64::NAN)),
-            Err(FixError::NotFinite {
-                field: "accuracy_m"
-            })
+            Err(FixError::NotFinite { field: "accuracy_m" })
         );
     }
 
     #[test]
     fn course_and_battery_are_range_checked() {
-        assert_eq!(
-            check(|f| f.course_deg = Some(360.0)),
-            Err(FixError::CourseOutOfRange(360.0))
-        );
-        assert_eq!(
-            check(|f| f.battery_pct = Some(101)),
-            Err(FixError::BatteryOutOfRange(101))
-        );
+        assert_eq!(check(|f| f.course_deg = Some(360.0)), Err(FixError::CourseOutOfRange(360.0)));
+        assert_eq!(check(|f| f.battery_pct = Some(101)), Err(FixError::BatteryOutOfRange(101)));
         assert_eq!(check(|f| f.battery_pct = Some(100)), Ok(Freshness::Live));
     }
 
     #[test]
     fn future_fixes_are_refused_beyond_five_minutes() {
-        assert_eq!(
-            check(|f| f.time += TimeDelta::seconds(299)),
-            Ok(Freshness::Live)
-        );
+        assert_eq!(check(|f| f.time += TimeDelta::seconds(299)), Ok(Freshness::Live));
         assert!(matches!(
             check(|f| f.time += TimeDelta::seconds(301)),
-            Err(FixError::InFuture {
-                ahead_secs: 301,
-                max_secs: 300
-            })
+            Err(FixError::InFuture { ahead_secs: 301, max_secs: 300 })
         ));
     }
 
     #[test]
     fn buffered_fixes_are_late_until_the_buffer_horizon() {
-        assert_eq!(
-            check(|f| f.time -= TimeDelta::seconds(119)),
-            Ok(Freshness::Live)
-        );
-        assert_eq!(
-            check(|f| f.time -= TimeDelta::hours(20)),
-            Ok(Freshness::Late)
-        );
+        assert_eq!(check(|f| f.time -= TimeDelta::seconds(119)), Ok(Freshness::Live));
+        assert_eq!(check(|f| f.time -= TimeDelta::hours(20)), Ok(Freshness::Late));
         assert!(matches!(
             check(|f| f.time -= TimeDelta::days(8)),
-            Err(FixError::TooOld {
-                max_secs: 604_800,
-                ..
-            })
+            Err(FixError::TooOld { max_secs: 604_800, .. })
         ));
     }
 
     #[test]
     fn fix_json_uses_named_units_and_defaults_the_source() {
-        let fix: Fix = serde_json::from_str(
-            r#"{"time":"2026-05-01T10:00:00Z","lat":57.7,"lon":11.9,"accuracy_m":12}"#,
-        )
-        .unwrap();
+        let fix: Fix =
+            serde_json::from_str(r#"{"time":"2026-05-01T10:00:00Z","lat":57.7,"lon":11.9,"accuracy_m":12}"#)
+                .unwrap();
         assert_eq!(fix.accuracy_m, Some(12.0));
         assert_eq!(fix.source, FixSource::Unknown);
         assert!(serde_json::from_str::<Fix>(r#"{"time":"x","lat":1,"lon":2}"#).is_err());

@@ -88,9 +88,8 @@ impl DeviceId {
         if s.len() > Self::MAX_LEN {
             return Err(DeviceIdError::TooLong);
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+        if let Some(c) =
+            s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
         {
             return Err(DeviceIdError::BadChar(c));
         }
@@ -130,10 +129,7 @@ mod tests {
     #[test]
     fn device_id_rejects_empty_long_and_odd_characters() {
         assert_eq!(DeviceId::parse(""), Err(DeviceIdError::Empty));
-        assert_eq!(
-            DeviceId::parse(&"1".repeat(65)),
-            Err(DeviceIdError::TooLong)
-        );
+        assert_eq!(DeviceId::parse(&"1".repeat(65)), Err(DeviceIdError::TooLong));
         assert_eq!(DeviceId::parse("a/b"), Err(DeviceIdError::BadChar('/')));
         assert_eq!(DeviceId::parse("ä"), Err(DeviceIdError::BadChar('ä')));
     }
@@ -141,10 +137,7 @@ mod tests {
     #[test]
     fn device_id_is_validated_when_deserialized() {
         assert!(serde_json::from_str::<DeviceId>("\"d 1\"").is_err());
-        assert_eq!(
-            serde_json::from_str::<DeviceId>("\"d1\"").unwrap().as_str(),
-            "d1"
-        );
+        assert_eq!(serde_json::from_str::<DeviceId>("\"d1\"").unwrap().as_str(), "d1");
     }
 
     #[test]

@@ -1,0 +1,299 @@
+//! Storage for trygg: one [`Store`] trait with an embedded SQLite implementation (the default,
+//! one file, nothing to operate) and a PostgreSQL implementation (several nodes, larger
+//! municipalities).
+//!
+//! Both run the same behaviour tests. SQL lives next to its use in the backend modules; sqlx's
+//! runtime-checked queries keep the build free of a database at compile time. Migrations are
+//! embedded in the binary and applied by [`connect`].
+
+use std::fmt::Debug;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
+
+mod postgres;
+mod sqlite;
+pub mod token;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use postgres::PgStore;
+pub use sqlite::{SqliteStore, Synchronous};
+
+/// What can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL names no backend we speak or cannot be parsed.
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    /// A row with the same unique key exists (a device id bound elsewhere, a tenant name taken).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// A referenced row does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The database refused or failed the operation.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A migration failed to apply.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back into a domain type (corrupt or foreign data).
+    #[error("stored {what} is invalid: {value:?}")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// The stored text.
+        value: String,
+    },
+}
+
+/// The wire protocol a device speaks; decides how it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// trygg's own JSON/protobuf HTTP API; authenticates with a device token.
+    Native,
+    /// The 3G "watch" TCP protocol.
+    Watch,
+    /// The GT06 binary TCP protocol.
+    Gt06,
+    /// OsmAnd HTTP (phones, trackers).
+    Osmand,
+}
+
+impl Protocol {
+    /// Every protocol, in a stable order.
+    pub const ALL: [Self; 4] = [Self::Native, Self::Watch, Self::Gt06, Self::Osmand];
+
+    /// The name used in the database and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Watch => "watch",
+            Self::Gt06 => "gt06",
+            Self::Osmand => "osmand",
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown protocol {s:?}; expected native, watch, gt06 or osmand"))
+    }
+}
+
+/// A device to register.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// The id the device reports.
+    pub id: DeviceId,
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// The wearer it is bound to, if any yet.
+    pub wearer: Option<WearerId>,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Hash of its token ([`token::hash`]); native devices only.
+    pub token_hash: Option<String>,
+}
+
+/// What ingest needs to know about a device to accept its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAuth {
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// The wearer it is bound to.
+    pub wearer: Option<WearerId>,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Hash of its token, if it has one.
+    pub token_hash: Option<String>,
+}
+
+/// A validated fix ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFix {
+    /// The fix.
+    pub fix: Fix,
+    /// Whether it arrived late (a buffered upload).
+    pub late: bool,
+}
+
+/// The fixes of one request: they commit together, in one group commit with other requests.
+#[derive(Debug, Clone)]
+pub struct FixBatch {
+    /// The device that sent them.
+    pub device: DeviceId,
+    /// When the server received them.
+    pub received_at: DateTime<Utc>,
+    /// The fixes.
+    pub fixes: Vec<NewFix>,
+}
+
+/// A fix as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFix {
+    /// The fix.
+    pub fix: Fix,
+    /// When the server received it.
+    pub received_at: DateTime<Utc>,
+    /// Whether it arrived late.
+    pub late: bool,
+}
+
+/// An alarm raised by a device, to store.
+#[derive(Debug, Clone)]
+pub struct NewDeviceAlarm {
+    /// The device.
+    pub device: DeviceId,
+    /// What kind of alarm.
+    pub kind: DeviceAlarmKind,
+    /// The device's time for the alarm: with device and kind, the key that recognises resends.
+    pub time: DateTime<Utc>,
+    /// When the server received it.
+    pub received_at: DateTime<Utc>,
+    /// The device clock was outside the accepted window.
+    pub clock_suspect: bool,
+    /// The position sent with the alarm, stored as a fix too.
+    pub fix: Option<NewFix>,
+}
+
+/// A device alarm as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeviceAlarm {
+    /// Its row id.
+    pub id: i64,
+    /// What kind of alarm.
+    pub kind: DeviceAlarmKind,
+    /// The device's time for it.
+    pub time: DateTime<Utc>,
+    /// When the server received it.
+    pub received_at: DateTime<Utc>,
+    /// The device clock was outside the accepted window.
+    pub clock_suspect: bool,
+    /// The time of the fix sent with it, if any.
+    pub fix_time: Option<DateTime<Utc>>,
+}
+
+/// The outcome of storing a device alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmInsert {
+    /// The row id of the alarm (the existing row for a resend).
+    pub id: i64,
+    /// It was a resend of an alarm already stored.
+    pub duplicate: bool,
+}
+
+/// The storage operations trygg needs, implemented for SQLite and PostgreSQL alike.
+#[async_trait]
+pub trait Store: Debug + Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a tenant; its name must be unique.
+    async fn create_tenant(&self, name: &str) -> Result<TenantId, StoreError>;
+
+    /// Creates a wearer in a tenant.
+    async fn create_wearer(&self, tenant: TenantId, name: &str) -> Result<WearerId, StoreError>;
+
+    /// Registers a device. Fails with [`StoreError::Conflict`] if the id is registered
+    /// anywhere, in this tenant or another.
+    async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError>;
+
+    /// Looks a device up for authentication.
+    async fn device_auth(&self, id: &DeviceId) -> Result<Option<DeviceAuth>, StoreError>;
+
+    /// Stores the batches in **one** transaction and returns, per batch, how many fixes
+    /// were new (the rest were already stored: resends).
+    async fn insert_fixes(&self, batches: &[FixBatch]) -> Result<Vec<u64>, StoreError>;
+
+    /// The newest fixes of a device, newest first.
+    async fn recent_fixes(&self, device: &DeviceId, limit: u32) -> Result<Vec<StoredFix>, StoreError>;
+
+    /// Stores a device alarm and its fix in one transaction; a resend returns the stored row.
+    async fn insert_device_alarm(&self, alarm: &NewDeviceAlarm) -> Result<AlarmInsert, StoreError>;
+
+    /// The alarms a device raised, oldest first.
+    async fn device_alarms(&self, device: &DeviceId) -> Result<Vec<StoredDeviceAlarm>, StoreError>;
+
+    /// Waits for in-flight work and closes the connections.
+    async fn close(&self);
+}
+
+/// Connection settings that apply to both backends.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a lock (SQLite) or a connection (both).
+    pub busy_timeout: Duration,
+    /// SQLite's `synchronous` setting: what a commit survives.
+    pub sqlite_synchronous: Synchronous,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+            sqlite_synchronous: Synchronous::Full,
+        }
+    }
+}
+
+/// Connects to `url` (`sqlite://PATH` creates the file; `postgres://…`) and applies the
+/// migrations.
+pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, options).await?))
+    } else {
+        Err(StoreError::BadUrl(url.to_owned()))
+    }
+}
+
+/// Tells whether `url` names a backend [`connect`] speaks, without connecting.
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    let ok = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if ok { Ok(()) } else { Err(StoreError::BadUrl(url.to_owned())) }
+}
+
+fn parse_kind(s: String) -> Result<DeviceAlarmKind, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt { what: "alarm kind", value: s })
+}
+
+fn parse_protocol(s: String) -> Result<Protocol, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt { what: "protocol", value: s })
+}
+
+fn parse_source(s: String) -> Result<trygg_core::FixSource, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt { what: "fix source", value: s })
+}
+
+fn parse_id<T>(
+    what: &'static str,
+    s: String,
+    f: impl FnOnce(&str) -> Result<T, uuid::Error>,
+) -> Result<T, StoreError> {
+    f(&s).map_err(|_| StoreError::Corrupt { what, value: s })
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound("tenant or wearer"),
+        _ => StoreError::Database(e),
+    }
+}

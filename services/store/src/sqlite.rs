@@ -1,0 +1,286 @@
+//! The embedded SQLite backend: one file in WAL mode.
+//!
+//! WAL lets readers run beside the single writer; ingest's group commit keeps that writer busy
+//! with few, large transactions. `synchronous` decides what a commit survives: `full` (the
+//! default) syncs the WAL on every commit, so an acknowledged fix survives a power loss;
+//! `normal` syncs only at checkpoints, so it survives a process crash but a power loss may
+//! take the last commits.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, SqlitePool};
+use trygg_core::{DeviceId, Fix, TenantId, WearerId};
+
+use crate::{
+    AlarmInsert, ConnectOptions, DeviceAuth, FixBatch, NewDevice, NewDeviceAlarm, NewFix, Store, StoreError,
+    StoredDeviceAlarm, StoredFix, conflict, parse_id, parse_kind, parse_protocol, parse_source,
+};
+
+/// SQLite's `synchronous` pragma, as far as trygg offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Sync the WAL on every commit: survives process crash and power loss.
+    Full,
+    /// Sync at checkpoints: survives a process crash; a power loss can lose recent commits.
+    Normal,
+}
+
+impl FromStr for Synchronous {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            _ => Err(format!("unknown synchronous mode {s:?}; expected full or normal")),
+        }
+    }
+}
+
+/// Rows per INSERT statement: 12 columns stay well under SQLite's 32,766 bound parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Storage in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies the migrations.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::BadUrl(url.to_owned()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.sqlite_synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(what: &'static str, v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(v).ok_or(StoreError::Corrupt { what, value: v.to_string() })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<TenantId, StoreError> {
+        let id = TenantId::new();
+        sqlx::query("insert into tenants (id, name, created_ms) values (?, ?, ?)")
+            .bind(id.to_string())
+            .bind(name)
+            .bind(ms(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(conflict("tenant"))?;
+        Ok(id)
+    }
+
+    async fn create_wearer(&self, tenant: TenantId, name: &str) -> Result<WearerId, StoreError> {
+        let id = WearerId::new();
+        sqlx::query("insert into wearers (id, tenant_id, name, created_ms) values (?, ?, ?, ?)")
+            .bind(id.to_string())
+            .bind(tenant.to_string())
+            .bind(name)
+            .bind(ms(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(conflict("wearer"))?;
+        Ok(id)
+    }
+
+    async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into devices (id, tenant_id, wearer_id, protocol, token_hash, created_ms) \
+             values (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(device.id.as_str())
+        .bind(device.tenant.to_string())
+        .bind(device.wearer.map(|w| w.to_string()))
+        .bind(device.protocol.as_str())
+        .bind(device.token_hash.as_deref())
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(conflict("device"))?;
+        Ok(())
+    }
+
+    async fn device_auth(&self, id: &DeviceId) -> Result<Option<DeviceAuth>, StoreError> {
+        let row = sqlx::query("select tenant_id, wearer_id, protocol, token_hash from devices where id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(DeviceAuth {
+                tenant: parse_id("tenant id", r.get(0), TenantId::parse)?,
+                wearer: r
+                    .get::<Option<String>, _>(1)
+                    .map(|w| parse_id("wearer id", w, WearerId::parse))
+                    .transpose()?,
+                protocol: parse_protocol(r.get(2))?,
+                token_hash: r.get(3),
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_fixes(&self, batches: &[FixBatch]) -> Result<Vec<u64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut n = 0;
+            for chunk in batch.fixes.chunks(ROWS_PER_INSERT) {
+                n += insert_fix_rows(&mut tx, &batch.device, batch.received_at, chunk).await?;
+            }
+            inserted.push(n);
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn recent_fixes(&self, device: &DeviceId, limit: u32) -> Result<Vec<StoredFix>, StoreError> {
+        let rows = sqlx::query(
+            "select time_ms, received_ms, lat, lon, accuracy_m, speed_mps, course_deg, altitude_m, \
+             battery_pct, source, late from fixes where device_id = ? order by time_ms desc limit ?",
+        )
+        .bind(device.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredFix {
+                    fix: Fix {
+                        time: from_ms("fix time", r.get(0))?,
+                        lat: r.get(2),
+                        lon: r.get(3),
+                        accuracy_m: r.get(4),
+                        speed_mps: r.get(5),
+                        course_deg: r.get(6),
+                        altitude_m: r.get(7),
+                        battery_pct: r.get::<Option<u8>, _>(8),
+                        source: parse_source(r.get(9))?,
+                    },
+                    received_at: from_ms("received time", r.get(1))?,
+                    late: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_device_alarm(&self, alarm: &NewDeviceAlarm) -> Result<AlarmInsert, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fix) = &alarm.fix {
+            insert_fix_rows(&mut tx, &alarm.device, alarm.received_at, std::slice::from_ref(fix)).await?;
+        }
+        let new_id: Option<i64> = sqlx::query_scalar(
+            "insert into device_alarms (device_id, kind, time_ms, received_ms, clock_suspect, fix_time_ms) \
+             values (?, ?, ?, ?, ?, ?) on conflict do nothing returning id",
+        )
+        .bind(alarm.device.as_str())
+        .bind(alarm.kind.as_str())
+        .bind(ms(alarm.time))
+        .bind(ms(alarm.received_at))
+        .bind(alarm.clock_suspect)
+        .bind(alarm.fix.as_ref().map(|f| ms(f.fix.time)))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let result = match new_id {
+            Some(id) => AlarmInsert { id, duplicate: false },
+            None => {
+                let id = sqlx::query_scalar(
+                    "select id from device_alarms where device_id = ? and kind = ? and time_ms = ?",
+                )
+                .bind(alarm.device.as_str())
+                .bind(alarm.kind.as_str())
+                .bind(ms(alarm.time))
+                .fetch_one(&mut *tx)
+                .await?;
+                AlarmInsert { id, duplicate: true }
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn device_alarms(&self, device: &DeviceId) -> Result<Vec<StoredDeviceAlarm>, StoreError> {
+        let rows = sqlx::query(
+            "select id, kind, time_ms, received_ms, clock_suspect, fix_time_ms from device_alarms \
+             where device_id = ? order by received_ms, id",
+        )
+        .bind(device.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredDeviceAlarm {
+                    id: r.get(0),
+                    kind: parse_kind(r.get(1))?,
+                    time: from_ms("alarm time", r.get(2))?,
+                    received_at: from_ms("received time", r.get(3))?,
+                    clock_suspect: r.get(4),
+                    fix_time: r.get::<Option<i64>, _>(5).map(|t| from_ms("fix time", t)).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn insert_fix_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    device: &DeviceId,
+    received_at: DateTime<Utc>,
+    fixes: &[NewFix],
+) -> Result<u64, StoreError> {
+    if fixes.is_empty() {
+        return Ok(0);
+    }
+    let mut q = QueryBuilder::new(
+        "insert into fixes (device_id, time_ms, received_ms, lat, lon, accuracy_m, speed_mps, \
+         course_deg, altitude_m, battery_pct, source, late) ",
+    );
+    q.push_values(fixes, |mut row, NewFix { fix, late }| {
+        row.push_bind(device.as_str())
+            .push_bind(ms(fix.time))
+            .push_bind(ms(received_at))
+            .push_bind(fix.lat)
+            .push_bind(fix.lon)
+            .push_bind(fix.accuracy_m)
+            .push_bind(fix.speed_mps)
+            .push_bind(fix.course_deg)
+            .push_bind(fix.altitude_m)
+            .push_bind(fix.battery_pct)
+            .push_bind(fix.source.as_str())
+            .push_bind(*late);
+    });
+    q.push(" on conflict do nothing");
+    Ok(q.build().execute(&mut **tx).await?.rows_affected())
+}

@@ -1,0 +1,98 @@
+//! Fresh databases for tests: a temporary SQLite file, or a PostgreSQL database created for
+//! the test and dropped afterwards.
+//!
+//! PostgreSQL is found at `TRYGG_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`,
+//! the server every development and CI machine runs). A missing server fails the test loudly:
+//! a backend that silently skips its tests is a backend nobody tests.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, PgConnection};
+
+use crate::{ConnectOptions, Store, connect};
+
+/// The administrative connection used to create and drop test databases.
+pub fn admin_url() -> String {
+    std::env::var("TRYGG_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A database that exists for as long as this value does.
+#[derive(Debug)]
+pub enum TestDb {
+    /// A SQLite file in a temporary directory.
+    Sqlite {
+        /// The directory, removed on drop.
+        dir: tempfile::TempDir,
+        /// `sqlite://…` for the file.
+        url: String,
+    },
+    /// A PostgreSQL database created for this test, dropped on drop.
+    Postgres {
+        /// Its name.
+        name: String,
+        /// `postgres://…` for it.
+        url: String,
+    },
+}
+
+impl TestDb {
+    /// A new, empty SQLite database file.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("trygg.db").display());
+        Self::Sqlite { dir, url }
+    }
+
+    /// A new, empty PostgreSQL database. Panics, naming the URL, if PostgreSQL is unreachable.
+    pub async fn postgres() -> Self {
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is required for these tests but {admin} is unreachable ({e}); start it or set TRYGG_TEST_PG_URL")
+        });
+        let name = format!("trygg_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("create database {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        conn.close().await.ok();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Self::Postgres { name, url }
+    }
+
+    /// The connection URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
+        }
+    }
+
+    /// Connects a store to this database (applying migrations).
+    pub async fn store(&self) -> Arc<dyn Store> {
+        connect(self.url(), &ConnectOptions::default()).await.expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Self::Postgres { name, .. } = self {
+            let name = name.clone();
+            // Drop may run inside a runtime, which cannot block on another: use a thread.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let mut conn = PgConnection::connect(&admin_url()).await.ok()?;
+                    sqlx::query(&format!("drop database if exists {name} with (force)"))
+                        .execute(&mut conn)
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(_))) {
+                eprintln!("warning: could not drop a test database");
+            }
+        }
+    }
+}
