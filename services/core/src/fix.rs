@@ -137,6 +137,22 @@ pub enum FixError {
     },
 }
 
+impl FixError {
+    /// A short stable code for the reason: a metrics label and a field in API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFinite { .. } => "not_finite",
+            Self::LatOutOfRange(_) => "lat_out_of_range",
+            Self::LonOutOfRange(_) => "lon_out_of_range",
+            Self::Negative { .. } => "negative",
+            Self::CourseOutOfRange(_) => "course_out_of_range",
+            Self::BatteryOutOfRange(_) => "battery_out_of_range",
+            Self::InFuture { .. } => "in_future",
+            Self::TooOld { .. } => "too_old",
+        }
+    }
+}
+
 /// Whether an accepted fix is live or a buffered upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -209,7 +225,12 @@ impl FixPolicy {
         if let Some(b) = fix.battery_pct.filter(|b| *b > 100) {
             return Err(FixError::BatteryOutOfRange(b));
         }
-        let age_ms = (now - fix.time).num_milliseconds();
+        self.check_time(fix.time, now)
+    }
+
+    /// Checks only a device time: within the clock skew ahead and the buffer horizon behind.
+    pub fn check_time(&self, time: DateTime<Utc>, now: DateTime<Utc>) -> Result<Freshness, FixError> {
+        let age_ms = (now - time).num_milliseconds();
         if -age_ms > millis(self.max_future) {
             return Err(FixError::InFuture {
                 ahead_secs: -age_ms / 1000,

@@ -1,0 +1,308 @@
+//! The native device API: `POST /api/v1/ingest/positions` and `POST /api/v1/ingest/alarms`,
+//! each in JSON or protobuf (`proto/trygg/v1/ingest.proto`), authenticated by device token.
+//!
+//! A batch with some invalid fixes stores the valid ones and lists the rest in the reply: a
+//! watch that drops its buffer on a 2xx must not be made to resend good fixes forever because
+//! of one bad one. Only a batch with no valid fix at all is refused (422). A device alarm is
+//! never refused for a bad attached position or clock: the alarm is stored and the problem
+//! noted, because an SOS matters more than its metadata.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource, Freshness};
+use trygg_store::{DeviceAuth, FixBatch, NewDeviceAlarm, NewFix, token};
+
+use crate::{Committed, Ingest, IngestError, pb};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Protobuf,
+}
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// `POST /api/v1/ingest/positions`
+pub(crate) async fn positions(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    handle(&ingest, positions_inner(&ingest, &headers, body).await)
+}
+
+/// `POST /api/v1/ingest/alarms`
+pub(crate) async fn alarms(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    handle(&ingest, alarms_inner(&ingest, &headers, body).await)
+}
+
+fn handle(ingest: &Ingest, result: Result<Response, IngestError>) -> Response {
+    result.unwrap_or_else(|e| {
+        ingest.metrics.request_rejected(e.reason());
+        e.into_response()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct PositionsJson {
+    device: String,
+    fixes: Vec<Fix>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AlarmJson {
+    device: String,
+    kind: DeviceAlarmKind,
+    time: DateTime<Utc>,
+    fix: Option<Fix>,
+}
+
+#[derive(Debug, Serialize)]
+struct Rejected {
+    index: usize,
+    code: &'static str,
+    error: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PositionAck {
+    accepted: u64,
+    duplicates: u64,
+    late: u64,
+    rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize)]
+struct AlarmAck {
+    alarm_id: i64,
+    duplicate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix_error: Option<String>,
+}
+
+async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, IngestError> {
+    let (format, token) = (format(headers)?, bearer(headers)?);
+    let bytes = read_body(body, headers, ingest.limits.max_body_bytes).await?;
+    let (device, fixes) = match format {
+        Format::Json => {
+            let p: PositionsJson =
+                serde_json::from_slice(&bytes).map_err(|e| IngestError::Malformed(e.to_string()))?;
+            (p.device, p.fixes)
+        }
+        Format::Protobuf => {
+            let p = pb::PositionBatch::decode(bytes).map_err(|e| IngestError::Malformed(e.to_string()))?;
+            (p.device, p.fixes.into_iter().map(fix_from_pb).collect::<Result<_, _>>()?)
+        }
+    };
+    if fixes.is_empty() {
+        return Err(IngestError::EmptyBatch);
+    }
+    if fixes.len() > ingest.limits.max_batch_fixes {
+        return Err(IngestError::BatchTooLong { len: fixes.len(), max: ingest.limits.max_batch_fixes });
+    }
+    let (device, auth) = authenticate(ingest, &device, token).await?;
+    ingest.metrics.fixes_received(fixes.len());
+
+    let now = Utc::now();
+    let mut accepted = Vec::with_capacity(fixes.len());
+    let mut rejected = Vec::new();
+    for (index, fix) in fixes.into_iter().enumerate() {
+        let fix = truncate_to_millis(fix);
+        match ingest.policy.check(&fix, now) {
+            Ok(freshness) => accepted.push(NewFix { fix, late: freshness == Freshness::Late }),
+            Err(e) => {
+                ingest.metrics.fix_rejected(e.code());
+                rejected.push(Rejected { index, code: e.code(), error: e.to_string() });
+            }
+        }
+    }
+    if accepted.is_empty() {
+        let rejected = serde_json::to_value(&rejected).unwrap_or_default();
+        return Err(IngestError::NoValidFix { rejected });
+    }
+    let late = accepted.iter().filter(|f| f.late).count() as u64;
+    let valid = accepted.len() as u64;
+    let committed_fixes = accepted.iter().map(|f| f.fix.clone()).collect();
+    let batch = FixBatch { device: device.clone(), received_at: now, fixes: accepted };
+    let new = ingest.committer.commit(batch).await?;
+    ingest.sink.committed(Committed::Fixes {
+        tenant: auth.tenant,
+        wearer: auth.wearer,
+        device,
+        fixes: committed_fixes,
+    });
+
+    let ack = PositionAck { accepted: new, duplicates: valid - new, late, rejected };
+    Ok(match format {
+        Format::Json => Json(ack).into_response(),
+        Format::Protobuf => protobuf(
+            StatusCode::OK,
+            pb::PositionAck {
+                accepted: ack.accepted as u32,
+                duplicates: ack.duplicates as u32,
+                late: ack.late as u32,
+                rejected: ack
+                    .rejected
+                    .into_iter()
+                    .map(|r| pb::RejectedFix {
+                        index: r.index as u32,
+                        error: r.error,
+                        code: r.code.to_owned(),
+                    })
+                    .collect(),
+            },
+        ),
+    })
+}
+
+async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, IngestError> {
+    let (format, token) = (format(headers)?, bearer(headers)?);
+    let bytes = read_body(body, headers, ingest.limits.max_body_bytes).await?;
+    let (device, kind, time, fix) = match format {
+        Format::Json => {
+            let a: AlarmJson =
+                serde_json::from_slice(&bytes).map_err(|e| IngestError::Malformed(e.to_string()))?;
+            (a.device, a.kind, a.time, a.fix)
+        }
+        Format::Protobuf => {
+            let a = pb::DeviceAlarm::decode(bytes).map_err(|e| IngestError::Malformed(e.to_string()))?;
+            let kind = match pb::AlarmKind::try_from(a.kind) {
+                Ok(pb::AlarmKind::Sos) => DeviceAlarmKind::Sos,
+                Ok(pb::AlarmKind::Fall) => DeviceAlarmKind::Fall,
+                Ok(pb::AlarmKind::WatchRemoved) => DeviceAlarmKind::WatchRemoved,
+                _ => return Err(IngestError::Malformed(format!("kind {} is not an alarm kind", a.kind))),
+            };
+            (a.device, kind, time_from_ms(a.time_unix_ms)?, a.fix.map(fix_from_pb).transpose()?)
+        }
+    };
+    let (device, auth) = authenticate(ingest, &device, token).await?;
+    ingest.metrics.alarm_received(kind.as_str());
+
+    let now = Utc::now();
+    let time = truncate_time(time);
+    let clock_suspect = ingest.policy.check_time(time, now).is_err();
+    let (fix, fix_error) = match fix.map(truncate_to_millis) {
+        None => (None, None),
+        Some(fix) => match ingest.policy.check(&fix, now) {
+            Ok(freshness) => (Some(NewFix { fix, late: freshness == Freshness::Late }), None),
+            Err(e) => {
+                ingest.metrics.fix_rejected(e.code());
+                (None, Some(e.to_string()))
+            }
+        },
+    };
+    let alarm = NewDeviceAlarm { device: device.clone(), kind, time, received_at: now, clock_suspect, fix };
+    let stored = ingest.store.insert_device_alarm(&alarm).await?;
+    ingest.sink.committed(Committed::Alarm {
+        tenant: auth.tenant,
+        wearer: auth.wearer,
+        device,
+        alarm_id: stored.id,
+        kind,
+        duplicate: stored.duplicate,
+        fix: alarm.fix.map(|f| f.fix),
+    });
+
+    let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    let ack = AlarmAck { alarm_id: stored.id, duplicate: stored.duplicate, fix_error };
+    Ok(match format {
+        Format::Json => (status, Json(ack)).into_response(),
+        Format::Protobuf => protobuf(
+            status,
+            pb::AlarmAck { alarm_id: ack.alarm_id, duplicate: ack.duplicate, fix_error: ack.fix_error },
+        ),
+    })
+}
+
+fn format(headers: &HeaderMap) -> Result<Format, IngestError> {
+    let raw = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let raw = raw.unwrap_or_default();
+    let mime = raw.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(Format::Json),
+        PROTOBUF | "application/protobuf" => Ok(Format::Protobuf),
+        _ => Err(IngestError::UnsupportedMediaType(raw)),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, IngestError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(IngestError::MissingToken)
+}
+
+/// Reads the body, refusing it as soon as it passes `limit` bytes (before buffering the rest).
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(IngestError::BodyTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+        if too_large {
+            IngestError::BodyTooLarge { limit }
+        } else {
+            IngestError::Malformed(format!("could not read the body: {e}"))
+        }
+    })
+}
+
+async fn authenticate(
+    ingest: &Ingest,
+    device: &str,
+    token: &str,
+) -> Result<(DeviceId, DeviceAuth), IngestError> {
+    let id = DeviceId::parse(device).map_err(|e| IngestError::Malformed(format!("device: {e}")))?;
+    let auth =
+        ingest.store.device_auth(&id).await?.ok_or_else(|| IngestError::UnknownDevice(device.to_owned()))?;
+    match &auth.token_hash {
+        Some(hash) if token::verify(token, hash) => Ok((id, auth)),
+        _ => Err(IngestError::BadToken(device.to_owned())),
+    }
+}
+
+fn time_from_ms(ms: i64) -> Result<DateTime<Utc>, IngestError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| IngestError::Malformed(format!("time_unix_ms {ms} is out of range")))
+}
+
+/// Times are stored to the millisecond; truncating here keeps a resend's key identical.
+fn truncate_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+fn truncate_to_millis(fix: Fix) -> Fix {
+    Fix { time: truncate_time(fix.time), ..fix }
+}
+
+fn fix_from_pb(f: pb::Fix) -> Result<Fix, IngestError> {
+    Ok(Fix {
+        time: time_from_ms(f.time_unix_ms)?,
+        lat: f.lat,
+        lon: f.lon,
+        accuracy_m: f.accuracy_m,
+        speed_mps: f.speed_mps,
+        course_deg: f.course_deg,
+        altitude_m: f.altitude_m,
+        // Anything above 255 is as wrong as 101; validation names the field.
+        battery_pct: f.battery_pct.map(|b| u8::try_from(b).unwrap_or(u8::MAX)),
+        source: match pb::FixSource::try_from(f.source) {
+            Ok(pb::FixSource::Gps) => FixSource::Gps,
+            Ok(pb::FixSource::Wifi) => FixSource::Wifi,
+            Ok(pb::FixSource::Cell) => FixSource::Cell,
+            _ => FixSource::Unknown,
+        },
+    })
+}
+
+fn protobuf(status: StatusCode, message: impl Message) -> Response {
+    (status, [(header::CONTENT_TYPE, PROTOBUF)], message.encode_to_vec()).into_response()
+}

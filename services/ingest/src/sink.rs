@@ -1,0 +1,66 @@
+//! The seam between ingest and the alarm engine.
+//!
+//! Ingest calls [`CommittedSink::committed`] after each commit. Today the engine runs in the
+//! same process; with several nodes the same call becomes a publish to the device's partition
+//! on NATS JetStream. Either way nothing is lost if the receiver falls behind: everything handed
+//! over is already in the database, which is where the engine recovers from after a restart.
+
+use std::fmt::Debug;
+
+use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
+
+/// Data that has just been committed.
+#[derive(Debug, Clone)]
+pub enum Committed {
+    /// Fixes of one request (including resends of stored fixes: consumers must be idempotent).
+    Fixes {
+        /// The device's tenant.
+        tenant: TenantId,
+        /// The wearer the device is bound to.
+        wearer: Option<WearerId>,
+        /// The device.
+        device: DeviceId,
+        /// The accepted fixes, in the order sent.
+        fixes: Vec<Fix>,
+    },
+    /// A device alarm.
+    Alarm {
+        /// The device's tenant.
+        tenant: TenantId,
+        /// The wearer the device is bound to.
+        wearer: Option<WearerId>,
+        /// The device.
+        device: DeviceId,
+        /// The stored alarm's id.
+        alarm_id: i64,
+        /// What kind.
+        kind: DeviceAlarmKind,
+        /// A resend of an alarm already handed over.
+        duplicate: bool,
+        /// The position sent with it, if valid.
+        fix: Option<Fix>,
+    },
+}
+
+/// Receives committed data. Must not block: hand the data to a queue or task.
+pub trait CommittedSink: Debug + Send + Sync + 'static {
+    /// Called once per committed request.
+    fn committed(&self, data: Committed);
+}
+
+/// Logs what was committed; what `serve` uses until the alarm engine consumes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSink;
+
+impl CommittedSink for LogSink {
+    fn committed(&self, data: Committed) {
+        match data {
+            Committed::Fixes { device, fixes, .. } => {
+                tracing::debug!(%device, fixes = fixes.len(), "Fixes committed");
+            }
+            Committed::Alarm { device, alarm_id, kind, duplicate, .. } => {
+                tracing::info!(%device, alarm_id, %kind, duplicate, "Device alarm committed");
+            }
+        }
+    }
+}
