@@ -205,7 +205,31 @@ enum Geometry {
 struct Part {
     polygon: Polygon<f64>,
     bbox: Rect<f64>,
-    edges: Option<RTree<Edge>>,
+    edges: Option<EdgeIndex>,
+}
+
+/// The acceleration structure of a large polygon: an R-tree of its edges, and a grid over its
+/// bounding box that answers at once for cells no edge comes near (most of the area).
+#[derive(Debug, Clone)]
+struct EdgeIndex {
+    tree: RTree<Edge>,
+    grid: CellGrid,
+}
+
+#[derive(Debug, Clone)]
+struct CellGrid {
+    min: Coord,
+    cell: Coord,
+    side: usize,
+    cells: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    Inside,
+    Outside,
+    /// An edge passes through this cell or a neighbour: ask the edges.
+    Near,
 }
 
 /// One edge of a ring, as stored in a large polygon's edge index.
@@ -338,12 +362,11 @@ impl Part {
         let vertices =
             polygon.exterior().0.len() + polygon.interiors().iter().map(|r| r.0.len()).sum::<usize>();
         let edges = (vertices > EDGE_INDEX_MIN_VERTICES).then(|| {
-            RTree::bulk_load(
-                rings(&polygon)
-                    .flat_map(|r| r.lines())
-                    .map(|l| Edge { start: l.start, end: l.end })
-                    .collect(),
-            )
+            let edges: Vec<Edge> = rings(&polygon)
+                .flat_map(|r| r.lines())
+                .map(|l| Edge { start: l.start, end: l.end })
+                .collect();
+            EdgeIndex { grid: CellGrid::new(bbox, &edges), tree: RTree::bulk_load(edges) }
         });
         Ok(Self { polygon, bbox, edges })
     }
@@ -354,12 +377,17 @@ impl Part {
         }
         match &self.edges {
             None => self.polygon.intersects(&c),
-            Some(edges) => {
+            Some(EdgeIndex { tree, grid }) => {
+                match grid.cell(c) {
+                    Cell::Inside => return true,
+                    Cell::Outside => return false,
+                    Cell::Near => {}
+                }
                 // Only edges whose box meets the ray from `c` to the right can cross it or
                 // hold `c`; the crossing rules are geo's, so both paths agree exactly.
                 let ray = AABB::from_corners([c.x, c.y], [self.bbox.max().x, c.y]);
                 let mut crossings = 0u32;
-                for e in edges.locate_in_envelope_intersecting(&ray) {
+                for e in tree.locate_in_envelope_intersecting(&ray) {
                     match crossing(e.start, e.end, c) {
                         Crossing::OnBoundary => return true,
                         Crossing::Crosses => crossings += 1,
@@ -381,15 +409,65 @@ impl Part {
             None => rings(&self.polygon)
                 .flat_map(|r| r.lines())
                 .fold(cap_m, |best, l| best.min(frame.segment_distance_m(l.start, l.end))),
-            Some(edges) => {
+            Some(EdgeIndex { tree, .. }) => {
                 let (dx, dy) = (cap_m / frame.m_per_deg_x, cap_m / M_PER_DEG);
                 let o = frame.origin;
                 let near = AABB::from_corners([o.x - dx, o.y - dy], [o.x + dx, o.y + dy]);
-                edges
-                    .locate_in_envelope_intersecting(&near)
+                tree.locate_in_envelope_intersecting(&near)
                     .fold(cap_m, |best, e| best.min(frame.segment_distance_m(e.start, e.end)))
             }
         }
+    }
+}
+
+impl CellGrid {
+    /// About two cells per vertex along each side, at most 128 × 128.
+    fn new(bbox: Rect<f64>, edges: &[Edge]) -> Self {
+        let side = ((edges.len() as f64).sqrt() * 2.0).ceil().clamp(8.0, 128.0) as usize;
+        let cell = Coord { x: bbox.width() / side as f64, y: bbox.height() / side as f64 };
+        let mut grid = Self { min: bbox.min(), cell, side, cells: vec![Cell::Outside; side * side] };
+        // Mark every cell an edge's box touches, and their neighbours: a point rounded into
+        // the next cell by floating-point error still lands on a marked cell.
+        for e in edges {
+            let (x0, y0) = grid.index(Coord { x: e.start.x.min(e.end.x), y: e.start.y.min(e.end.y) });
+            let (x1, y1) = grid.index(Coord { x: e.start.x.max(e.end.x), y: e.start.y.max(e.end.y) });
+            for y in y0.saturating_sub(1)..=(y1 + 1).min(side - 1) {
+                for x in x0.saturating_sub(1)..=(x1 + 1).min(side - 1) {
+                    grid.cells[y * side + x] = Cell::Near;
+                }
+            }
+        }
+        // Every other cell is wholly on one side: decide it by its centre, one scan line per
+        // row (the centre is at least a cell away from any edge, so rounding cannot matter).
+        for row in 0..side {
+            let y = grid.min.y + (row as f64 + 0.5) * cell.y;
+            let mut xs: Vec<f64> = edges
+                .iter()
+                .filter(|e| (e.start.y > y) != (e.end.y > y))
+                .map(|e| e.start.x + (y - e.start.y) * (e.end.x - e.start.x) / (e.end.y - e.start.y))
+                .collect();
+            xs.sort_unstable_by(f64::total_cmp);
+            for col in 0..side {
+                let i = row * side + col;
+                if grid.cells[i] == Cell::Outside {
+                    let x = grid.min.x + (col as f64 + 0.5) * cell.x;
+                    let right = xs.len() - xs.partition_point(|&v| v <= x);
+                    grid.cells[i] = if right % 2 == 1 { Cell::Inside } else { Cell::Outside };
+                }
+            }
+        }
+        grid
+    }
+
+    fn index(&self, c: Coord) -> (usize, usize) {
+        let at =
+            |v: f64, min: f64, step: f64| (((v - min) / step).floor().max(0.0) as usize).min(self.side - 1);
+        (at(c.x, self.min.x, self.cell.x), at(c.y, self.min.y, self.cell.y))
+    }
+
+    fn cell(&self, c: Coord) -> Cell {
+        let (x, y) = self.index(c);
+        self.cells[y * self.side + x]
     }
 }
 
@@ -562,25 +640,35 @@ mod tests {
 
     #[test]
     fn large_polygon_with_an_edge_index_agrees_with_geo_everywhere() {
-        let mut p = star(11.0, 57.0, 2_000, 7);
-        p.interiors_push(square(10.999, 56.999, 0.002).exterior().clone());
-        let z = zone(Shape::Polygon(p.clone()));
-        let Geometry::Parts(parts) = &z.geometry else { unreachable!() };
-        assert!(parts[0].edges.is_some(), "a 2,000-vertex polygon is edge-indexed");
-        let mut s = 1u64;
-        let mut probes: Vec<Coord> = p.coords_iter().collect(); // every vertex
-        probes.extend(p.exterior().lines().map(|l| (l.start + l.end) / 2.0)); // edge midpoints
-        for _ in 0..5_000 {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let fx = (s >> 11) as f64 / (1u64 << 53) as f64;
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let fy = (s >> 11) as f64 / (1u64 << 53) as f64;
-            probes.push(Coord { x: 10.988 + 0.024 * fx, y: 56.988 + 0.024 * fy });
-        }
-        // Points sharing the y of a vertex exercise the half-open crossing rules.
-        probes.extend(p.exterior().0.iter().map(|c| Coord { x: c.x - 0.001, y: c.y }));
-        for c in probes {
-            assert_eq!(z.contains(c.x, c.y), p.intersects(&c), "at {c:?}");
+        // A spiky outline (most grid cells near an edge) and a smooth one (most cells decided
+        // by the grid alone), both with a hole.
+        let smooth: Vec<Coord> = (0..2_000)
+            .map(|i| {
+                let a = i as f64 / 2_000.0 * std::f64::consts::TAU;
+                let r = 0.008 + 0.0015 * (3.0 * a).sin();
+                Coord { x: 11.0 + r * a.cos(), y: 57.0 + r * a.sin() }
+            })
+            .collect();
+        for mut p in [star(11.0, 57.0, 2_000, 7), Polygon::new(LineString::from(smooth), vec![])] {
+            p.interiors_push(square(10.999, 56.999, 0.002).exterior().clone());
+            let z = zone(Shape::Polygon(p.clone()));
+            let Geometry::Parts(parts) = &z.geometry else { unreachable!() };
+            assert!(parts[0].edges.is_some(), "a 2,000-vertex polygon is edge-indexed");
+            let mut s = 1u64;
+            let mut probes: Vec<Coord> = p.coords_iter().collect(); // every vertex
+            probes.extend(p.exterior().lines().map(|l| (l.start + l.end) / 2.0)); // edge midpoints
+            for _ in 0..5_000 {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let fx = (s >> 11) as f64 / (1u64 << 53) as f64;
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let fy = (s >> 11) as f64 / (1u64 << 53) as f64;
+                probes.push(Coord { x: 10.988 + 0.024 * fx, y: 56.988 + 0.024 * fy });
+            }
+            // Points sharing the y of a vertex exercise the half-open crossing rules.
+            probes.extend(p.exterior().0.iter().map(|c| Coord { x: c.x - 0.001, y: c.y }));
+            for c in probes {
+                assert_eq!(z.contains(c.x, c.y), p.intersects(&c), "at {c:?}");
+            }
         }
     }
 
