@@ -1,0 +1,153 @@
+//! Configuration: command-line flags with `TRYGG_*` environment fallbacks.
+//!
+//! Every field says its unit in its name. Invalid values are refused before anything starts
+//! (exit status 64, one line saying which setting and why). Secrets (a database password) are
+//! never printed: use [`redact`] when logging a URL.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use trygg_core::FixPolicy;
+use trygg_ingest::{CommitConfig, Limits};
+use trygg_store::{ConnectOptions, Synchronous};
+
+/// A setting that cannot be used; `serve` exits with status 64.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Where the database is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Database: `sqlite://PATH` (embedded, created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "TRYGG_DATABASE_URL", default_value = "sqlite://trygg.db")]
+    pub database_url: String,
+    /// Most open database connections.
+    #[arg(long, env = "TRYGG_DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+    /// SQLite only: `full` syncs every commit (survives power loss), `normal` syncs at
+    /// checkpoints (survives a crash of trygg; a power loss may lose the last commits).
+    #[arg(long, env = "TRYGG_SQLITE_SYNCHRONOUS", default_value = "full")]
+    pub sqlite_synchronous: Synchronous,
+}
+
+impl DbArgs {
+    /// Checks the URL and returns the connection options.
+    pub fn options(&self) -> Result<ConnectOptions, ConfigError> {
+        trygg_store::check_url(&self.database_url).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(ConnectOptions {
+            max_connections: self.db_max_connections,
+            sqlite_synchronous: self.sqlite_synchronous,
+            ..ConnectOptions::default()
+        })
+    }
+}
+
+/// `trygg serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address of the HTTP API: device ingest, health, metrics (port 0 picks a free port).
+    #[arg(long, env = "TRYGG_HTTP_BIND", default_value = "127.0.0.1:8080")]
+    pub http_bind: SocketAddr,
+    /// Largest request body accepted from a device, in bytes.
+    #[arg(long, env = "TRYGG_MAX_BODY_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(256..=64 << 20))]
+    pub max_body_bytes: u64,
+    /// Most fixes in one positions request.
+    #[arg(long, env = "TRYGG_MAX_BATCH_FIXES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_batch_fixes: u64,
+    /// Group commit: commit once this many fixes wait.
+    #[arg(long, env = "TRYGG_COMMIT_MAX_ROWS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub commit_max_rows: u64,
+    /// Group commit: commit at the latest this many milliseconds after the first fix waits.
+    #[arg(long, env = "TRYGG_COMMIT_MAX_DELAY_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub commit_max_delay_ms: u64,
+    /// Oldest fix accepted, in seconds: how long a watch may buffer without coverage.
+    #[arg(long, env = "TRYGG_MAX_FIX_AGE_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub max_fix_age_secs: u64,
+    /// Fixes older than this many seconds on arrival are stored as late (buffered).
+    #[arg(long, env = "TRYGG_LATE_AFTER_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub late_after_secs: u64,
+    /// Tolerated device clock skew into the future, in seconds.
+    #[arg(long, env = "TRYGG_MAX_CLOCK_SKEW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub max_clock_skew_secs: u64,
+    /// On SIGINT/SIGTERM, how many seconds to let in-flight requests finish.
+    #[arg(long, env = "TRYGG_DRAIN_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub drain_timeout_secs: u64,
+}
+
+/// Checked `serve` settings, as the server uses them.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Database URL.
+    pub database_url: String,
+    /// Database connection options.
+    pub connect: ConnectOptions,
+    /// HTTP listen address.
+    pub http_bind: SocketAddr,
+    /// Device request limits.
+    pub limits: Limits,
+    /// Group commit.
+    pub commit: CommitConfig,
+    /// Fix acceptance.
+    pub policy: FixPolicy,
+    /// Time given to in-flight requests at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Checks the settings against each other and builds the server configuration.
+    pub fn config(&self) -> Result<ServeConfig, ConfigError> {
+        if self.late_after_secs >= self.max_fix_age_secs {
+            return Err(ConfigError(format!(
+                "--late-after-secs ({}) must be below --max-fix-age-secs ({})",
+                self.late_after_secs, self.max_fix_age_secs
+            )));
+        }
+        Ok(ServeConfig {
+            database_url: self.db.database_url.clone(),
+            connect: self.db.options()?,
+            http_bind: self.http_bind,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes as usize,
+                max_batch_fixes: self.max_batch_fixes as usize,
+            },
+            commit: CommitConfig {
+                max_rows: self.commit_max_rows as usize,
+                max_delay: Duration::from_millis(self.commit_max_delay_ms),
+            },
+            policy: FixPolicy {
+                max_future: Duration::from_secs(self.max_clock_skew_secs),
+                max_age: Duration::from_secs(self.max_fix_age_secs),
+                late_after: Duration::from_secs(self.late_after_secs),
+            },
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+        })
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_and_other_urls_kept() {
+        assert_eq!(redact("postgres://trygg:s3cret@db:5432/trygg"), "postgres://trygg:***@db:5432/trygg");
+        assert_eq!(redact("postgres://trygg@db/trygg"), "postgres://trygg@db/trygg");
+        assert_eq!(redact("sqlite://trygg.db"), "sqlite://trygg.db");
+    }
+}

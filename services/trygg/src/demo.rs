@@ -1,0 +1,257 @@
+//! `trygg demo`: a newcomer's first run.
+//!
+//! Starts the real server on a temporary SQLite file, seeds a tenant with three wearers and
+//! their watches, and runs simulated watches against the real HTTP API: one walking through
+//! Skövde who presses SOS (and, like real watches, sends it again), one sitting still with GPS
+//! jitter, one coming back into coverage with an hour of buffered fixes and one corrupt fix.
+//! Every step is printed as it happens, then what ended up in the database.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{TimeDelta, Utc};
+use serde_json::{Value, json};
+use trygg_core::{DeviceId, FixPolicy};
+use trygg_ingest::{CommitConfig, Committed, CommittedSink, Limits};
+use trygg_store::{ConnectOptions, NewDevice, Protocol, Store, token};
+
+use crate::config::ServeConfig;
+use crate::server::Server;
+
+/// `trygg demo` settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// How long the simulated watches run, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub seconds: u64,
+}
+
+/// Skövde centrum, where the simulated wearers live.
+const HOME: (f64, f64) = (58.3903, 13.8462);
+
+struct Watch {
+    id: &'static str,
+    wearer: &'static str,
+    token: String,
+}
+
+/// Prints what the alarm engine would receive: the seam ingest hands committed data through.
+#[derive(Debug)]
+struct DemoSink {
+    started: Instant,
+}
+
+impl CommittedSink for DemoSink {
+    fn committed(&self, data: Committed) {
+        if let Committed::Alarm { device, alarm_id, kind, duplicate, fix, .. } = data {
+            let at = fix.map(|f| format!(" at {:.5},{:.5}", f.lat, f.lon)).unwrap_or_default();
+            let what = if duplicate { "resend of" } else { "new" };
+            say(self.started, &format!("engine ← {what} {kind} alarm #{alarm_id} from {device}{at}"));
+        }
+    }
+}
+
+fn say(started: Instant, line: &str) {
+    println!("[{:5.1}s] {line}", started.elapsed().as_secs_f64());
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    say(started, &format!("trygg demo: database {url}"));
+
+    let store = trygg_store::connect(&url, &ConnectOptions::default()).await?;
+    let watches = seed(store.as_ref(), started).await?;
+
+    let config = ServeConfig {
+        database_url: url.clone(),
+        connect: ConnectOptions::default(),
+        http_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        limits: Limits::default(),
+        commit: CommitConfig::default(),
+        policy: FixPolicy::default(),
+        drain_timeout: Duration::from_secs(5),
+    };
+    let server = Server::build(config, Arc::new(DemoSink { started })).await?;
+    let base = format!("http://{}", server.local_addr());
+    say(started, &format!("server listening on {base} (try {base}/metrics while it runs)"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let client = reqwest::Client::new();
+    let until = started + Duration::from_secs(args.seconds);
+    let [walker, sitter, buffered] = watches;
+    tokio::try_join!(
+        walk_and_press_sos(&client, &base, &walker, started, until),
+        sit_with_jitter(&client, &base, &sitter, started, until),
+        upload_buffer(&client, &base, &buffered, started),
+        stranger(&client, &base, started),
+    )?;
+
+    let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
+    say(started, "metrics:");
+    for line in metrics.lines().filter(|l| l.starts_with("trygg_ingest_") && !l.contains("_bucket")) {
+        println!("          {line}");
+    }
+    let _ = stop.send(());
+    serving.await??;
+
+    say(started, "stored in the database:");
+    for w in [&walker, &sitter, &buffered] {
+        let id = DeviceId::parse(w.id)?;
+        let fixes = store.recent_fixes(&id, 10_000).await?;
+        let late = fixes.iter().filter(|f| f.late).count();
+        let alarms = store.device_alarms(&id).await?;
+        println!(
+            "          {} ({}): {} fixes ({late} late), {} alarm(s)",
+            w.id,
+            w.wearer,
+            fixes.len(),
+            alarms.len()
+        );
+    }
+    store.close().await;
+    say(started, "done. Next: `trygg serve` (see README.md) and point a device at /api/v1/ingest.");
+    Ok(())
+}
+
+async fn seed(store: &dyn Store, started: Instant) -> anyhow::Result<[Watch; 3]> {
+    let tenant = store.create_tenant("Demo kommun").await?;
+    say(started, &format!("seeded tenant \"Demo kommun\" ({tenant})"));
+    let mut watches = Vec::new();
+    for (id, wearer) in [("demo-watch-1", "Astrid"), ("demo-watch-2", "Bertil"), ("demo-watch-3", "Cecilia")]
+    {
+        let wearer_id = store.create_wearer(tenant, wearer).await?;
+        let secret = token::generate();
+        store
+            .register_device(&NewDevice {
+                id: DeviceId::parse(id)?,
+                tenant,
+                wearer: Some(wearer_id),
+                protocol: Protocol::Native,
+                token_hash: Some(token::hash(&secret)),
+            })
+            .await?;
+        say(started, &format!("seeded wearer {wearer} wearing {id} (native device, token issued)"));
+        watches.push(Watch { id, wearer, token: secret });
+    }
+    watches.try_into().map_err(|_| anyhow::anyhow!("three watches were seeded"))
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let resp = client.post(url).bearer_auth(token).json(body).send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+fn fix(seconds_ago: i64, lat: f64, lon: f64, accuracy_m: f64) -> Value {
+    let time = Utc::now() - TimeDelta::seconds(seconds_ago);
+    json!({ "time": time.to_rfc3339(), "lat": lat, "lon": lon, "accuracy_m": accuracy_m, "source": "gps", "battery_pct": 76 })
+}
+
+/// Astrid walks north-east, one fix a second (a compressed report interval), and presses SOS
+/// halfway; the watch sends the SOS twice, as watches do when an ack is slow.
+async fn walk_and_press_sos(
+    client: &reqwest::Client,
+    base: &str,
+    w: &Watch,
+    started: Instant,
+    until: Instant,
+) -> anyhow::Result<()> {
+    let sos_at = started + (until - started) / 2;
+    let mut sos_sent = false;
+    let mut step = 0.0;
+    while Instant::now() < until {
+        step += 1.0;
+        let (lat, lon) = (HOME.0 + step * 0.00012, HOME.1 + step * 0.0002);
+        let (status, ack) = post(
+            client,
+            &format!("{base}/api/v1/ingest/positions"),
+            &w.token,
+            &json!({ "device": w.id, "fixes": [fix(0, lat, lon, 8.0)] }),
+        )
+        .await?;
+        say(started, &format!("{} ({}) → fix {lat:.5},{lon:.5} ±8 m … {status} {ack}", w.id, w.wearer));
+        if !sos_sent && Instant::now() >= sos_at {
+            sos_sent = true;
+            let body = json!({ "device": w.id, "kind": "sos", "time": Utc::now().to_rfc3339(), "fix": fix(0, lat, lon, 8.0) });
+            for attempt in ["presses SOS", "resends SOS"] {
+                let (status, ack) =
+                    post(client, &format!("{base}/api/v1/ingest/alarms"), &w.token, &body).await?;
+                say(started, &format!("{} ({}) {attempt} … {status} {ack}", w.id, w.wearer));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+/// Bertil sits by the window: the same place, jittering by a few metres.
+async fn sit_with_jitter(
+    client: &reqwest::Client,
+    base: &str,
+    w: &Watch,
+    started: Instant,
+    until: Instant,
+) -> anyhow::Result<()> {
+    let mut n = 0u32;
+    while Instant::now() < until {
+        n += 1;
+        let jitter = f64::from(n).sin() * 0.00006;
+        let body =
+            json!({ "device": w.id, "fixes": [fix(0, HOME.0 - 0.002 + jitter, HOME.1 - jitter, 15.0)] });
+        let (status, ack) = post(client, &format!("{base}/api/v1/ingest/positions"), &w.token, &body).await?;
+        if n % 3 == 1 {
+            say(started, &format!("{} ({}) → jittery fix near home … {status} {ack}", w.id, w.wearer));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    Ok(())
+}
+
+/// Cecilia's watch had no coverage for an hour: it uploads 60 buffered fixes at once, one of
+/// them corrupt. The good ones are stored (flagged late), the bad one is listed as rejected.
+async fn upload_buffer(
+    client: &reqwest::Client,
+    base: &str,
+    w: &Watch,
+    started: Instant,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut fixes: Vec<Value> =
+        (0..60).map(|m| fix(3600 - m * 60, HOME.0 + 0.01, HOME.1 - 0.004, 12.0)).collect();
+    fixes[30]["lat"] = json!(123.4);
+    let (status, ack) = post(
+        client,
+        &format!("{base}/api/v1/ingest/positions"),
+        &w.token,
+        &json!({ "device": w.id, "fixes": fixes }),
+    )
+    .await?;
+    say(
+        started,
+        &format!("{} ({}) back in coverage, uploads 60 buffered fixes … {status} {ack}", w.id, w.wearer),
+    );
+    Ok(())
+}
+
+/// A device nobody registered is refused and counted.
+async fn stranger(client: &reqwest::Client, base: &str, started: Instant) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let body = json!({ "device": "stolen-watch", "fixes": [fix(0, HOME.0, HOME.1, 5.0)] });
+    let (status, ack) =
+        post(client, &format!("{base}/api/v1/ingest/positions"), "guessed-token", &body).await?;
+    say(started, &format!("stolen-watch (not registered) → fix … {status} {ack}"));
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! One process with every part: store, group committer, ingest routes, health and metrics.
+//!
+//! [`Server::build`] connects the database (applying migrations) and binds the listener before
+//! returning, so a caller that asked for port 0 can read the real port back and a bad address
+//! fails before anything runs. [`Server::run`] serves until the shutdown future resolves, then
+//! stops accepting, lets in-flight requests finish (bounded by the drain timeout), waits for the
+//! committer to commit what it holds and closes the database.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use trygg_ingest::{CommittedSink, FixCommitter, Ingest, IngestMetrics};
+use trygg_store::Store;
+
+use crate::config::{ServeConfig, redact};
+
+/// A server that has bound its port and connected its database, ready to [`run`](Self::run).
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    app: Router,
+    store: Arc<dyn Store>,
+    committer: JoinHandle<()>,
+    config: ServeConfig,
+}
+
+#[derive(Debug, Clone)]
+struct Ops {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+}
+
+impl Server {
+    /// Connects, migrates, binds. `sink` receives everything ingest commits.
+    pub async fn build(config: ServeConfig, sink: Arc<dyn CommittedSink>) -> anyhow::Result<Self> {
+        let store = trygg_store::connect(&config.database_url, &config.connect)
+            .await
+            .with_context(|| format!("opening database {}", redact(&config.database_url)))?;
+        let listener = TcpListener::bind(config.http_bind)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http_bind))?;
+
+        let mut registry = Registry::default();
+        let metrics = IngestMetrics::register(&mut registry);
+        let (committer_handle, committer) =
+            FixCommitter::start(store.clone(), config.commit, metrics.clone());
+        let ingest = Ingest {
+            store: store.clone(),
+            committer: committer_handle,
+            sink,
+            metrics,
+            limits: config.limits,
+            policy: config.policy,
+        };
+        let ops = Ops { store: store.clone(), registry: Arc::new(registry) };
+        let app = Router::new()
+            .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(ops)
+            .merge(trygg_ingest::router(ingest))
+            .fallback(|| async {
+                (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
+            });
+        Ok(Self { listener, app, store, committer, config })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then drains and closes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, app, store, committer, config } = self;
+        tracing::info!(
+            http = %listener.local_addr()?,
+            database = %redact(&config.database_url),
+            "Serving"
+        );
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("Shutdown requested: refusing new connections, draining");
+            let _ = stopping_tx.send(());
+        });
+        let drain_timeout = config.drain_timeout;
+        tokio::select! {
+            served = serve => served.context("HTTP server failed")?,
+            () = async move {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(drain_timeout).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => tracing::warn!(?drain_timeout, "Drain timed out; requests still open were not acknowledged"),
+        }
+        // The routes held the committer's handles; with them gone it commits what it holds and ends.
+        if tokio::time::timeout(drain_timeout, committer).await.is_err() {
+            tracing::warn!("Committer did not finish in time; uncommitted fixes were never acknowledged");
+        }
+        store.close().await;
+        tracing::info!("Stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), ops.store.ping()).await;
+    match ping {
+        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok" }))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Readiness check: database failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "database": "error" })))
+        }
+        Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "database": "timeout" })))
+        }
+    }
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &ops.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "Encoding metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new())
+        }
+    }
+}
