@@ -1,0 +1,111 @@
+//! Starting and stopping the real `trygg` binary.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses its own share of these helpers
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trygg-under-test");
+
+/// Runs a one-shot `trygg` command (tenant, device, migrate, replay) to completion.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("TRYGG_LOG", "warn").output().expect("run trygg")
+}
+
+/// Runs a one-shot command that must succeed and returns its stdout, trimmed.
+pub fn cli_ok(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(out.status.success(), "trygg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Creates a tenant and a native device; returns the device's token.
+pub fn register_native_device(db_url: &str, tenant_name: &str, device: &str) -> String {
+    let tenant = cli_ok(&["tenant", "create", "--database-url", db_url, tenant_name]);
+    cli_ok(&["device", "register", "--database-url", db_url, "--tenant", &tenant, "--device", device])
+}
+
+/// A running `trygg serve`, killed when dropped.
+pub struct Trygg {
+    child: Child,
+    pub base: String,
+}
+
+impl Trygg {
+    /// Starts `trygg serve` on a free port and waits until it says where it listens.
+    pub fn start(db_url: &str, extra: &[&str]) -> Self {
+        let log = std::env::var("TEST_LOG").is_ok();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http-bind", "127.0.0.1:0", "--database-url", db_url])
+            .args(extra)
+            .env("TRYGG_LOG", if log { "debug" } else { "warn" })
+            .stdout(Stdio::piped())
+            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("spawn trygg serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut first = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut first);
+            let _ = tx.send(first);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("trygg serve printed its address in time");
+        let base = line
+            .trim()
+            .strip_prefix("trygg listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a signal with the system's `kill` command.
+    fn signal(&self, name: &str) {
+        let ok =
+            Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success(), "kill -{name} failed");
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// SIGKILL: no drain, no flush, no goodbye.
+    pub fn kill9(mut self) {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(30));
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "trygg did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Trygg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON fix `seq` milliseconds after `base_ms`.
+pub fn fix_at(base_ms: i64, seq: i64) -> Value {
+    let time = chrono::DateTime::from_timestamp_millis(base_ms + seq).unwrap();
+    json!({ "time": time.to_rfc3339(), "lat": 57.7 + seq as f64 * 1e-6, "lon": 11.97, "accuracy_m": 10.0 })
+}
