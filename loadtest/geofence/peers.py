@@ -106,7 +106,7 @@ def postgis_m2(blobs, pts, circles, counts, ids, sample, nz):
     try:
         with psycopg.connect(dbname=db, autocommit=True, **base) as conn:
             conn.execute("create extension postgis")
-            version = conn.execute("select postgis_full_version()").fetchone()[0].split(" ")[1]
+            version = conn.execute("select postgis_lib_version()").fetchone()[0]
             conn.execute("create table zones (id integer primary key, geom geometry not null)")
             progress(f"PostGIS: loading {len(blobs)} zones")
             t = time.perf_counter()
@@ -218,7 +218,7 @@ def report(results, m5, out):
         f"{first['points']:,} query points, half aimed inside a zone ({first['points_inside_some_zone']:,} inside at least one); "
         f"{first['zones']:,} zones have {first['vertices_total']:,} polygon vertices, {first['circles']:,} circles and "
         f"{first['zones_with_1000_plus_vertices']} polygons of 1,000–3,000 vertices. Shapely per-call latency includes "
-        "the Python call (sampled on 100,000 points); its bulk query is its fastest mode and is what the ratio uses.",
+        f"the Python call (sampled on {results['sizes'][-1]['shapely']['call_sample']:,} points); its bulk query is its fastest mode and is what the ratio uses.",
         "",
         "## M2: vs PostGIS (GiST index, `ST_Intersects(geom, point)`, one prepared query per fix, local TCP)",
         "",
@@ -242,18 +242,19 @@ def report(results, m5, out):
         "",
         "## M5: exits under GPS jitter (trygg policy vs naive point-in-polygon)",
         "",
-        f"{m5['device_days']} simulated device-days ({m5['fixes']:,} fixes; report interval "
+        f"{m5['device_days']:.0f} simulated device-days ({m5['fixes']:,} fixes; report interval "
         f"{', '.join(str(i) for i in m5['intervals_s'])} s): still wearers near the edge, walks out and back, "
         "Gaussian noise σ 5–15 m, 1 % wild fixes 100–700 m off claiming 5–15 m accuracy, 3 % cell-tower fixes 500–2,000 m off.",
         "",
-        "| detector | spurious exits / device-day | real exits detected | missed | added delay, mean / max |",
-        "|---|---|---|---|---|",
+        "| detector | spurious exits / device-day | real exits detected | missed | delay after the first truly-outside fix, mean / max | later than naive, mean / max |",
+        "|---|---|---|---|---|---|",
     ]
     for name in ("naive", "policy"):
         d = m5[name]
         lines.append(
             f"| {name} | {d['spurious_per_device_day']:.2f} | {d['detected']} / {m5['real_exits']} | {d['missed']} | "
-            f"{d['delay_intervals_mean']:.2f} / {d['delay_intervals_max']:.2f} report intervals |")
+            f"{d['delay_intervals_mean']:.2f} / {d['delay_intervals_max']:.0f} intervals | "
+            f"{d['added_vs_naive_intervals_mean']:.2f} / {d['added_vs_naive_intervals_max']:.0f} intervals |")
     lines += [
         "",
         f"Spurious exits reduced by **{m5['spurious_reduction_pct']:.1f} %**. Delay is counted from the first fix after "
@@ -271,8 +272,9 @@ def report(results, m5, out):
         ("M2 ≥ 50× PostGIS", f"{big['m2_ratio']:.0f}×", big["m2_ratio"] >= 50),
         ("M5 ≥ 90 % fewer spurious exits", f"{m5['spurious_reduction_pct']:.1f} %", m5["spurious_reduction_pct"] >= 90),
         ("M5 zero missed real exits", str(m5["policy"]["missed"]), m5["policy"]["missed"] == 0),
-        ("M5 added delay ≤ one report interval", f"mean {m5['policy']['delay_intervals_mean']:.2f}, max {m5['policy']['delay_intervals_max']:.2f}",
-         m5["policy"]["delay_intervals_max"] <= 1.0),
+        ("M5 added delay ≤ one report interval",
+         f"{m5['policy']['delay_within_one_interval_pct']:.0f} % of exits within one; mean {m5['policy']['delay_intervals_mean']:.2f}, "
+         f"max {m5['policy']['delay_intervals_max']:.0f}", m5["policy"]["delay_intervals_max"] <= 1.0),
     ]
     lines += ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in targets]

@@ -200,21 +200,18 @@ enum Geometry {
     Parts(Vec<Part>),
 }
 
-/// One polygon of a zone, with its bounding box and, when large, an index of its edges.
+/// One polygon of a zone, with its bounding box, a grid that answers at once for most of the
+/// box, and, when large, an R-tree of its edges for the rest.
 #[derive(Debug, Clone)]
 struct Part {
     polygon: Polygon<f64>,
     bbox: Rect<f64>,
-    edges: Option<EdgeIndex>,
+    grid: CellGrid,
+    edges: Option<RTree<Edge>>,
 }
 
-/// The acceleration structure of a large polygon: an R-tree of its edges, and a grid over its
-/// bounding box that answers at once for cells no edge comes near (most of the area).
-#[derive(Debug, Clone)]
-struct EdgeIndex {
-    tree: RTree<Edge>,
-    grid: CellGrid,
-}
+/// A grid over a polygon's bounding box. A cell no edge passes through lies wholly inside or
+/// wholly outside, so a point there is decided by one byte instead of a walk over the edges.
 
 #[derive(Debug, Clone)]
 struct CellGrid {
@@ -361,28 +358,25 @@ impl Part {
         let bbox = polygon.bounding_rect().ok_or(ZoneError::Empty)?;
         let vertices =
             polygon.exterior().0.len() + polygon.interiors().iter().map(|r| r.0.len()).sum::<usize>();
-        let edges = (vertices > EDGE_INDEX_MIN_VERTICES).then(|| {
-            let edges: Vec<Edge> = rings(&polygon)
-                .flat_map(|r| r.lines())
-                .map(|l| Edge { start: l.start, end: l.end })
-                .collect();
-            EdgeIndex { grid: CellGrid::new(bbox, &edges), tree: RTree::bulk_load(edges) }
-        });
-        Ok(Self { polygon, bbox, edges })
+        let edges: Vec<Edge> =
+            rings(&polygon).flat_map(|r| r.lines()).map(|l| Edge { start: l.start, end: l.end }).collect();
+        let grid = CellGrid::new(bbox, &edges);
+        let edges = (vertices > EDGE_INDEX_MIN_VERTICES).then(|| RTree::bulk_load(edges));
+        Ok(Self { polygon, bbox, grid, edges })
     }
 
     fn contains(&self, c: Coord) -> bool {
         if !self.bbox.intersects(&c) {
             return false;
         }
+        match self.grid.cell(c) {
+            Cell::Inside => return true,
+            Cell::Outside => return false,
+            Cell::Near => {}
+        }
         match &self.edges {
             None => self.polygon.intersects(&c),
-            Some(EdgeIndex { tree, grid }) => {
-                match grid.cell(c) {
-                    Cell::Inside => return true,
-                    Cell::Outside => return false,
-                    Cell::Near => {}
-                }
+            Some(tree) => {
                 // Only edges whose box meets the ray from `c` to the right can cross it or
                 // hold `c`; the crossing rules are geo's, so both paths agree exactly.
                 let ray = AABB::from_corners([c.x, c.y], [self.bbox.max().x, c.y]);
@@ -409,7 +403,7 @@ impl Part {
             None => rings(&self.polygon)
                 .flat_map(|r| r.lines())
                 .fold(cap_m, |best, l| best.min(frame.segment_distance_m(l.start, l.end))),
-            Some(EdgeIndex { tree, .. }) => {
+            Some(tree) => {
                 let (dx, dy) = (cap_m / frame.m_per_deg_x, cap_m / M_PER_DEG);
                 let o = frame.origin;
                 let near = AABB::from_corners([o.x - dx, o.y - dy], [o.x + dx, o.y + dy]);
@@ -421,24 +415,28 @@ impl Part {
 }
 
 impl CellGrid {
-    /// About two cells per vertex along each side, at most 128 × 128.
+    /// Side of the grid: about twice the square root of the edge count (a polygon of 40
+    /// edges gets 13 × 13 cells), at least 4 and at most 128.
     fn new(bbox: Rect<f64>, edges: &[Edge]) -> Self {
-        let side = ((edges.len() as f64).sqrt() * 2.0).ceil().clamp(8.0, 128.0) as usize;
+        let side = ((edges.len() as f64).sqrt() * 2.0).ceil().clamp(4.0, 128.0) as usize;
         let cell = Coord { x: bbox.width() / side as f64, y: bbox.height() / side as f64 };
         let mut grid = Self { min: bbox.min(), cell, side, cells: vec![Cell::Outside; side * side] };
-        // Mark every cell an edge's box touches, and their neighbours: a point rounded into
-        // the next cell by floating-point error still lands on a marked cell.
+        // Mark every cell an edge's box touches, widened by far more than rounding error: a
+        // point that rounding puts into the cell next to its true one is within that margin of
+        // the shared border, so any edge between it and the cell's centre marks the cell.
+        const EPS_DEG: f64 = 1e-9;
         for e in edges {
-            let (x0, y0) = grid.index(Coord { x: e.start.x.min(e.end.x), y: e.start.y.min(e.end.y) });
-            let (x1, y1) = grid.index(Coord { x: e.start.x.max(e.end.x), y: e.start.y.max(e.end.y) });
-            for y in y0.saturating_sub(1)..=(y1 + 1).min(side - 1) {
-                for x in x0.saturating_sub(1)..=(x1 + 1).min(side - 1) {
+            let lo = Coord { x: e.start.x.min(e.end.x) - EPS_DEG, y: e.start.y.min(e.end.y) - EPS_DEG };
+            let hi = Coord { x: e.start.x.max(e.end.x) + EPS_DEG, y: e.start.y.max(e.end.y) + EPS_DEG };
+            let ((x0, y0), (x1, y1)) = (grid.index(lo), grid.index(hi));
+            for y in y0..=y1 {
+                for x in x0..=x1 {
                     grid.cells[y * side + x] = Cell::Near;
                 }
             }
         }
         // Every other cell is wholly on one side: decide it by its centre, one scan line per
-        // row (the centre is at least a cell away from any edge, so rounding cannot matter).
+        // row (the centre is half a cell from any edge, so rounding cannot matter).
         for row in 0..side {
             let y = grid.min.y + (row as f64 + 0.5) * cell.y;
             let mut xs: Vec<f64> = edges
@@ -654,6 +652,8 @@ mod tests {
             let z = zone(Shape::Polygon(p.clone()));
             let Geometry::Parts(parts) = &z.geometry else { unreachable!() };
             assert!(parts[0].edges.is_some(), "a 2,000-vertex polygon is edge-indexed");
+            let decided = parts[0].grid.cells.iter().filter(|c| **c != Cell::Near).count();
+            assert!(decided > 0, "some cells are decided by the grid alone");
             let mut s = 1u64;
             let mut probes: Vec<Coord> = p.coords_iter().collect(); // every vertex
             probes.extend(p.exterior().lines().map(|l| (l.start + l.end) / 2.0)); // edge midpoints
@@ -669,6 +669,27 @@ mod tests {
             for c in probes {
                 assert_eq!(z.contains(c.x, c.y), p.intersects(&c), "at {c:?}");
             }
+        }
+    }
+
+    #[test]
+    fn small_polygon_decided_by_its_grid_agrees_with_geo_everywhere() {
+        let mut p = star(11.0, 57.0, 40, 11);
+        p.interiors_push(square(10.999, 56.999, 0.002).exterior().clone());
+        let z = zone(Shape::Polygon(p.clone()));
+        let Geometry::Parts(parts) = &z.geometry else { unreachable!() };
+        assert!(parts[0].edges.is_none());
+        let mut probes: Vec<Coord> = p.coords_iter().collect();
+        probes.extend(rings(&p).flat_map(|r| r.lines()).map(|l| (l.start + l.end) / 2.0));
+        let n = 150;
+        for i in 0..=n {
+            for j in 0..=n {
+                let (fx, fy) = (i as f64 / n as f64, j as f64 / n as f64);
+                probes.push(Coord { x: 10.988 + 0.024 * fx, y: 56.988 + 0.024 * fy });
+            }
+        }
+        for c in probes {
+            assert_eq!(z.contains(c.x, c.y), p.intersects(&c), "at {c:?}");
         }
     }
 
