@@ -34,9 +34,17 @@ impl Default for CommitConfig {
     }
 }
 
+type Done = oneshot::Sender<Result<u64, Arc<StoreError>>>;
+
 struct Job {
     batch: FixBatch,
-    done: oneshot::Sender<Result<u64, Arc<StoreError>>>,
+    done: Done,
+}
+
+/// Where one request's answer goes, and how many fixes it sent.
+struct Reply {
+    fixes: usize,
+    done: Done,
 }
 
 /// A handle to the writer task. Clone it freely; the task ends, after committing what it has,
@@ -104,27 +112,46 @@ async fn write_loop(
 }
 
 async fn commit_group(store: &dyn Store, metrics: &IngestMetrics, group: Vec<Job>, rows: usize) {
-    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|j| (j.batch, j.done)).unzip();
+    let (batches, replies): (Vec<_>, Vec<_>) = group
+        .into_iter()
+        .map(|Job { batch, done }| {
+            let reply = Reply { fixes: batch.fixes.len(), done };
+            (batch, reply)
+        })
+        .unzip();
     let started = Instant::now();
     let result = store.insert_fixes(&batches).await;
     metrics.observe_commit(rows, started.elapsed());
     match result {
         Ok(inserted) => {
-            let new: u64 = inserted.iter().sum();
-            metrics.fixes_committed(new, rows as u64 - new);
             for (reply, n) in replies.into_iter().zip(inserted) {
-                // A requester that went away (client disconnected) needs no answer.
-                let _ = reply.send(Ok(n));
+                answer(metrics, reply, &Ok(n));
+            }
+        }
+        // One request's batch must not fail the others': find it by committing each alone.
+        Err(e) if batches.len() > 1 => {
+            tracing::warn!(error = %e, requests = batches.len(), "Group commit failed; committing its requests one by one");
+            for (batch, reply) in batches.into_iter().zip(replies) {
+                let result = store.insert_fixes(std::slice::from_ref(&batch)).await;
+                metrics.observe_commit(batch.fixes.len(), started.elapsed());
+                let result = result.map(|n| n[0]).map_err(Arc::new);
+                answer(metrics, reply, &result);
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, fixes = rows, requests = replies.len(), "Group commit failed");
-            let e = Arc::new(e);
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
+            tracing::error!(error = %e, fixes = rows, "Commit failed");
+            answer(metrics, replies.into_iter().next().expect("a group has a job"), &Err(Arc::new(e)));
         }
     }
+}
+
+/// Counts and answers one request. A requester that went away (client disconnected) needs no
+/// answer; its fixes are committed all the same.
+fn answer(metrics: &IngestMetrics, reply: Reply, result: &Result<u64, Arc<StoreError>>) {
+    if let Ok(new) = result {
+        metrics.fixes_committed(*new, reply.fixes as u64 - new);
+    }
+    let _ = reply.done.send(result.clone());
 }
 
 #[cfg(test)]
@@ -194,14 +221,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_commit_answers_every_waiting_request_with_an_error() {
+    async fn a_failing_batch_fails_only_its_own_request_not_the_rest_of_its_group() {
         let db = TestDb::sqlite();
         let store = db.store().await;
+        let tenant = store.create_tenant("t").await.unwrap();
+        let device = DeviceId::parse("d").unwrap();
+        let new = NewDevice {
+            id: device.clone(),
+            tenant,
+            wearer: None,
+            protocol: Protocol::Native,
+            token_hash: None,
+        };
+        store.register_device(&new).await.unwrap();
         let metrics = IngestMetrics::register(&mut Registry::default());
-        let (committer, _task) = FixCommitter::start(store, CommitConfig::default(), metrics);
-        // The device is not registered: the foreign key fails the whole transaction.
-        let unknown = DeviceId::parse("ghost").unwrap();
-        assert!(matches!(committer.commit(batch(&unknown, 3, 0)).await, Err(IngestError::Storage(_))));
+        // A long window puts both requests into one group.
+        let config = CommitConfig { max_rows: 10_000, max_delay: Duration::from_millis(200) };
+        let (committer, _task) = FixCommitter::start(store.clone(), config, metrics.clone());
+        // The ghost device is not registered: its rows break the foreign key.
+        let ghost = DeviceId::parse("ghost").unwrap();
+        let (good, bad) =
+            tokio::join!(committer.commit(batch(&device, 3, 0)), committer.commit(batch(&ghost, 3, 0)));
+        assert_eq!(good.unwrap(), 3);
+        assert!(matches!(bad, Err(IngestError::Storage(_))));
+        assert_eq!(store.recent_fixes(&device, 10).await.unwrap().len(), 3);
+        assert_eq!(metrics.commits(), 3, "one failed group commit, then one commit per request");
     }
 
     async fn futures_join<T: Send + 'static>(
