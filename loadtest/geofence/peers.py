@@ -172,6 +172,7 @@ def machine():
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "rustc": sh("rustc --version"),
         "python": platform.python_version(),
         "shapely": shapely.__version__,
@@ -188,7 +189,8 @@ def report(results, m5, out):
     lines = [
         "# Geofence benchmark",
         "",
-        f"{m['date']} · {m['cpu']} ({m['cores']} cores shared, {m['memory_gib']} GiB) · "
+        f"{m['date']} · {m['cpu']} ({m['cores']} cores shared, {m['memory_gib']} GiB, load average "
+        f"{m.get('load_average_1m', '?')} at the start) · "
         f"Linux {m['kernel']} · {m['rustc']} · shapely {m['shapely']} (GEOS {m['geos']}) · "
         f"PostGIS {results.get('postgis_version', '?')}",
         "",
@@ -246,7 +248,7 @@ def report(results, m5, out):
         f"{', '.join(str(i) for i in m5['intervals_s'])} s): still wearers near the edge, walks out and back, "
         "Gaussian noise σ 5–15 m, 1 % wild fixes 100–700 m off claiming 5–15 m accuracy, 3 % cell-tower fixes 500–2,000 m off.",
         "",
-        "| detector | spurious exits / device-day | real exits detected | missed | delay after the first truly-outside fix, mean / max | later than naive, mean / max |",
+        "| detector | spurious exits / device-day | real exits detected | missed | delay after the first truly-outside fix, mean / max | added delay after the first fix showing outside, mean / max |",
         "|---|---|---|---|---|---|",
     ]
     for name in ("naive", "policy"):
@@ -254,12 +256,15 @@ def report(results, m5, out):
         lines.append(
             f"| {name} | {d['spurious_per_device_day']:.2f} | {d['detected']} / {m5['real_exits']} | {d['missed']} | "
             f"{d['delay_intervals_mean']:.2f} / {d['delay_intervals_max']:.0f} intervals | "
-            f"{d['added_vs_naive_intervals_mean']:.2f} / {d['added_vs_naive_intervals_max']:.0f} intervals |")
+            f"{d['added_delay_intervals_mean']:.2f} / {d['added_delay_intervals_max']:.0f} intervals |")
     lines += [
         "",
-        f"Spurious exits reduced by **{m5['spurious_reduction_pct']:.1f} %**. Delay is counted from the first fix after "
-        "the wearer truly crossed the boundary (the earliest any detector could know). "
-        f"{m5['policy']['delay_within_one_interval_pct']:.1f} % of real exits were confirmed within one report interval.",
+        f"Spurious exits reduced by **{m5['spurious_reduction_pct']:.1f} %**. The first delay counts from the first fix "
+        "whose true position is outside; the added delay from the first fix after the crossing that lies outside the "
+        "zone, i.e. when point-in-polygon first sees it (the policy then needs the next report to confirm). "
+        f"{m5['policy']['added_delay_within_one_interval_pct']:.1f} % of real exits were confirmed within one report "
+        f"interval of being seen ({m5['policy']['delay_within_one_interval_pct']:.1f} % within one of the true crossing); "
+        "the rest waited for a further report because the next one was a coarse or wild fix, or not yet clear of the margin.",
         "",
         "## Targets",
         "",
@@ -268,13 +273,16 @@ def report(results, m5, out):
     targets = [
         ("M1 p99 ≤ 5 µs at 100k zones", f"{fmt_ns(big['ours']['p99_ns'])}", big["ours"]["p99_ns"] <= 5000),
         ("M1 ≥ 2× shapely throughput", f"{big['m1_ratio']:.1f}×", big["m1_ratio"] >= 2),
-        ("M1 identical hit sets", "see above", big["shapely"]["mismatches"]["on_polygons"] == 0),
+        ("M1 identical hit sets",
+         f"polygons: {big['shapely']['mismatches']['on_polygons']} differ; circles: {big['shapely']['mismatches']['on_circles']} "
+         "points in the sliver between the haversine circle and the peers' 256-gon",
+         big["shapely"]["mismatches"]["on_polygons"] == 0),
         ("M2 ≥ 50× PostGIS", f"{big['m2_ratio']:.0f}×", big["m2_ratio"] >= 50),
         ("M5 ≥ 90 % fewer spurious exits", f"{m5['spurious_reduction_pct']:.1f} %", m5["spurious_reduction_pct"] >= 90),
         ("M5 zero missed real exits", str(m5["policy"]["missed"]), m5["policy"]["missed"] == 0),
         ("M5 added delay ≤ one report interval",
-         f"{m5['policy']['delay_within_one_interval_pct']:.0f} % of exits within one; mean {m5['policy']['delay_intervals_mean']:.2f}, "
-         f"max {m5['policy']['delay_intervals_max']:.0f}", m5["policy"]["delay_intervals_max"] <= 1.0),
+         f"{m5['policy']['added_delay_within_one_interval_pct']:.0f} % of exits within one; mean {m5['policy']['added_delay_intervals_mean']:.2f}, "
+         f"max {m5['policy']['added_delay_intervals_max']:.0f}", m5["policy"]["added_delay_intervals_max"] <= 1.0),
     ]
     lines += ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in targets]
