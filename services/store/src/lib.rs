@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
 
+mod directory;
 mod postgres;
 mod sqlite;
 pub mod token;
@@ -22,6 +23,11 @@ pub mod token;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use directory::{
+    AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
+    ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User, Wearer,
+    WearerFields, ZoneFields,
+};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -34,6 +40,9 @@ pub enum StoreError {
     /// A row with the same unique key exists (a device id bound elsewhere, a tenant name taken).
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The row is in the wrong state for the change (binding a bound device, unbinding an unbound one).
+    #[error("{0}")]
+    WrongState(&'static str),
     /// A referenced row does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -194,9 +203,10 @@ pub struct AlarmInsert {
     pub duplicate: bool,
 }
 
-/// The storage operations trygg needs, implemented for SQLite and PostgreSQL alike.
+/// The storage operations trygg needs, implemented for SQLite and PostgreSQL alike. The
+/// caseworker's data is in the [`Directory`] half.
 #[async_trait]
-pub trait Store: Debug + Send + Sync + 'static {
+pub trait Store: Directory + Debug + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -225,6 +235,10 @@ pub trait Store: Debug + Send + Sync + 'static {
 
     /// The alarms a device raised, oldest first.
     async fn device_alarms(&self, device: &DeviceId) -> Result<Vec<StoredDeviceAlarm>, StoreError>;
+
+    /// Deletes fixes older than their tenant's retention (`default_retention_days` for a tenant
+    /// without settings) at `now`, except fixes attached to a device alarm. Returns how many.
+    async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError>;
 
     /// Waits for in-flight work and closes the connections.
     async fn close(&self);
@@ -279,6 +293,19 @@ fn parse_protocol(s: String) -> Result<Protocol, StoreError> {
 
 fn parse_source(s: String) -> Result<trygg_core::FixSource, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt { what: "fix source", value: s })
+}
+
+fn parse_text<T: FromStr>(what: &'static str, s: String) -> Result<T, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt { what, value: s })
+}
+
+fn parse_device(s: String) -> Result<DeviceId, StoreError> {
+    DeviceId::parse(&s).map_err(|_| StoreError::Corrupt { what: "device id", value: s })
+}
+
+/// A stored integer back into the narrower type it was written from.
+fn narrow<T: TryFrom<i64>>(what: &'static str, v: i64) -> Result<T, StoreError> {
+    T::try_from(v).map_err(|_| StoreError::Corrupt { what, value: v.to_string() })
 }
 
 fn parse_id<T>(

@@ -8,13 +8,15 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, QueryBuilder, Row};
 use trygg_core::{DeviceId, Fix, TenantId, WearerId};
+use uuid::Uuid;
 
 use crate::{
-    AlarmInsert, ConnectOptions, DeviceAuth, FixBatch, NewDevice, NewDeviceAlarm, NewFix, Store, StoreError,
-    StoredDeviceAlarm, StoredFix, conflict, parse_kind, parse_protocol, parse_source,
+    AlarmInsert, ConnectOptions, DeviceAuth, Directory, FixBatch, NewDevice, NewDeviceAlarm, NewFix, Store,
+    StoreError, StoredDeviceAlarm, StoredFix, WearerFields, conflict, parse_kind, parse_protocol,
+    parse_source,
 };
 
 /// Rows per INSERT statement: 12 columns stay well under PostgreSQL's 65,535 bound parameters.
@@ -60,18 +62,11 @@ impl Store for PgStore {
     }
 
     async fn create_wearer(&self, tenant: TenantId, name: &str) -> Result<WearerId, StoreError> {
-        let id = WearerId::new();
-        sqlx::query("insert into wearers (id, tenant_id, name) values ($1, $2, $3)")
-            .bind(id.0)
-            .bind(tenant.0)
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(conflict("wearer"))?;
-        Ok(id)
+        self.add_wearer(tenant, &WearerFields { name: name.to_owned(), ..WearerFields::default() }).await
     }
 
     async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "insert into devices (id, tenant_id, wearer_id, protocol, token_hash) values ($1, $2, $3, $4, $5)",
         )
@@ -80,9 +75,13 @@ impl Store for PgStore {
         .bind(device.wearer.map(|w| w.0))
         .bind(device.protocol.as_str())
         .bind(device.token_hash.as_deref())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(conflict("device"))?;
+        if let Some(wearer) = device.wearer {
+            record_binding(&mut tx, device, wearer).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -211,10 +210,74 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "delete from fixes f where f.time < $1 - make_interval(days => coalesce((select s.fix_retention_days \
+             from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = f.device_id), $2)::int) \
+             and not exists (select 1 from device_alarms a where a.device_id = f.device_id and a.fix_time = f.time)",
+        )
+        .bind(now)
+        .bind(i64::from(default_retention_days))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
 }
+
+/// The binding row of a device registered with a wearer.
+async fn record_binding(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    device: &NewDevice,
+    wearer: WearerId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into device_bindings (tenant_id, device_id, wearer_id, bound_at) values ($1, $2, $3, $4)",
+    )
+    .bind(device.tenant.0)
+    .bind(device.id.as_str())
+    .bind(wearer.0)
+    .bind(Utc::now())
+    .execute(&mut **tx)
+    .await
+    .map_err(conflict("device binding"))?;
+    Ok(())
+}
+
+// Value conversions for the shared queries of `directory`: native uuid and timestamptz.
+
+fn db_id(id: Uuid) -> Uuid {
+    id
+}
+
+fn db_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    t
+}
+
+#[allow(clippy::unnecessary_wraps)] // the SQLite twin parses text and can fail
+fn get_uuid(r: &PgRow, i: usize) -> Result<Uuid, StoreError> {
+    Ok(r.get(i))
+}
+
+#[allow(clippy::unnecessary_wraps)]
+fn get_opt_uuid(r: &PgRow, i: usize) -> Result<Option<Uuid>, StoreError> {
+    Ok(r.get(i))
+}
+
+#[allow(clippy::unnecessary_wraps)]
+fn get_time(r: &PgRow, i: usize) -> Result<DateTime<Utc>, StoreError> {
+    Ok(r.get(i))
+}
+
+#[allow(clippy::unnecessary_wraps)]
+fn get_opt_time(r: &PgRow, i: usize) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(r.get(i))
+}
+
+crate::directory::impl_directory!(PgStore, sqlx::Postgres, wearer_created = "created_at");
 
 async fn insert_fix_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

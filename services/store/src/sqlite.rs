@@ -10,13 +10,16 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlitePool};
 use trygg_core::{DeviceId, Fix, TenantId, WearerId};
+use uuid::Uuid;
 
 use crate::{
-    AlarmInsert, ConnectOptions, DeviceAuth, FixBatch, NewDevice, NewDeviceAlarm, NewFix, Store, StoreError,
-    StoredDeviceAlarm, StoredFix, conflict, parse_id, parse_kind, parse_protocol, parse_source,
+    AlarmInsert, ConnectOptions, DeviceAuth, Directory, FixBatch, NewDevice, NewDeviceAlarm, NewFix, Store,
+    StoreError, StoredDeviceAlarm, StoredFix, WearerFields, conflict, parse_id, parse_kind, parse_protocol,
+    parse_source,
 };
 
 /// SQLite's `synchronous` pragma, as far as trygg offers it.
@@ -100,19 +103,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_wearer(&self, tenant: TenantId, name: &str) -> Result<WearerId, StoreError> {
-        let id = WearerId::new();
-        sqlx::query("insert into wearers (id, tenant_id, name, created_ms) values (?, ?, ?, ?)")
-            .bind(id.to_string())
-            .bind(tenant.to_string())
-            .bind(name)
-            .bind(ms(Utc::now()))
-            .execute(&self.pool)
-            .await
-            .map_err(conflict("wearer"))?;
-        Ok(id)
+        self.add_wearer(tenant, &WearerFields { name: name.to_owned(), ..WearerFields::default() }).await
     }
 
     async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "insert into devices (id, tenant_id, wearer_id, protocol, token_hash, created_ms) \
              values (?, ?, ?, ?, ?, ?)",
@@ -123,9 +118,13 @@ impl Store for SqliteStore {
         .bind(device.protocol.as_str())
         .bind(device.token_hash.as_deref())
         .bind(ms(Utc::now()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(conflict("device"))?;
+        if let Some(wearer) = device.wearer {
+            record_binding(&mut tx, device, wearer).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -249,10 +248,71 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "delete from fixes where time_ms < ?1 - 86400000 * coalesce((select s.fix_retention_days \
+             from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = fixes.device_id), ?2) \
+             and not exists (select 1 from device_alarms a \
+             where a.device_id = fixes.device_id and a.fix_time_ms = fixes.time_ms)",
+        )
+        .bind(ms(now))
+        .bind(i64::from(default_retention_days))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
 }
+
+/// The binding row of a device registered with a wearer.
+async fn record_binding(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    device: &NewDevice,
+    wearer: WearerId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into device_bindings (tenant_id, device_id, wearer_id, bound_at) values (?, ?, ?, ?)",
+    )
+    .bind(db_id(device.tenant.0))
+    .bind(device.id.as_str())
+    .bind(db_id(wearer.0))
+    .bind(ms(Utc::now()))
+    .execute(&mut **tx)
+    .await
+    .map_err(conflict("device binding"))?;
+    Ok(())
+}
+
+// Value conversions for the shared queries of `directory`: uuids as text, times as ms.
+
+fn db_id(id: Uuid) -> String {
+    id.to_string()
+}
+
+fn db_time(t: DateTime<Utc>) -> i64 {
+    ms(t)
+}
+
+fn get_uuid(r: &SqliteRow, i: usize) -> Result<Uuid, StoreError> {
+    parse_id("id", r.get(i), Uuid::parse_str)
+}
+
+fn get_opt_uuid(r: &SqliteRow, i: usize) -> Result<Option<Uuid>, StoreError> {
+    r.get::<Option<String>, _>(i).map(|s| parse_id("id", s, Uuid::parse_str)).transpose()
+}
+
+fn get_time(r: &SqliteRow, i: usize) -> Result<DateTime<Utc>, StoreError> {
+    from_ms("time", r.get(i))
+}
+
+fn get_opt_time(r: &SqliteRow, i: usize) -> Result<Option<DateTime<Utc>>, StoreError> {
+    r.get::<Option<i64>, _>(i).map(|t| from_ms("time", t)).transpose()
+}
+
+crate::directory::impl_directory!(SqliteStore, sqlx::Sqlite, wearer_created = "created_ms");
 
 async fn insert_fix_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,

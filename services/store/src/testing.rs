@@ -11,6 +11,21 @@ use sqlx::{Connection, PgConnection};
 
 use crate::{ConnectOptions, Store, connect};
 
+/// Runs each listed test body (an `async fn(Arc<dyn Store>)` in the invoking module) once on a
+/// fresh SQLite file and once on a fresh PostgreSQL database, as tests `sqlite::NAME` and
+/// `postgres::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { let db = $crate::testing::TestDb::sqlite(); super::$name(db.store().await).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { let db = $crate::testing::TestDb::postgres().await; super::$name(db.store().await).await; })*
+        }
+    };
+}
+
 /// The administrative connection used to create and drop test databases.
 pub fn admin_url() -> String {
     std::env::var("TRYGG_TEST_PG_URL")

@@ -6,17 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource, TenantId};
 use trygg_store::{FixBatch, NewDevice, NewDeviceAlarm, NewFix, Protocol, Store, StoreError, token};
 
-/// Runs each listed test body once on a fresh SQLite file and once on a fresh PostgreSQL database.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { let db = trygg_store::testing::TestDb::sqlite(); super::$name(db.store().await).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { let db = trygg_store::testing::TestDb::postgres().await; super::$name(db.store().await).await; })*
-        }
-    };
-}
+use trygg_store::on_both_backends;
 
 on_both_backends!(
     a_registered_device_authenticates_with_its_token_hash,
