@@ -1,0 +1,260 @@
+//! Accounts and tokens: argon2 password hashes, HS256 JWTs, and the [`Caller`] extractor.
+//!
+//! A login returns a signed token valid for the configured lifetime; there is no refresh token:
+//! when it expires the client logs in again. That keeps one secret (the password) and one
+//! mechanism, and bounds what a stolen token is worth. Only HS256 with our key is accepted, so a
+//! token signed with another key, another algorithm or `alg: none` is refused, as is an expired
+//! one.
+//!
+//! Authorization is by role per endpoint ([`Caller::tenant_for`]) and by tenant in every store
+//! query: handlers get the caller's tenant from the token, never from the request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use trygg_core::TenantId;
+use trygg_store::{NewUser, Role, Store};
+use uuid::Uuid;
+
+use crate::ApiState;
+use crate::error::ApiError;
+
+/// Shortest signing key accepted, in bytes: HS256 keys shorter than its 256-bit output weaken it.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Shortest password accepted for an account.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// Signs and checks tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("lifetime", &self.lifetime).finish_non_exhaustive()
+    }
+}
+
+/// A signing key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the JWT signing key must be at least {MIN_SECRET_BYTES} bytes")]
+pub struct WeakSecret;
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The account id.
+    pub sub: Uuid,
+    /// The account's tenant; absent for installation admins.
+    pub tenant: Option<Uuid>,
+    /// The account's role.
+    pub role: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+}
+
+impl Tokens {
+    /// Tokens signed with `secret` (HS256), valid for `lifetime`.
+    pub fn new(secret: &[u8], lifetime: Duration) -> Result<Self, WeakSecret> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(WeakSecret);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            lifetime,
+        })
+    }
+
+    /// How long a token is valid.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Signs a token for an account.
+    pub fn issue(&self, user: Uuid, tenant: Option<TenantId>, role: Role) -> Result<String, ApiError> {
+        let iat = Utc::now().timestamp();
+        let exp = iat + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        self.sign(&Claims {
+            sub: user,
+            tenant: tenant.map(|t| t.0),
+            role: role.as_str().to_owned(),
+            exp,
+            iat,
+        })
+    }
+
+    /// Signs arbitrary claims (tests use it for expired tokens).
+    pub fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))
+    }
+
+    /// Checks a token and returns the caller it names.
+    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            tracing::debug!(error = %e, "Token refused");
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("token expired; log in again")
+                }
+                _ => ApiError::Unauthorized("invalid token"),
+            }
+        })?;
+        let claims = data.claims;
+        let role: Role = claims.role.parse().map_err(|_| ApiError::Unauthorized("invalid token"))?;
+        // The token must agree with the rule the database enforces: admins have no tenant.
+        if (role == Role::Admin) != claims.tenant.is_none() {
+            return Err(ApiError::Unauthorized("invalid token"));
+        }
+        Ok(Caller { user: claims.sub, tenant: claims.tenant.map(TenantId), role })
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The account id.
+    pub user: Uuid,
+    /// The account's tenant (none for admins).
+    pub tenant: Option<TenantId>,
+    /// The account's role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// The caller's tenant if its role is one of `roles`; 403 otherwise. Admins have no
+    /// tenant and so never pass a tenant-scoped check.
+    pub fn tenant_for(&self, roles: &[Role]) -> Result<TenantId, ApiError> {
+        match self.tenant {
+            Some(tenant) if roles.contains(&self.role) => Ok(tenant),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// 403 unless the caller's role is one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) { Ok(()) } else { Err(ApiError::Forbidden) }
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing bearer token"))?
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("invalid token"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        state.tokens.verify(token.trim())
+    }
+}
+
+/// Hashes a password with argon2id (its recommended parameters) on a blocking thread.
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
+    .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
+}
+
+/// Checks a password against a stored hash on a blocking thread.
+pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("verifying task: {e}")))
+}
+
+/// A `--bootstrap-admin` value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// Not `EMAIL:PASSWORD`, or a password that is too short.
+    #[error(
+        "bootstrap admin must be EMAIL:PASSWORD with an email containing @ and a password of at least {MIN_PASSWORD_CHARS} characters"
+    )]
+    Invalid,
+}
+
+/// The first installation admin, from configuration (`EMAIL:PASSWORD`).
+#[derive(Clone)]
+pub struct BootstrapAdmin {
+    email: String,
+    password: String,
+}
+
+impl std::fmt::Debug for BootstrapAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapAdmin").field("email", &self.email).finish_non_exhaustive()
+    }
+}
+
+impl std::str::FromStr for BootstrapAdmin {
+    type Err = BootstrapError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (email, password) = s.split_once(':').ok_or(BootstrapError::Invalid)?;
+        if !email.contains('@') || password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(BootstrapError::Invalid);
+        }
+        Ok(Self { email: email.trim().to_lowercase(), password: password.to_owned() })
+    }
+}
+
+impl BootstrapAdmin {
+    /// The admin's email.
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+
+    /// Creates the admin unless an account with its email exists (whose password is then left
+    /// alone). Returns whether it was created.
+    pub async fn ensure(&self, store: &Arc<dyn Store>) -> Result<bool, ApiError> {
+        if store.user_by_email(&self.email).await?.is_some() {
+            return Ok(false);
+        }
+        let password_hash = hash_password(self.password.clone()).await?;
+        let user = NewUser {
+            tenant: None,
+            email: self.email.clone(),
+            name: "Administrator".to_owned(),
+            role: Role::Admin,
+            password_hash,
+        };
+        match store.add_user(&user).await {
+            Ok(_) => Ok(true),
+            // Another node created it at the same moment.
+            Err(trygg_store::StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

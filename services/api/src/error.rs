@@ -1,0 +1,75 @@
+//! The API's one error type and its one mapping to HTTP.
+//!
+//! Every handler returns [`ApiError`]; [`IntoResponse`] turns it into the JSON shape all of
+//! trygg uses, `{"error": "...", "details": ...}`. Store and internal failures are logged with
+//! their cause and answered with a bare 500: a client never sees an internal message.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use trygg_store::StoreError;
+
+/// What can go wrong answering an API request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No token, or a token that is malformed, expired or not signed by us.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A valid caller whose role may not do this.
+    #[error("your role may not do this")]
+    Forbidden,
+    /// No such resource in the caller's tenant (including another tenant's resource).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the current state (a taken id, a bound device).
+    #[error("{0}")]
+    Conflict(String),
+    /// A body that is not JSON at all.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// Fields that fail validation: field path → what is wrong.
+    #[error("validation failed")]
+    Invalid(BTreeMap<String, String>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something inside trygg failed (hashing, a blocking task).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A validation failure of one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid(BTreeMap::from([(field.into(), message.into())]))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, details) = match &self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Value::Null),
+            Self::Forbidden => (StatusCode::FORBIDDEN, Value::Null),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, Value::Null),
+            Self::Conflict(_) => (StatusCode::CONFLICT, Value::Null),
+            Self::Malformed(_) => (StatusCode::BAD_REQUEST, Value::Null),
+            Self::Invalid(fields) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "fields": fields })),
+            Self::Store(StoreError::Conflict(what)) => {
+                return ApiError::Conflict(format!("{what} already exists")).into_response();
+            }
+            Self::Store(StoreError::WrongState(what)) => {
+                return ApiError::Conflict((*what).to_owned()).into_response();
+            }
+            Self::Store(StoreError::NotFound(what)) => return ApiError::NotFound(what).into_response(),
+            Self::Store(_) | Self::Internal(_) => {
+                tracing::error!(error = %self, "Request failed");
+                let body = json!({ "error": "internal error", "details": null });
+                return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+            }
+        };
+        (status, Json(json!({ "error": self.to_string(), "details": details }))).into_response()
+    }
+}

@@ -1,0 +1,82 @@
+//! trygg's REST API for caseworkers (handläggare), staff and admins, under `/api/v1`.
+//!
+//! It is where people configure who wears what, record consent, draw zones and decide who
+//! responds; every later endpoint (alarms, live positions) reuses its access control:
+//!
+//! - [`auth`]: argon2 passwords, HS256 tokens, the [`Caller`](auth::Caller) extractor that
+//!   every handler takes and that yields the caller's tenant for its role;
+//! - [`routes`]: the handlers, one module per resource, each documented for OpenAPI;
+//! - [`zones`]: the per-tenant zone indexes the alarm engine reads, rebuilt after every write
+//!   that changes which zones alarm, so edits take effect without a restart;
+//! - [`retention`]: the purge job that enforces each tenant's fix retention.
+//!
+//! Tenants are isolated by construction: handlers pass the tenant from the token to store
+//! calls that filter by it, so another tenant's id answers 404 exactly like a missing one.
+
+use std::sync::Arc;
+
+use axum::Router;
+use trygg_store::Store;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub mod auth;
+mod error;
+pub mod retention;
+pub mod routes;
+pub mod settings;
+mod validate;
+pub mod zones;
+
+pub use auth::{BootstrapAdmin, Caller, Tokens};
+pub use error::ApiError;
+pub use zones::ZoneIndexes;
+
+/// The cheap handles every handler needs.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Token signing and checking.
+    pub tokens: Arc<Tokens>,
+    /// The zone indexes the alarm engine reads.
+    pub zones: Arc<ZoneIndexes>,
+}
+
+/// The document's skeleton; paths and schemas are added by [`routes::all`].
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "trygg API", description = "Caseworker, staff and admin API of trygg. Bearer JWT from /api/v1/auth/login."),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}
+
+/// The API's routes and their OpenAPI document, built from the same handler list.
+pub fn router_and_doc(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = routes::all(OpenApiRouter::with_openapi(ApiDoc::openapi())).split_for_parts();
+    let served = doc.clone();
+    let router = router
+        .route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(served) }))
+        .with_state(state);
+    (router, doc)
+}
+
+/// The API's routes, including `/api/v1/openapi.json`.
+pub fn router(state: ApiState) -> Router {
+    router_and_doc(state).0
+}

@@ -1,0 +1,54 @@
+//! `GET /api/v1/access-log`: who read which wearer's positions, when and why (tenant admins).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::TENANT_ADMINS;
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// How much of the log.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct Page {
+    /// Most entries, newest first (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// One read of a wearer's positions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessOut {
+    /// Who read.
+    pub user: Uuid,
+    /// Whose positions.
+    pub wearer: Uuid,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What was read.
+    pub what: String,
+    /// Why, as stated.
+    pub reason: String,
+}
+
+/// The tenant's access log, newest first.
+#[utoipa::path(get, path = "/api/v1/access-log", tag = "access log", params(Page), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AccessOut>)))]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> Result<Json<Vec<AccessOut>>, ApiError> {
+    let tenant = caller.tenant_for(TENANT_ADMINS)?;
+    let entries = state.store.access_log(tenant, page.limit.unwrap_or(100).min(1000)).await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AccessOut { user: e.user, wearer: e.wearer.0, at: e.at, what: e.what, reason: e.reason })
+            .collect(),
+    ))
+}

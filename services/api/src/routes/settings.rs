@@ -1,0 +1,88 @@
+//! `GET`/`PUT /api/v1/settings`: the caller's tenant's settings.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::Utc;
+use serde::Deserialize;
+use trygg_geofence::Policy;
+use utoipa::ToSchema;
+
+use super::{EDITORS, TENANT_ADMINS};
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::settings::Settings;
+use crate::validate::{Body, Check};
+
+/// A settings change; fields left out keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// IANA time zone.
+    pub time_zone: Option<String>,
+    /// Exit-policy parameters; parameters left out take the geofence crate's defaults.
+    #[schema(value_type = Option<Object>)]
+    pub exit_policy: Option<Policy>,
+    /// Seconds without a report before a device is offline, 60..=604800.
+    pub offline_after_secs: Option<u32>,
+    /// Low-battery threshold in percent, 1..=99.
+    pub battery_low_pct: Option<u8>,
+    /// Days fixes are kept, 1..=3650.
+    pub fix_retention_days: Option<u32>,
+}
+
+/// The tenant's settings (defaults until saved).
+#[utoipa::path(get, path = "/api/v1/settings", tag = "settings", security(("bearer" = [])),
+    responses((status = 200, body = Settings)))]
+#[tracing::instrument(skip_all)]
+pub async fn get(State(state): State<ApiState>, caller: Caller) -> Result<Json<Settings>, ApiError> {
+    let tenant = caller.tenant_for(EDITORS)?;
+    Ok(Json(Settings::load(state.store.as_ref(), tenant).await?))
+}
+
+/// Changes the tenant's settings (tenant admin).
+#[utoipa::path(put, path = "/api/v1/settings", tag = "settings", request_body = SettingsPatch, security(("bearer" = [])),
+    responses((status = 200, body = Settings), (status = 422)))]
+#[tracing::instrument(skip_all)]
+pub async fn put(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Body(patch): Body<SettingsPatch>,
+) -> Result<Json<Settings>, ApiError> {
+    let tenant = caller.tenant_for(TENANT_ADMINS)?;
+    let mut s = Settings::load(state.store.as_ref(), tenant).await?;
+    let mut check = Check::default();
+    if let Some(tz) = patch.time_zone {
+        check.parse::<chrono_tz::Tz>("time_zone", &tz);
+        s.time_zone = tz;
+    }
+    if let Some(p) = patch.exit_policy {
+        check_policy(&mut check, &p);
+        s.exit_policy = p;
+    }
+    s.offline_after_secs = patch.offline_after_secs.unwrap_or(s.offline_after_secs);
+    s.battery_low_pct = patch.battery_low_pct.unwrap_or(s.battery_low_pct);
+    s.fix_retention_days = patch.fix_retention_days.unwrap_or(s.fix_retention_days);
+    check
+        .range("offline_after_secs", s.offline_after_secs, 60..=7 * 86_400)
+        .range("battery_low_pct", s.battery_low_pct, 1..=99)
+        .range("fix_retention_days", s.fix_retention_days, 1..=3650)
+        .done()?;
+    state.store.put_settings(tenant, &s.to_stored()?, Utc::now()).await?;
+    Ok(Json(s))
+}
+
+fn check_policy(check: &mut Check, p: &Policy) {
+    check
+        .range("exit_policy.margin_m", p.margin_m, 0.0..=1000.0)
+        .range("exit_policy.min_accuracy_m", p.min_accuracy_m, 0.0..=1000.0)
+        .range("exit_policy.unknown_accuracy_m", p.unknown_accuracy_m, 1.0..=5000.0)
+        .range("exit_policy.max_accuracy_m", p.max_accuracy_m, 1.0..=5000.0)
+        .range("exit_policy.max_speed_mps", p.max_speed_mps, 1.0..=1000.0)
+        .range("exit_policy.confirm_fixes", p.confirm_fixes, 1..=10)
+        .ensure(
+            p.min_accuracy_m <= p.max_accuracy_m,
+            "exit_policy.min_accuracy_m",
+            "must not exceed max_accuracy_m",
+        );
+}

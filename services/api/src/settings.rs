@@ -1,0 +1,77 @@
+//! Per-tenant settings and their defaults.
+//!
+//! A tenant that never saved settings runs on the defaults here; the exit policy's defaults are
+//! the geofence crate's [`Policy::default`], documented there.
+
+use serde::{Deserialize, Serialize};
+use trygg_core::TenantId;
+use trygg_geofence::Policy;
+use trygg_store::{Store, TenantSettings};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// Time zone of schedules and reports when a tenant set none.
+pub const DEFAULT_TIME_ZONE: &str = "Europe/Stockholm";
+/// A device silent this long is offline: three missed reports at the slowest usual interval.
+pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = 15 * 60;
+/// Battery level that raises a low-battery alert.
+pub const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
+/// Fixes are kept this long unless attached to an alarm.
+pub const DEFAULT_FIX_RETENTION_DAYS: u32 = 30;
+
+/// A tenant's settings as the API shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Settings {
+    /// IANA time zone, e.g. `Europe/Stockholm`.
+    pub time_zone: String,
+    /// Exit-policy parameters (see the geofence crate's `Policy`).
+    #[schema(value_type = Object)]
+    pub exit_policy: Policy,
+    /// Seconds without a report before a device counts as offline.
+    pub offline_after_secs: u32,
+    /// Battery percentage that raises a low-battery alert.
+    pub battery_low_pct: u8,
+    /// Days fixes are kept (fixes attached to an alarm are kept with it).
+    pub fix_retention_days: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            time_zone: DEFAULT_TIME_ZONE.to_owned(),
+            exit_policy: Policy::default(),
+            offline_after_secs: DEFAULT_OFFLINE_AFTER_SECS,
+            battery_low_pct: DEFAULT_BATTERY_LOW_PCT,
+            fix_retention_days: DEFAULT_FIX_RETENTION_DAYS,
+        }
+    }
+}
+
+impl Settings {
+    /// The tenant's saved settings, or the defaults.
+    pub async fn load(store: &dyn Store, tenant: TenantId) -> Result<Self, ApiError> {
+        let Some(s) = store.settings(tenant).await? else { return Ok(Self::default()) };
+        let exit_policy = serde_json::from_str(&s.exit_policy)
+            .map_err(|e| ApiError::Internal(format!("stored exit policy of {tenant}: {e}")))?;
+        Ok(Self {
+            time_zone: s.time_zone,
+            exit_policy,
+            offline_after_secs: s.offline_after_secs,
+            battery_low_pct: s.battery_low_pct,
+            fix_retention_days: s.fix_retention_days,
+        })
+    }
+
+    /// The stored form.
+    pub fn to_stored(&self) -> Result<TenantSettings, ApiError> {
+        Ok(TenantSettings {
+            time_zone: self.time_zone.clone(),
+            exit_policy: serde_json::to_string(&self.exit_policy)
+                .map_err(|e| ApiError::Internal(format!("encoding the exit policy: {e}")))?,
+            offline_after_secs: self.offline_after_secs,
+            battery_low_pct: self.battery_low_pct,
+            fix_retention_days: self.fix_retention_days,
+        })
+    }
+}

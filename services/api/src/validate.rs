@@ -1,0 +1,99 @@
+//! Reading and checking request bodies: one extractor and one validation helper.
+//!
+//! [`Body`] deserializes with the path of the offending field, so a wrong type or a missing
+//! field is a 422 that names the field, not a bare serde message. [`Check`] collects every
+//! field problem of a request before answering, so a caseworker fixing a form sees them all.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON request body; wrong types and missing fields are answered with 422 naming the field.
+#[derive(Debug)]
+pub(crate) struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::Malformed(e.body_text()))?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(value) => Ok(Self(value)),
+            Err(e) => {
+                let inner = e.inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    return Err(ApiError::Malformed(inner.to_string()));
+                }
+                let message = inner.to_string();
+                let path = e.path().to_string();
+                // serde reports a missing field at its parent; name the field itself.
+                let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                    Some(name) if path == "." => name.to_owned(),
+                    Some(name) => format!("{path}.{name}"),
+                    None => path,
+                };
+                let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+                Err(ApiError::field(field, message))
+            }
+        }
+    }
+}
+
+/// Collects field problems; [`Check::done`] answers 422 with all of them, or lets the request on.
+#[derive(Debug, Default)]
+pub(crate) struct Check(BTreeMap<String, String>);
+
+impl Check {
+    /// Records a problem with `field` unless `ok`.
+    pub(crate) fn ensure(&mut self, ok: bool, field: &str, message: impl Into<String>) -> &mut Self {
+        if !ok {
+            self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+        }
+        self
+    }
+
+    /// Text of `min..=max` characters, after trimming.
+    pub(crate) fn text(&mut self, field: &str, value: &str, min: usize, max: usize) -> &mut Self {
+        let len = value.trim().chars().count();
+        let message = if min == 1 && len == 0 {
+            "must not be empty".to_owned()
+        } else {
+            format!("must be {min} to {max} characters")
+        };
+        self.ensure((min..=max).contains(&len), field, message)
+    }
+
+    /// A number within `range`.
+    pub(crate) fn range<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        field: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> &mut Self {
+        let message = format!("must be between {} and {}", range.start(), range.end());
+        self.ensure(range.contains(&value), field, message)
+    }
+
+    /// Parses `value` as `T`, recording the parse error under `field`.
+    pub(crate) fn parse<T: std::str::FromStr>(&mut self, field: &str, value: &str) -> Option<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        value.parse().map_err(|e: T::Err| self.ensure(false, field, e.to_string())).ok()
+    }
+
+    /// Records the error of `result` under `field` and returns its value.
+    pub(crate) fn result<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.ensure(false, field, e.to_string())).ok()
+    }
+
+    /// 422 with every problem found, or `Ok`.
+    pub(crate) fn done(&mut self) -> Result<(), ApiError> {
+        if self.0.is_empty() { Ok(()) } else { Err(ApiError::Invalid(std::mem::take(&mut self.0))) }
+    }
+}
