@@ -90,6 +90,42 @@ pub struct Fix {
     pub source: FixSource,
 }
 
+impl Fix {
+    /// Checks the values that make sense regardless of time: finite numbers, coordinates in
+    /// range, no negative accuracy or speed, course in `[0, 360)`, battery at most 100 %.
+    pub fn check_values(&self) -> Result<(), FixError> {
+        finite("lat", self.lat)?;
+        finite("lon", self.lon)?;
+        if !(-90.0..=90.0).contains(&self.lat) {
+            return Err(FixError::LatOutOfRange(self.lat));
+        }
+        if !(-180.0..=180.0).contains(&self.lon) {
+            return Err(FixError::LonOutOfRange(self.lon));
+        }
+        for (field, value) in [("accuracy_m", self.accuracy_m), ("speed_mps", self.speed_mps)] {
+            if let Some(v) = value {
+                finite(field, v)?;
+                if v < 0.0 {
+                    return Err(FixError::Negative { field, value: v });
+                }
+            }
+        }
+        if let Some(c) = self.course_deg {
+            finite("course_deg", c)?;
+            if !(0.0..360.0).contains(&c) {
+                return Err(FixError::CourseOutOfRange(c));
+            }
+        }
+        if let Some(a) = self.altitude_m {
+            finite("altitude_m", a)?;
+        }
+        if let Some(b) = self.battery_pct.filter(|b| *b > 100) {
+            return Err(FixError::BatteryOutOfRange(b));
+        }
+        Ok(())
+    }
+}
+
 /// Why a fix was refused. Each message names the field, so a device integrator can act on it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FixError {
@@ -197,34 +233,7 @@ impl FixPolicy {
     /// assert_eq!(FixPolicy::default().check(&fix, now), Ok(Freshness::Live));
     /// ```
     pub fn check(&self, fix: &Fix, now: DateTime<Utc>) -> Result<Freshness, FixError> {
-        finite("lat", fix.lat)?;
-        finite("lon", fix.lon)?;
-        if !(-90.0..=90.0).contains(&fix.lat) {
-            return Err(FixError::LatOutOfRange(fix.lat));
-        }
-        if !(-180.0..=180.0).contains(&fix.lon) {
-            return Err(FixError::LonOutOfRange(fix.lon));
-        }
-        for (field, value) in [("accuracy_m", fix.accuracy_m), ("speed_mps", fix.speed_mps)] {
-            if let Some(v) = value {
-                finite(field, v)?;
-                if v < 0.0 {
-                    return Err(FixError::Negative { field, value: v });
-                }
-            }
-        }
-        if let Some(c) = fix.course_deg {
-            finite("course_deg", c)?;
-            if !(0.0..360.0).contains(&c) {
-                return Err(FixError::CourseOutOfRange(c));
-            }
-        }
-        if let Some(a) = fix.altitude_m {
-            finite("altitude_m", a)?;
-        }
-        if let Some(b) = fix.battery_pct.filter(|b| *b > 100) {
-            return Err(FixError::BatteryOutOfRange(b));
-        }
+        fix.check_values()?;
         self.check_time(fix.time, now)
     }
 

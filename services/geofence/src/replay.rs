@@ -20,7 +20,7 @@ use std::io::{BufRead, Write};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use trygg_core::{DeviceId, Fix, FixPolicy};
+use trygg_core::{DeviceId, Fix};
 
 use crate::index::ZoneIndex;
 use crate::policy::{DeviceState, EventKind, Policy};
@@ -154,7 +154,7 @@ fn parse_fix(line: &str) -> Result<(DeviceId, Fix), String> {
     let FixLine { device, fix } = serde_json::from_str(line).map_err(|e| format!("not a fix object: {e}"))?;
     let device = DeviceId::parse(&device).map_err(|e| e.to_string())?;
     // Replayed fixes are history: check the values, not their age.
-    FixPolicy::default().check(&fix, fix.time).map_err(|e| e.to_string())?;
+    fix.check_values().map_err(|e| e.to_string())?;
     Ok((device, fix))
 }
 
