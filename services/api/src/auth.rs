@@ -251,7 +251,10 @@ impl BootstrapAdmin {
             password_hash,
         };
         match store.add_user(&user).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                tracing::info!(email = %self.email, "Created the bootstrap admin");
+                Ok(true)
+            }
             // Another node created it at the same moment.
             Err(trygg_store::StoreError::Conflict(_)) => Ok(false),
             Err(e) => Err(e.into()),

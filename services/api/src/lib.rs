@@ -25,7 +25,7 @@ mod error;
 pub mod retention;
 pub mod routes;
 pub mod settings;
-mod validate;
+pub mod validate;
 pub mod zones;
 
 pub use auth::{BootstrapAdmin, Caller, Tokens};

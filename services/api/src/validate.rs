@@ -14,7 +14,7 @@ use crate::error::ApiError;
 
 /// A JSON request body; wrong types and missing fields are answered with 422 naming the field.
 #[derive(Debug)]
-pub(crate) struct Body<T>(pub T);
+pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use trygg_api::BootstrapAdmin;
 use trygg_core::FixPolicy;
 use trygg_ingest::{CommitConfig, Limits};
 use trygg_store::{ConnectOptions, Synchronous};
@@ -76,6 +77,101 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how many seconds to let in-flight requests finish.
     #[arg(long, env = "TRYGG_DRAIN_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub drain_timeout_secs: u64,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// Settings of the caseworker/staff API: token signing, the first admin, the purge job.
+#[derive(Clone, Args)]
+pub struct ApiArgs {
+    /// Key that signs API tokens (HS256), at least 32 bytes. Required unless --jwt-secret-file.
+    #[arg(long, env = "TRYGG_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File holding the token signing key (its bytes, a trailing newline dropped).
+    #[arg(long, env = "TRYGG_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<std::path::PathBuf>,
+    /// Seconds an API token is valid; after that the client logs in again.
+    #[arg(long, env = "TRYGG_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    pub token_ttl_secs: u64,
+    /// The first installation admin, `EMAIL:PASSWORD` (password ≥ 12 characters); created at
+    /// start if no account has that email, never changed afterwards.
+    #[arg(long, env = "TRYGG_BOOTSTRAP_ADMIN", hide_env_values = true)]
+    pub bootstrap_admin: Option<String>,
+    /// Seconds between runs of the fix purge (retention) and the zone index refresh.
+    #[arg(long, env = "TRYGG_PURGE_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub purge_interval_secs: u64,
+}
+
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs")
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("purge_interval_secs", &self.purge_interval_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checked API settings.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Token signing key.
+    pub jwt_secret: Vec<u8>,
+    /// Token lifetime.
+    pub token_ttl: Duration,
+    /// The first admin, if configured.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Purge and zone refresh interval.
+    pub purge_interval: Duration,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("token_ttl", &self.token_ttl)
+            .field("bootstrap_admin", &self.bootstrap_admin)
+            .field("purge_interval", &self.purge_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiArgs {
+    /// Reads the key and checks the settings.
+    pub fn config(&self) -> Result<ApiConfig, ConfigError> {
+        let jwt_secret = match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(s), _) => s.as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| ConfigError(format!("--jwt-secret-file {}: {e}", path.display())))?;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                bytes
+            }
+            (None, None) => {
+                return Err(ConfigError(
+                    "a token signing key is required: set TRYGG_JWT_SECRET (or --jwt-secret-file)".to_owned(),
+                ));
+            }
+        };
+        if jwt_secret.len() < trygg_api::auth::MIN_SECRET_BYTES {
+            return Err(ConfigError(format!(
+                "the token signing key must be at least {} bytes",
+                trygg_api::auth::MIN_SECRET_BYTES
+            )));
+        }
+        let bootstrap_admin = self
+            .bootstrap_admin
+            .as_deref()
+            .map(|s| s.parse().map_err(|e| ConfigError(format!("TRYGG_BOOTSTRAP_ADMIN: {e}"))))
+            .transpose()?;
+        Ok(ApiConfig {
+            jwt_secret,
+            token_ttl: Duration::from_secs(self.token_ttl_secs),
+            bootstrap_admin,
+            purge_interval: Duration::from_secs(self.purge_interval_secs),
+        })
+    }
 }
 
 /// Checked `serve` settings, as the server uses them.
@@ -95,6 +191,8 @@ pub struct ServeConfig {
     pub policy: FixPolicy,
     /// Time given to in-flight requests at shutdown.
     pub drain_timeout: Duration,
+    /// The caseworker/staff API.
+    pub api: ApiConfig,
 }
 
 impl ServeArgs {
@@ -124,6 +222,7 @@ impl ServeArgs {
                 late_after: Duration::from_secs(self.late_after_secs),
             },
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            api: self.api.config()?,
         })
     }
 }

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
-use trygg_core::{DeviceId, FixPolicy};
+use trygg_core::{DeviceId, FixPolicy, TenantId};
 use trygg_ingest::{CommitConfig, Committed, CommittedSink, Limits};
 use trygg_store::{ConnectOptions, NewDevice, Protocol, Store, token};
 
-use crate::config::ServeConfig;
+use crate::config::{ApiConfig, ServeConfig};
 use crate::server::Server;
 
 /// `trygg demo` settings.
@@ -65,7 +65,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     say(started, &format!("trygg demo: database {url}"));
 
     let store = trygg_store::connect(&url, &ConnectOptions::default()).await?;
-    let watches = seed(store.as_ref(), started).await?;
+    let (tenant, watches) = seed(store.as_ref(), started).await?;
+    let admin_password = token::generate();
 
     let config = ServeConfig {
         database_url: url.clone(),
@@ -75,6 +76,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         commit: CommitConfig::default(),
         policy: FixPolicy::default(),
         drain_timeout: Duration::from_secs(5),
+        api: ApiConfig {
+            // A throwaway key and admin password: the demo's database is deleted when it ends.
+            jwt_secret: token::generate().into_bytes(),
+            token_ttl: Duration::from_secs(3600),
+            bootstrap_admin: Some(format!("{DEMO_ADMIN}:{admin_password}").parse()?),
+            purge_interval: Duration::from_secs(3600),
+        },
     };
     let server = Server::build(config, Arc::new(DemoSink { started })).await?;
     let base = format!("http://{}", server.local_addr());
@@ -85,6 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }));
 
     let client = reqwest::Client::new();
+    caseworker_flow(&client, &base, tenant, &admin_password, started).await?;
     let until = started + Duration::from_secs(args.seconds);
     let [walker, sitter, buffered] = watches;
     tokio::try_join!(
@@ -121,7 +130,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn seed(store: &dyn Store, started: Instant) -> anyhow::Result<[Watch; 3]> {
+async fn seed(store: &dyn Store, started: Instant) -> anyhow::Result<(TenantId, [Watch; 3])> {
     let tenant = store.create_tenant("Demo kommun").await?;
     say(started, &format!("seeded tenant \"Demo kommun\" ({tenant})"));
     let mut watches = Vec::new();
@@ -141,7 +150,117 @@ async fn seed(store: &dyn Store, started: Instant) -> anyhow::Result<[Watch; 3]>
         say(started, &format!("seeded wearer {wearer} wearing {id} (native device, token issued)"));
         watches.push(Watch { id, wearer, token: secret });
     }
-    watches.try_into().map_err(|_| anyhow::anyhow!("three watches were seeded"))
+    let watches = watches.try_into().map_err(|_| anyhow::anyhow!("three watches were seeded"))?;
+    Ok((tenant, watches))
+}
+
+/// The installation admin the demo configures (with a random password).
+const DEMO_ADMIN: &str = "admin@demo.trygg";
+
+/// The demo's API client: every call must succeed and is printed.
+struct Api<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    started: Instant,
+}
+
+impl Api<'_> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.client.request(method.clone(), format!("{}/api/v1/{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{method} /api/v1/{path} answered {status}: {answer}");
+        say(self.started, &format!("  {method} /api/v1/{path} … {}", status.as_u16()));
+        Ok(answer)
+    }
+
+    async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let body = json!({ "email": email, "password": password });
+        let answer = self.call(reqwest::Method::POST, "auth/login", None, Some(body)).await?;
+        answer["token"].as_str().map(str::to_owned).context("login answered no token")
+    }
+}
+
+/// A caseworker's first wearer, through the API alone: accounts, wearer, consent, watch, a night
+/// zone, a team and the responder order.
+async fn caseworker_flow(
+    client: &reqwest::Client,
+    base: &str,
+    tenant: TenantId,
+    admin_password: &str,
+    started: Instant,
+) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api { client, base, started };
+    say(started, "admin logs in and creates a caseworker and a staff member for Demo kommun:");
+    let admin = api.login(DEMO_ADMIN, admin_password).await?;
+    let password = token::generate();
+    let mut user = json!({ "email": "hanna@demo.trygg", "name": "Hanna (handläggare)", "role": "caseworker", "password": password, "tenant": tenant.0 });
+    api.call(Method::POST, "users", Some(&admin), Some(user.clone())).await?;
+    (user["email"], user["name"], user["role"]) =
+        (json!("sven@demo.trygg"), json!("Sven (personal)"), json!("staff"));
+    let staff = api.call(Method::POST, "users", Some(&admin), Some(user)).await?["id"].clone();
+
+    say(started, "caseworker Hanna logs in and sets up Dagny:");
+    let cw = api.login("hanna@demo.trygg", &password).await?;
+    let body = json!({ "name": "Dagny", "note": "Portkod 4711. Går gärna till parken.", "contact_name": "Erik (son)", "contact_phone": "+46 70 123 45 67" });
+    let wearer = api.call(Method::POST, "wearers", Some(&cw), Some(body)).await?;
+    let id = wearer["id"].as_str().context("wearer id")?.to_owned();
+    say(
+        started,
+        &format!(
+            "  wearer Dagny {id}: zones alarming? {} ({})",
+            wearer["zones_alarming"], wearer["zones_not_alarming_reason"]
+        ),
+    );
+    let body = json!({ "covers": ["positioning", "passive_alarms"], "given_by": "legal_representative", "document_ref": "Dnr SOC 2026/113" });
+    api.call(Method::POST, &format!("wearers/{id}/consents"), Some(&cw), Some(body)).await?;
+    api.call(
+        Method::POST,
+        "devices",
+        Some(&cw),
+        Some(json!({ "id": "359881234567890", "protocol": "watch" })),
+    )
+    .await?;
+    api.call(Method::POST, "devices/359881234567890/bind", Some(&cw), Some(json!({ "wearer": id }))).await?;
+    let every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let zone = json!({
+        "name": "Hemma på natten", "kind": "stay_inside",
+        "geometry": { "type": "Point", "coordinates": [HOME.1, HOME.0] }, "radius_m": 120,
+        "schedule": { "windows": [{ "days": every_day, "from": "22:00", "to": "07:00" }] },
+    });
+    let zone = api.call(Method::POST, &format!("wearers/{id}/zones"), Some(&cw), Some(zone)).await?;
+    say(
+        started,
+        &format!(
+            "  zone \"Hemma på natten\" 22:00–07:00, 120 m: alarming? {}",
+            zone["properties"]["alarming"]
+        ),
+    );
+    let team =
+        api.call(Method::POST, "teams", Some(&cw), Some(json!({ "name": "Nattpatrullen" }))).await?["id"]
+            .clone();
+    let members = format!("teams/{}/members", team.as_str().unwrap_or_default());
+    api.call(Method::PUT, &members, Some(&cw), Some(json!({ "members": [staff] }))).await?;
+    let body = json!({ "name": "Dagny", "note": "Portkod 4711. Går gärna till parken.", "contact_name": "Erik (son)", "contact_phone": "+46 70 123 45 67", "team": team });
+    api.call(Method::PUT, &format!("wearers/{id}"), Some(&cw), Some(body)).await?;
+    let steps = json!({ "steps": [{ "user": staff, "escalate_after_secs": 120 }, { "team": team, "escalate_after_secs": 300 }] });
+    api.call(Method::PUT, &format!("wearers/{id}/responders"), Some(&cw), Some(steps)).await?;
+    say(started, "  responders: Sven first, Nattpatrullen after 2 min, next step after 5 min");
+    Ok(())
 }
 
 async fn post(

@@ -1,4 +1,5 @@
-//! One process with every part: store, group committer, ingest routes, health and metrics.
+//! One process with every part: store, group committer, ingest routes, the caseworker/staff API,
+//! health and metrics, and the maintenance task (fix retention, zone index refresh).
 //!
 //! [`Server::build`] connects the database (applying migrations) and binds the listener before
 //! returning, so a caller that asked for port 0 can read the real port back and a bad address
@@ -20,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_ingest::{CommittedSink, FixCommitter, Ingest, IngestMetrics};
 use trygg_store::Store;
 
@@ -32,6 +34,7 @@ pub struct Server {
     app: Router,
     store: Arc<dyn Store>,
     committer: JoinHandle<()>,
+    api: ApiState,
     config: ServeConfig,
 }
 
@@ -50,6 +53,16 @@ impl Server {
         let listener = TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_bind))?;
+
+        let api = ApiState {
+            store: store.clone(),
+            tokens: Arc::new(Tokens::new(&config.api.jwt_secret, config.api.token_ttl)?),
+            zones: Arc::new(ZoneIndexes::default()),
+        };
+        if let Some(admin) = &config.api.bootstrap_admin {
+            admin.ensure(&store).await.context("creating the bootstrap admin")?;
+        }
+        api.zones.rebuild_all(store.as_ref()).await.context("loading the zone indexes")?;
 
         let mut registry = Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
@@ -70,10 +83,11 @@ impl Server {
             .route("/metrics", get(metrics_text))
             .with_state(ops)
             .merge(trygg_ingest::router(ingest))
+            .merge(trygg_api::router(api.clone()))
             .fallback(|| async {
                 (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
             });
-        Ok(Self { listener, app, store, committer, config })
+        Ok(Self { listener, app, store, committer, api, config })
     }
 
     /// The address actually bound.
@@ -83,7 +97,8 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains and closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, app, store, committer, config } = self;
+        let Self { listener, app, store, committer, api, config } = self;
+        let maintenance = tokio::spawn(maintain(api, config.api.purge_interval));
         tracing::info!(
             http = %listener.local_addr()?,
             database = %redact(&config.database_url),
@@ -110,9 +125,27 @@ impl Server {
         if tokio::time::timeout(drain_timeout, committer).await.is_err() {
             tracing::warn!("Committer did not finish in time; uncommitted fixes were never acknowledged");
         }
+        maintenance.abort();
         store.close().await;
         tracing::info!("Stopped");
         Ok(())
+    }
+}
+
+/// Every `every`: purge fixes past retention, and rebuild the zone indexes so consents that
+/// lapsed by their end date stop alarming. Runs until aborted.
+async fn maintain(api: ApiState, every: std::time::Duration) {
+    // The indexes were just built; the first purge can wait one interval.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = trygg_api::retention::purge_once(api.store.as_ref()).await {
+            tracing::warn!(error = %e, "Purging fixes failed; retrying at the next run");
+        }
+        if let Err(e) = api.zones.rebuild_all(api.store.as_ref()).await {
+            tracing::warn!(error = %e, "Refreshing the zone indexes failed; retrying at the next run");
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_trygg-under-test");
 
+/// The token signing key every test server gets (`serve` refuses to start without one).
+pub const JWT_SECRET: &str = "black-box-test-signing-key-of-enough-bytes";
+
 /// Runs a one-shot `trygg` command (tenant, device, migrate, replay) to completion.
 pub fn cli(args: &[&str]) -> Output {
     Command::new(BIN).args(args).env("TRYGG_LOG", "warn").output().expect("run trygg")
@@ -42,6 +45,7 @@ impl Trygg {
             .args(["serve", "--http-bind", "127.0.0.1:0", "--database-url", db_url])
             .args(extra)
             .env("TRYGG_LOG", if log { "debug" } else { "warn" })
+            .env("TRYGG_JWT_SECRET", JWT_SECRET)
             .stdout(Stdio::piped())
             .stderr(if log { Stdio::inherit() } else { Stdio::null() })
             .spawn()

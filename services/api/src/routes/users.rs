@@ -101,10 +101,12 @@ pub async fn create(
     };
     check.done()?;
     let role = role.ok_or_else(|| ApiError::field("role", "required"))?;
-    if let Some(t) = tenant {
-        if state.store.tenant(t).await?.is_none() {
-            return Err(ApiError::field("tenant", "no such tenant"));
-        }
+    let unknown_tenant = match tenant {
+        Some(t) => state.store.tenant(t).await?.is_none(),
+        None => false,
+    };
+    if unknown_tenant {
+        return Err(ApiError::field("tenant", "no such tenant"));
     }
     let password_hash = hash_password(body.password).await?;
     let user = NewUser { tenant, email, name: body.name.trim().to_owned(), role, password_hash };

@@ -370,8 +370,10 @@ pub async fn withdraw_consent(
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// A staff account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Uuid>,
     /// A team (all its members are alerted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<Uuid>,
     /// Seconds an unacknowledged alarm waits at this step before the next, 30..=3600.
     pub escalate_after_secs: u32,
@@ -541,7 +543,7 @@ pub async fn positions(
             }
         }
     }
-    out.sort_by(|a, b| b.time.cmp(&a.time));
+    out.sort_by_key(|p| std::cmp::Reverse(p.time));
     out.truncate(limit as usize);
     // Recorded before the answer leaves: a read that cannot be logged is not served.
     let entry = AccessEntry {

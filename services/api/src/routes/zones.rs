@@ -172,10 +172,8 @@ fn checked_zone(body: ZoneIn, time_zone: &str) -> Result<(ZoneFields, Vec<String
         }
         check.result("schedule", serde_json::from_value::<Schedule>(s))
     });
-    if let Some(Some(s)) = &schedule {
-        if s.windows.is_empty() {
-            warnings.push("the schedule has no windows: the zone is never active".to_owned());
-        }
+    if schedule.as_ref().and_then(Option::as_ref).is_some_and(|s| s.windows.is_empty()) {
+        warnings.push("the schedule has no windows: the zone is never active".to_owned());
     }
     check.done()?;
     let (Some(kind), Some(geometry)) = (kind, geometry) else {
