@@ -231,11 +231,6 @@ impl std::str::FromStr for BootstrapAdmin {
 }
 
 impl BootstrapAdmin {
-    /// The admin's email.
-    pub fn email(&self) -> &str {
-        &self.email
-    }
-
     /// Creates the admin unless an account with its email exists (whose password is then left
     /// alone). Returns whether it was created.
     pub async fn ensure(&self, store: &Arc<dyn Store>) -> Result<bool, ApiError> {
