@@ -186,8 +186,17 @@ mod tests {
         FixBatch { device: device.clone(), received_at: Utc::now(), fixes }
     }
 
-    #[tokio::test]
-    async fn concurrent_requests_share_commits_and_each_gets_its_own_count() {
+    /// A committer on a fresh SQLite database with device `d` registered.
+    struct Setup {
+        _db: TestDb,
+        store: Arc<dyn Store>,
+        device: DeviceId,
+        metrics: IngestMetrics,
+        committer: FixCommitter,
+        task: JoinHandle<()>,
+    }
+
+    async fn setup(max_delay: Duration) -> Setup {
         let db = TestDb::sqlite();
         let store = db.store().await;
         let tenant = store.create_tenant("t").await.unwrap();
@@ -201,8 +210,14 @@ mod tests {
         };
         store.register_device(&new).await.unwrap();
         let metrics = IngestMetrics::register(&mut Registry::default());
-        let config = CommitConfig { max_rows: 10_000, max_delay: Duration::from_millis(50) };
+        let config = CommitConfig { max_rows: 10_000, max_delay };
         let (committer, task) = FixCommitter::start(store.clone(), config, metrics.clone());
+        Setup { _db: db, store, device, metrics, committer, task }
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_commits_and_each_gets_its_own_count() {
+        let Setup { _db, store, device, metrics, committer, task } = setup(Duration::from_millis(50)).await;
 
         let requests = (0..20).map(|r| {
             let committer = committer.clone();
@@ -222,22 +237,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_batch_fails_only_its_own_request_not_the_rest_of_its_group() {
-        let db = TestDb::sqlite();
-        let store = db.store().await;
-        let tenant = store.create_tenant("t").await.unwrap();
-        let device = DeviceId::parse("d").unwrap();
-        let new = NewDevice {
-            id: device.clone(),
-            tenant,
-            wearer: None,
-            protocol: Protocol::Native,
-            token_hash: None,
-        };
-        store.register_device(&new).await.unwrap();
-        let metrics = IngestMetrics::register(&mut Registry::default());
         // A long window puts both requests into one group.
-        let config = CommitConfig { max_rows: 10_000, max_delay: Duration::from_millis(200) };
-        let (committer, _task) = FixCommitter::start(store.clone(), config, metrics.clone());
+        let Setup { _db, store, device, metrics, committer, .. } = setup(Duration::from_millis(200)).await;
         // The ghost device is not registered: its rows break the foreign key.
         let ghost = DeviceId::parse("ghost").unwrap();
         let (good, bad) =
