@@ -271,6 +271,8 @@ impl Server {
             ])
             .args(extra)
             .env("TRYGG_LOG", "error")
+            // Required by `serve` for the staff/caseworker API, which this benchmark does not use.
+            .env("TRYGG_JWT_SECRET", "ingest-benchmark-signing-key-not-secret")
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {bin}"))?;
