@@ -97,3 +97,20 @@ impl Check {
         if self.0.is_empty() { Ok(()) } else { Err(ApiError::Invalid(std::mem::take(&mut self.0))) }
     }
 }
+
+/// Query parameters; unparsable ones are a 400 in the API's JSON error shape.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| Self(v))
+            .map_err(|e| ApiError::Malformed(e.body_text()))
+    }
+}

@@ -236,6 +236,14 @@ async fn every_bad_field_is_a_422_naming_it(store: Arc<dyn Store>) {
     );
     let (status, _) = app.call("POST", "/api/v1/wearers", Some(&cw), None).await;
     assert_eq!(status, 400, "a body that is not JSON is malformed, not a 500");
+    let (status, answer) = app
+        .call("GET", &format!("/api/v1/wearers/{w}/positions?reason=abc&limit=many"), Some(&cw), None)
+        .await;
+    assert_eq!(
+        (status.as_u16(), answer["error"].is_string()),
+        (400, true),
+        "a bad query parameter: {answer}"
+    );
 }
 
 async fn zone_geometry_errors_are_clear_and_outside_sweden_is_a_warning(store: Arc<dyn Store>) {

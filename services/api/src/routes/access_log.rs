@@ -1,7 +1,7 @@
 //! `GET /api/v1/access-log`: who read which wearer's positions, when and why (tenant admins).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,6 +11,7 @@ use super::TENANT_ADMINS;
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::validate::Params;
 
 /// How much of the log.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -41,7 +42,7 @@ pub struct AccessOut {
 pub async fn list(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(page): Query<Page>,
+    Params(page): Params<Page>,
 ) -> Result<Json<Vec<AccessOut>>, ApiError> {
     let tenant = caller.tenant_for(TENANT_ADMINS)?;
     let entries = state.store.access_log(tenant, page.limit.unwrap_or(100).min(1000)).await?;

@@ -1,7 +1,7 @@
 //! Accounts: admins create them in any tenant, tenant admins in their own.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use trygg_core::TenantId;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::ApiState;
 use crate::auth::{Caller, MIN_PASSWORD_CHARS, hash_password};
 use crate::error::ApiError;
-use crate::validate::{Body, Check};
+use crate::validate::{Body, Check, Params};
 
 /// An account to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -128,7 +128,7 @@ pub struct UserFilter {
 pub async fn list(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(filter): Query<UserFilter>,
+    Params(filter): Params<UserFilter>,
 ) -> Result<Json<Vec<UserOut>>, ApiError> {
     let tenant = match caller.role {
         Role::Admin => filter.tenant.map(TenantId),

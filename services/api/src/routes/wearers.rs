@@ -2,7 +2,7 @@
 //! positions read (each read recorded in the access log).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use super::{EDITORS, READERS, find_wearer, path_id, zones_changed};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::validate::{Body, Check};
+use crate::validate::{Body, Check, Params};
 
 /// A wearer's fields, for create and update (update replaces them all).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -513,7 +513,7 @@ pub async fn positions(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<PositionsQuery>,
+    Params(q): Params<PositionsQuery>,
 ) -> Result<Json<Vec<PositionOut>>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
     let wearer = find_wearer(&state, tenant, &id).await?;
