@@ -274,6 +274,18 @@ async fn post(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
+/// Posts `fixes` as `device` with `token` to the positions endpoint.
+async fn post_fixes(
+    client: &reqwest::Client,
+    base: &str,
+    device: &str,
+    token: &str,
+    fixes: Vec<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let body = json!({ "device": device, "fixes": fixes });
+    post(client, &format!("{base}/api/v1/ingest/positions"), token, &body).await
+}
+
 fn fix(seconds_ago: i64, lat: f64, lon: f64, accuracy_m: f64) -> Value {
     let time = Utc::now() - TimeDelta::seconds(seconds_ago);
     json!({ "time": time.to_rfc3339(), "lat": lat, "lon": lon, "accuracy_m": accuracy_m, "source": "gps", "battery_pct": 76 })
@@ -294,13 +306,7 @@ async fn walk_and_press_sos(
     while Instant::now() < until {
         step += 1.0;
         let (lat, lon) = (HOME.0 + step * 0.00012, HOME.1 + step * 0.0002);
-        let (status, ack) = post(
-            client,
-            &format!("{base}/api/v1/ingest/positions"),
-            &w.token,
-            &json!({ "device": w.id, "fixes": [fix(0, lat, lon, 8.0)] }),
-        )
-        .await?;
+        let (status, ack) = post_fixes(client, base, w.id, &w.token, vec![fix(0, lat, lon, 8.0)]).await?;
         say(started, &format!("{} ({}) → fix {lat:.5},{lon:.5} ±8 m … {status} {ack}", w.id, w.wearer));
         if !sos_sent && Instant::now() >= sos_at {
             sos_sent = true;
@@ -328,9 +334,8 @@ async fn sit_with_jitter(
     while Instant::now() < until {
         n += 1;
         let jitter = f64::from(n).sin() * 0.00006;
-        let body =
-            json!({ "device": w.id, "fixes": [fix(0, HOME.0 - 0.002 + jitter, HOME.1 - jitter, 15.0)] });
-        let (status, ack) = post(client, &format!("{base}/api/v1/ingest/positions"), &w.token, &body).await?;
+        let near_home = fix(0, HOME.0 - 0.002 + jitter, HOME.1 - jitter, 15.0);
+        let (status, ack) = post_fixes(client, base, w.id, &w.token, vec![near_home]).await?;
         if n % 3 == 1 {
             say(started, &format!("{} ({}) → jittery fix near home … {status} {ack}", w.id, w.wearer));
         }
@@ -351,13 +356,7 @@ async fn upload_buffer(
     let mut fixes: Vec<Value> =
         (0..60).map(|m| fix(3600 - m * 60, HOME.0 + 0.01, HOME.1 - 0.004, 12.0)).collect();
     fixes[30]["lat"] = json!(123.4);
-    let (status, ack) = post(
-        client,
-        &format!("{base}/api/v1/ingest/positions"),
-        &w.token,
-        &json!({ "device": w.id, "fixes": fixes }),
-    )
-    .await?;
+    let (status, ack) = post_fixes(client, base, w.id, &w.token, fixes).await?;
     say(
         started,
         &format!("{} ({}) back in coverage, uploads 60 buffered fixes … {status} {ack}", w.id, w.wearer),
@@ -368,9 +367,8 @@ async fn upload_buffer(
 /// A device nobody registered is refused and counted.
 async fn stranger(client: &reqwest::Client, base: &str, started: Instant) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let body = json!({ "device": "stolen-watch", "fixes": [fix(0, HOME.0, HOME.1, 5.0)] });
     let (status, ack) =
-        post(client, &format!("{base}/api/v1/ingest/positions"), "guessed-token", &body).await?;
+        post_fixes(client, base, "stolen-watch", "guessed-token", vec![fix(0, HOME.0, HOME.1, 5.0)]).await?;
     say(started, &format!("stolen-watch (not registered) → fix … {status} {ack}"));
     Ok(())
 }
