@@ -41,6 +41,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<trygg_alarms::EngineError> for ApiError {
+    fn from(e: trygg_alarms::EngineError) -> Self {
+        match e {
+            trygg_alarms::EngineError::Store(e) => Self::Store(e),
+            trygg_alarms::EngineError::Corrupt(what) => Self::Internal(what),
+        }
+    }
+}
+
 impl ApiError {
     /// A validation failure of one field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {

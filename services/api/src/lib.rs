@@ -6,8 +6,6 @@
 //! - [`auth`]: argon2 passwords, HS256 tokens, the [`Caller`](auth::Caller) extractor that
 //!   every handler takes and that yields the caller's tenant for its role;
 //! - [`routes`]: the handlers, one module per resource, each documented for OpenAPI;
-//! - [`zones`]: the per-tenant zone indexes the alarm engine reads, rebuilt after every write
-//!   that changes which zones alarm, so edits take effect without a restart;
 //! - [`retention`]: the purge job that enforces each tenant's fix retention.
 //!
 //! Tenants are isolated by construction: handlers pass the tenant from the token to store
@@ -26,11 +24,10 @@ pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod validate;
-pub mod zones;
 
 pub use auth::{BootstrapAdmin, Caller, Tokens};
 pub use error::ApiError;
-pub use zones::ZoneIndexes;
+pub use trygg_alarms::ZoneIndexes;
 
 /// The cheap handles every handler needs.
 #[derive(Debug, Clone)]

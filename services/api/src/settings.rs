@@ -19,6 +19,8 @@ pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = 15 * 60;
 pub const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
 /// Fixes are kept this long unless attached to an alarm.
 pub const DEFAULT_FIX_RETENTION_DAYS: u32 = 30;
+/// Time from raised to on site (inställelsetid) after which an alarm is flagged as late.
+pub const DEFAULT_ON_SITE_LIMIT_SECS: u32 = 60 * 60;
 
 /// A tenant's settings as the API shows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -34,6 +36,8 @@ pub struct Settings {
     pub battery_low_pct: u8,
     /// Days fixes are kept (fixes attached to an alarm are kept with it).
     pub fix_retention_days: u32,
+    /// Seconds from raised to on site after which an alarm is flagged as late.
+    pub on_site_limit_secs: u32,
 }
 
 impl Default for Settings {
@@ -44,6 +48,7 @@ impl Default for Settings {
             offline_after_secs: DEFAULT_OFFLINE_AFTER_SECS,
             battery_low_pct: DEFAULT_BATTERY_LOW_PCT,
             fix_retention_days: DEFAULT_FIX_RETENTION_DAYS,
+            on_site_limit_secs: DEFAULT_ON_SITE_LIMIT_SECS,
         }
     }
 }
@@ -60,6 +65,7 @@ impl Settings {
             offline_after_secs: s.offline_after_secs,
             battery_low_pct: s.battery_low_pct,
             fix_retention_days: s.fix_retention_days,
+            on_site_limit_secs: s.on_site_limit_secs,
         })
     }
 
@@ -72,6 +78,7 @@ impl Settings {
             offline_after_secs: self.offline_after_secs,
             battery_low_pct: self.battery_low_pct,
             fix_retention_days: self.fix_retention_days,
+            on_site_limit_secs: self.on_site_limit_secs,
         })
     }
 }

@@ -8,7 +8,9 @@
 mod alarm;
 mod fix;
 mod ids;
+mod lifecycle;
 
 pub use alarm::{DeviceAlarmKind, UnknownAlarmKind};
 pub use fix::{Fix, FixError, FixPolicy, FixSource, Freshness, UnknownFixSource};
 pub use ids::{DeviceId, DeviceIdError, TenantId, WearerId};
+pub use lifecycle::{AlarmKind, AlarmState, Outcome, Step, UnknownName};

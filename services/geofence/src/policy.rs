@@ -111,6 +111,13 @@ pub struct DeviceState {
     zones: BTreeMap<ZoneId, ZoneState>,
 }
 
+impl DeviceState {
+    /// Time of the newest fix evaluated: the engine re-evaluates only later fixes after a restart.
+    pub fn last_time(&self) -> Option<DateTime<Utc>> {
+        self.last_time
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Sample {
     time: DateTime<Utc>,

@@ -292,6 +292,8 @@ pub struct TenantSettings {
     pub battery_low_pct: u8,
     /// Fixes older than this are purged (unless attached to an alarm).
     pub fix_retention_days: u32,
+    /// An alarm not on site within this many seconds of being raised is flagged.
+    pub on_site_limit_secs: u32,
 }
 
 /// One read of a wearer's positions.
@@ -1021,8 +1023,8 @@ macro_rules! impl_directory {
                 tenant: trygg_core::TenantId,
             ) -> Result<Option<$crate::TenantSettings>, $crate::StoreError> {
                 let row = sqlx::query(
-                    "select time_zone, exit_policy, offline_after_secs, battery_low_pct, fix_retention_days \
-                     from tenant_settings where tenant_id = $1",
+                    "select time_zone, exit_policy, offline_after_secs, battery_low_pct, fix_retention_days, \
+                     on_site_limit_secs from tenant_settings where tenant_id = $1",
                 )
                 .bind(db_id(tenant.0))
                 .fetch_optional(&self.pool)
@@ -1034,6 +1036,7 @@ macro_rules! impl_directory {
                         offline_after_secs: $crate::narrow("offline threshold", r.get(2))?,
                         battery_low_pct: $crate::narrow("battery threshold", r.get(3))?,
                         fix_retention_days: $crate::narrow("retention", r.get(4))?,
+                        on_site_limit_secs: $crate::narrow("on-site limit", r.get(5))?,
                     })
                 })
                 .transpose()
@@ -1047,11 +1050,12 @@ macro_rules! impl_directory {
             ) -> Result<(), $crate::StoreError> {
                 sqlx::query(
                     "insert into tenant_settings (tenant_id, time_zone, exit_policy, offline_after_secs, \
-                     battery_low_pct, fix_retention_days, updated_at) values ($1, $2, $3, $4, $5, $6, $7) \
+                     battery_low_pct, fix_retention_days, updated_at, on_site_limit_secs) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8) \
                      on conflict (tenant_id) do update set time_zone = excluded.time_zone, \
                      exit_policy = excluded.exit_policy, offline_after_secs = excluded.offline_after_secs, \
                      battery_low_pct = excluded.battery_low_pct, fix_retention_days = excluded.fix_retention_days, \
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, on_site_limit_secs = excluded.on_site_limit_secs",
                 )
                 .bind(db_id(tenant.0))
                 .bind(&s.time_zone)
@@ -1060,6 +1064,7 @@ macro_rules! impl_directory {
                 .bind(i64::from(s.battery_low_pct))
                 .bind(i64::from(s.fix_retention_days))
                 .bind(db_time(at))
+                .bind(i64::from(s.on_site_limit_secs))
                 .execute(&self.pool)
                 .await
                 .map_err($crate::conflict("settings"))?;

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
 
+pub mod alarms;
 mod directory;
 mod postgres;
 mod sqlite;
@@ -23,6 +24,10 @@ pub mod token;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use alarms::{
+    Alarm, AlarmEvent, AlarmFilter, Alarms, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
+    Position, PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
+};
 pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
     ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User, Wearer,
@@ -204,9 +209,9 @@ pub struct AlarmInsert {
 }
 
 /// The storage operations trygg needs, implemented for SQLite and PostgreSQL alike. The
-/// caseworker's data is in the [`Directory`] half.
+/// caseworker's data is in the [`Directory`] part, alarms in the [`Alarms`] part.
 #[async_trait]
-pub trait Store: Directory + Debug + Send + Sync + 'static {
+pub trait Store: Directory + Alarms + Debug + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

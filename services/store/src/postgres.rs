@@ -124,33 +124,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredFix {
-                    fix: Fix {
-                        time: r.get(0),
-                        lat: r.get(2),
-                        lon: r.get(3),
-                        accuracy_m: r.get(4),
-                        speed_mps: r.get(5),
-                        course_deg: r.get(6),
-                        altitude_m: r.get(7),
-                        battery_pct: r
-                            .get::<Option<i16>, _>(8)
-                            .map(|b| {
-                                u8::try_from(b).map_err(|_| StoreError::Corrupt {
-                                    what: "battery",
-                                    value: b.to_string(),
-                                })
-                            })
-                            .transpose()?,
-                        source: parse_source(r.get(9))?,
-                    },
-                    received_at: r.get(1),
-                    late: r.get(10),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| stored_fix(r, 0)).collect()
     }
 
     async fn insert_device_alarm(&self, alarm: &NewDeviceAlarm) -> Result<AlarmInsert, StoreError> {
@@ -277,7 +251,40 @@ fn get_opt_time(r: &PgRow, i: usize) -> Result<Option<DateTime<Utc>>, StoreError
     Ok(r.get(i))
 }
 
+/// A fixes row read from column `at` on, in the order of `recent_fixes`.
+fn stored_fix(r: &PgRow, at: usize) -> Result<StoredFix, StoreError> {
+    let battery_pct = r
+        .get::<Option<i16>, _>(at + 8)
+        .map(|b| u8::try_from(b).map_err(|_| StoreError::Corrupt { what: "battery", value: b.to_string() }))
+        .transpose()?;
+    Ok(StoredFix {
+        fix: Fix {
+            time: r.get(at),
+            lat: r.get(at + 2),
+            lon: r.get(at + 3),
+            accuracy_m: r.get(at + 4),
+            speed_mps: r.get(at + 5),
+            course_deg: r.get(at + 6),
+            altitude_m: r.get(at + 7),
+            battery_pct,
+            source: parse_source(r.get(at + 9))?,
+        },
+        received_at: r.get(at + 1),
+        late: r.get(at + 10),
+    })
+}
+
 crate::directory::impl_directory!(PgStore, sqlx::Postgres, wearer_created = "created_at");
+crate::alarms::impl_alarms!(
+    PgStore,
+    sqlx::Postgres,
+    fix_columns = "f.time, f.received_at, f.lat, f.lon, f.accuracy_m, f.speed_mps, f.course_deg, \
+                   f.altitude_m, f.battery_pct, f.source, f.late",
+    fix_time = "time",
+    fix_received = "received_at",
+    alarm_time = "time",
+    alarm_fix_time = "fix_time"
+);
 
 async fn insert_fix_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

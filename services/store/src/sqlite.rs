@@ -170,25 +170,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredFix {
-                    fix: Fix {
-                        time: from_ms("fix time", r.get(0))?,
-                        lat: r.get(2),
-                        lon: r.get(3),
-                        accuracy_m: r.get(4),
-                        speed_mps: r.get(5),
-                        course_deg: r.get(6),
-                        altitude_m: r.get(7),
-                        battery_pct: r.get::<Option<u8>, _>(8),
-                        source: parse_source(r.get(9))?,
-                    },
-                    received_at: from_ms("received time", r.get(1))?,
-                    late: r.get(10),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| stored_fix(r, 0)).collect()
     }
 
     async fn insert_device_alarm(&self, alarm: &NewDeviceAlarm) -> Result<AlarmInsert, StoreError> {
@@ -312,7 +294,36 @@ fn get_opt_time(r: &SqliteRow, i: usize) -> Result<Option<DateTime<Utc>>, StoreE
     r.get::<Option<i64>, _>(i).map(|t| from_ms("time", t)).transpose()
 }
 
+/// A fixes row read from column `at` on, in the order of `recent_fixes`.
+fn stored_fix(r: &SqliteRow, at: usize) -> Result<StoredFix, StoreError> {
+    Ok(StoredFix {
+        fix: Fix {
+            time: from_ms("fix time", r.get(at))?,
+            lat: r.get(at + 2),
+            lon: r.get(at + 3),
+            accuracy_m: r.get(at + 4),
+            speed_mps: r.get(at + 5),
+            course_deg: r.get(at + 6),
+            altitude_m: r.get(at + 7),
+            battery_pct: r.get::<Option<u8>, _>(at + 8),
+            source: parse_source(r.get(at + 9))?,
+        },
+        received_at: from_ms("received time", r.get(at + 1))?,
+        late: r.get(at + 10),
+    })
+}
+
 crate::directory::impl_directory!(SqliteStore, sqlx::Sqlite, wearer_created = "created_ms");
+crate::alarms::impl_alarms!(
+    SqliteStore,
+    sqlx::Sqlite,
+    fix_columns = "f.time_ms, f.received_ms, f.lat, f.lon, f.accuracy_m, f.speed_mps, f.course_deg, \
+                   f.altitude_m, f.battery_pct, f.source, f.late",
+    fix_time = "time_ms",
+    fix_received = "received_ms",
+    alarm_time = "time_ms",
+    alarm_fix_time = "fix_time_ms"
+);
 
 async fn insert_fix_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,

@@ -72,5 +72,5 @@ async fn find_wearer(state: &ApiState, tenant: trygg_core::TenantId, id: &str) -
 
 /// After a write that changes which zones alarm: the evaluator sees it from the next fix on.
 async fn zones_changed(state: &ApiState, tenant: trygg_core::TenantId) -> Result<(), ApiError> {
-    state.zones.rebuild(state.store.as_ref(), tenant).await
+    Ok(state.zones.rebuild(state.store.as_ref(), tenant).await?)
 }

@@ -29,6 +29,8 @@ pub struct SettingsPatch {
     pub battery_low_pct: Option<u8>,
     /// Days fixes are kept, 1..=3650.
     pub fix_retention_days: Option<u32>,
+    /// Seconds from raised to on site before an alarm is flagged as late, 60..=86400.
+    pub on_site_limit_secs: Option<u32>,
 }
 
 /// The tenant's settings (defaults until saved).
@@ -63,10 +65,12 @@ pub async fn put(
     s.offline_after_secs = patch.offline_after_secs.unwrap_or(s.offline_after_secs);
     s.battery_low_pct = patch.battery_low_pct.unwrap_or(s.battery_low_pct);
     s.fix_retention_days = patch.fix_retention_days.unwrap_or(s.fix_retention_days);
+    s.on_site_limit_secs = patch.on_site_limit_secs.unwrap_or(s.on_site_limit_secs);
     check
         .range("offline_after_secs", s.offline_after_secs, 60..=7 * 86_400)
         .range("battery_low_pct", s.battery_low_pct, 1..=99)
         .range("fix_retention_days", s.fix_retention_days, 1..=3650)
+        .range("on_site_limit_secs", s.on_site_limit_secs, 60..=86_400)
         .done()?;
     state.store.put_settings(tenant, &s.to_stored()?, Utc::now()).await?;
     Ok(Json(s))

@@ -17,7 +17,7 @@ use trygg_core::{DeviceId, TenantId, WearerId};
 use trygg_geofence::{Schedule, Shape, Zone, ZoneId, ZoneIndex, ZoneKind};
 use trygg_store::{Store, StoredZone};
 
-use crate::error::ApiError;
+use crate::EngineError;
 
 /// The zone index of every tenant, swapped atomically on edits.
 #[derive(Debug, Default)]
@@ -34,7 +34,7 @@ impl ZoneIndexes {
     }
 
     /// Rebuilds one tenant's index from the store and swaps it in.
-    pub async fn rebuild(&self, store: &dyn Store, tenant: TenantId) -> Result<(), ApiError> {
+    pub async fn rebuild(&self, store: &dyn Store, tenant: TenantId) -> Result<(), EngineError> {
         let _one_at_a_time = self.rebuilding.lock().await;
         let index = Arc::new(build(store, tenant, Utc::now()).await?);
         self.indexes.rcu(|current| {
@@ -46,7 +46,7 @@ impl ZoneIndexes {
     }
 
     /// Rebuilds every tenant's index (at start, and periodically for consents that lapse).
-    pub async fn rebuild_all(&self, store: &dyn Store) -> Result<(), ApiError> {
+    pub async fn rebuild_all(&self, store: &dyn Store) -> Result<(), EngineError> {
         for tenant in store.tenants().await? {
             self.rebuild(store, tenant.id).await?;
         }
@@ -54,7 +54,7 @@ impl ZoneIndexes {
     }
 }
 
-async fn build(store: &dyn Store, tenant: TenantId, now: DateTime<Utc>) -> Result<ZoneIndex, ApiError> {
+async fn build(store: &dyn Store, tenant: TenantId, now: DateTime<Utc>) -> Result<ZoneIndex, EngineError> {
     let consenting: Vec<WearerId> = store
         .consents(tenant, None)
         .await?
@@ -84,14 +84,14 @@ async fn build(store: &dyn Store, tenant: TenantId, now: DateTime<Utc>) -> Resul
             to_geofence(&stored)?.for_devices(devices.get(&stored.wearer).cloned().unwrap_or_default());
         zones.push(zone);
     }
-    ZoneIndex::build(zones).map_err(|e| ApiError::Internal(format!("indexing zones of {tenant}: {e}")))
+    ZoneIndex::build(zones).map_err(|e| EngineError::Corrupt(format!("indexing zones of {tenant}: {e}")))
 }
 
 /// A stored zone as the evaluator's [`Zone`]. Stored zones were validated on the way in, so a
 /// failure here means the database holds something the API never wrote.
-pub fn to_geofence(stored: &StoredZone) -> Result<Zone, ApiError> {
+pub fn to_geofence(stored: &StoredZone) -> Result<Zone, EngineError> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-        ApiError::Internal(format!("stored zone {} has an unusable {what}: {e}", stored.id))
+        EngineError::Corrupt(format!("stored zone {} has an unusable {what}: {e}", stored.id))
     };
     let f = &stored.fields;
     let geometry: geojson::Geometry = f.geometry.parse().map_err(|e| corrupt("geometry", &e))?;

@@ -1,0 +1,342 @@
+//! The engine loop: committed fixes and device alarms in, alarms (with outbox rows) out.
+//!
+//! Ingest hands every commit to [`EngineSink`], which never blocks: it queues the data for the
+//! engine task, and if the queue is full it only raises a flag, because everything queued is
+//! already in the database. The task takes what is queued as one batch and runs it through
+//! [`Engine::process`]; whenever the flag is up (a full queue, a failed commit) and at start it
+//! runs [`Engine::recover`], which finds in the database every fix newer than a device's stored
+//! zone state and every device alarm not yet handled. Both paths end in one
+//! [`Alarms::engine_commit`](trygg_store::Alarms::engine_commit) per batch, and the in-memory zone
+//! states are updated only after it succeeds, so memory and database never disagree.
+//!
+//! Device alarms are always read back from the database ([`pending_device_alarms`]), never taken
+//! from the queue: whichever path sees one first raises it and marks it handled in the same
+//! transaction, so a restart in the middle raises nothing twice.
+//!
+//! Fixes of one device are evaluated in time order; a fix older than the newest one evaluated (a
+//! buffered upload arriving late) is stored and shown in the trail but changes no zone state.
+//!
+//! [`pending_device_alarms`]: trygg_store::Alarms::pending_device_alarms
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
+use trygg_geofence::{DeviceState, Event, EventKind, Policy};
+use trygg_ingest::{Committed, CommittedSink};
+use trygg_store::{
+    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, ResponderTarget, Signal, SignalOutcome, Store,
+    ZoneStateRow,
+};
+use uuid::Uuid;
+
+use crate::{EngineError, ZoneIndexes};
+
+/// Most commits taken from the queue into one batch.
+const MAX_BATCH: usize = 1024;
+/// How long after a failure the engine tries again from the database.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How far back recovery looks for fixes the engine has not evaluated.
+const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
+
+/// The fixes of one device in a batch.
+#[derive(Debug)]
+struct DeviceFixes {
+    tenant: TenantId,
+    wearer: Option<WearerId>,
+    fixes: Vec<Fix>,
+}
+
+/// The alarm engine's state: the zone state of every device, as stored.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    zones: Arc<ZoneIndexes>,
+    states: HashMap<DeviceId, DeviceState>,
+}
+
+impl Engine {
+    /// Loads every device's stored zone state.
+    pub async fn load(store: Arc<dyn Store>, zones: Arc<ZoneIndexes>) -> Result<Self, EngineError> {
+        let mut states = HashMap::new();
+        for row in store.zone_states().await? {
+            let state: DeviceState = serde_json::from_str(&row.state)
+                .map_err(|e| EngineError::Corrupt(format!("stored zone state of {}: {e}", row.device)))?;
+            states.insert(row.device, state);
+        }
+        Ok(Self { store, zones, states })
+    }
+
+    /// Runs one batch of committed data through the engine and stores what it leads to.
+    pub async fn process(
+        &mut self,
+        batch: Vec<Committed>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SignalOutcome>, EngineError> {
+        let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
+        let mut device_alarms = false;
+        for data in batch {
+            let (tenant, wearer, device, new) = match data {
+                Committed::Fixes { tenant, wearer, device, fixes } => (tenant, wearer, device, fixes),
+                Committed::Alarm { tenant, wearer, device, fix, .. } => {
+                    device_alarms = true;
+                    (tenant, wearer, device, fix.into_iter().collect())
+                }
+            };
+            fixes
+                .entry(device)
+                .or_insert(DeviceFixes { tenant, wearer, fixes: Vec::new() })
+                .fixes
+                .extend(new);
+        }
+        let pending = if device_alarms { self.store.pending_device_alarms().await? } else { Vec::new() };
+        self.run(pending, fixes, now).await
+    }
+
+    /// Evaluates everything in the database the engine has not handled: device alarms not yet
+    /// turned into alarms and fixes newer than their device's stored zone state.
+    pub async fn recover(&mut self, now: DateTime<Utc>) -> Result<Vec<SignalOutcome>, EngineError> {
+        let pending = self.store.pending_device_alarms().await?;
+        let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
+        for (device, fix) in self.store.unevaluated_fixes(now - RECOVERY_WINDOW).await? {
+            if let Some(entry) = fixes.get_mut(&device) {
+                entry.fixes.push(fix);
+                continue;
+            }
+            // A device deleted since is skipped: it has nobody to alarm for.
+            let Some(auth) = self.store.device_auth(&device).await? else { continue };
+            fixes.insert(device, DeviceFixes { tenant: auth.tenant, wearer: auth.wearer, fixes: vec![fix] });
+        }
+        let outcomes = self.run(pending, fixes, now).await?;
+        if !outcomes.is_empty() {
+            tracing::info!(signals = outcomes.len(), "Recovered alarms from the database");
+        }
+        Ok(outcomes)
+    }
+
+    async fn run(
+        &mut self,
+        pending: Vec<PendingDeviceAlarm>,
+        fixes: BTreeMap<DeviceId, DeviceFixes>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SignalOutcome>, EngineError> {
+        let mut signals = Vec::new();
+        for alarm in pending {
+            signals.push(self.device_alarm_signal(alarm).await?);
+        }
+        let mut touched: HashMap<DeviceId, DeviceState> = HashMap::new();
+        let mut policies: HashMap<TenantId, Policy> = HashMap::new();
+        for (device, mut batch) in fixes {
+            batch.fixes.sort_by_key(|f| f.time);
+            let index = self.zones.get(batch.tenant);
+            let policy = match policies.get(&batch.tenant) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.policy(batch.tenant).await?;
+                    policies.insert(batch.tenant, p.clone());
+                    p
+                }
+            };
+            let before = self.states.get(&device).cloned().unwrap_or_default();
+            let mut state = before.clone();
+            for fix in &batch.fixes {
+                for event in policy.evaluate(&index, &device, &mut state, fix) {
+                    // The index holds only zones of bound wearers, so an event has a wearer.
+                    let Some(wearer) = batch.wearer else { continue };
+                    if let Some(signal) = self.zone_signal(batch.tenant, wearer, &device, event, fix).await? {
+                        signals.push(signal);
+                    }
+                }
+            }
+            if state != before {
+                touched.insert(device, state);
+            }
+        }
+        let mut states = Vec::with_capacity(touched.len());
+        for (device, state) in &touched {
+            let Some(last_fix_at) = state.last_time() else { continue };
+            let state = serde_json::to_string(state)
+                .map_err(|e| EngineError::Corrupt(format!("encoding the zone state of {device}: {e}")))?;
+            states.push(ZoneStateRow { device: device.clone(), state, last_fix_at });
+        }
+        if states.is_empty() && signals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let commit = EngineCommit { states, signals };
+        let outcomes = self.store.engine_commit(&commit, now).await?;
+        self.states.extend(touched);
+        for (signal, outcome) in commit.signals.iter().zip(&outcomes) {
+            if let (Signal::Raise(a), SignalOutcome::Raised(id)) = (signal, outcome) {
+                tracing::info!(alarm = %id, kind = %a.kind, wearer = %a.wearer, recipients = a.recipients.len(), "Alarm raised");
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn device_alarm_signal(&self, alarm: PendingDeviceAlarm) -> Result<Signal, EngineError> {
+        let Some(wearer) = alarm.wearer else {
+            tracing::warn!(device = %alarm.device, kind = %alarm.kind, "Device alarm from a device bound to nobody: no alarm raised");
+            return Ok(Signal::Ignored { device_alarm: alarm.id });
+        };
+        Ok(Signal::Raise(NewAlarm {
+            tenant: alarm.tenant,
+            wearer,
+            device: Some(alarm.device),
+            kind: alarm.kind.into(),
+            zone: None,
+            trigger_time: alarm.time,
+            position: alarm.fix.as_ref().map(|f| (Position::of(f), f.time)),
+            recipients: recipients(self.store.as_ref(), alarm.tenant, wearer, 0).await?.unwrap_or_default(),
+            device_alarm: Some(alarm.id),
+        }))
+    }
+
+    async fn zone_signal(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        device: &DeviceId,
+        event: Event,
+        fix: &Fix,
+    ) -> Result<Option<Signal>, EngineError> {
+        let kind = match event.kind {
+            EventKind::Return => {
+                return Ok(Some(Signal::Returned {
+                    wearer,
+                    zone: event.zone.to_string(),
+                    at: event.time,
+                    position: Position::of(fix),
+                }));
+            }
+            EventKind::Exit => AlarmKind::ZoneExit,
+            EventKind::Enter => AlarmKind::ZoneEnter,
+        };
+        // The index is rebuilt when consent changes, but a consent can lapse by its end date
+        // between rebuilds: check it at the time of the fix.
+        let consented = self
+            .store
+            .consents(tenant, Some(wearer))
+            .await?
+            .iter()
+            .any(|c| c.consent.passive_alarms && c.in_force_at(event.time));
+        if !consented {
+            tracing::warn!(%wearer, zone = %event.zone, "Zone event without consent for passive alarms: no alarm raised");
+            return Ok(None);
+        }
+        Ok(Some(Signal::Raise(NewAlarm {
+            tenant,
+            wearer,
+            device: Some(device.clone()),
+            kind,
+            zone: Some(event.zone.to_string()),
+            trigger_time: event.time,
+            position: Some((Position::of(fix), fix.time)),
+            recipients: recipients(self.store.as_ref(), tenant, wearer, 0).await?.unwrap_or_default(),
+            device_alarm: None,
+        })))
+    }
+
+    async fn policy(&self, tenant: TenantId) -> Result<Policy, EngineError> {
+        match self.store.settings(tenant).await? {
+            None => Ok(Policy::default()),
+            Some(s) => serde_json::from_str(&s.exit_policy)
+                .map_err(|e| EngineError::Corrupt(format!("stored exit policy of {tenant}: {e}"))),
+        }
+    }
+
+    /// Starts the engine task: it first recovers from the database, then processes what the
+    /// returned sink queues, and ends when every sink is dropped and the queue is empty.
+    pub fn spawn(mut self, capacity: usize) -> (EngineSink, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel(capacity);
+        let lagged = Arc::new(AtomicBool::new(true));
+        let sink = EngineSink { tx, lagged: lagged.clone() };
+        let task = tokio::spawn(async move {
+            loop {
+                if lagged.swap(false, Ordering::SeqCst)
+                    && let Err(e) = self.recover(Utc::now()).await
+                {
+                    tracing::error!(error = %e, "Alarm engine recovery failed; retrying");
+                    lagged.store(true, Ordering::SeqCst);
+                }
+                let next = if lagged.load(Ordering::SeqCst) {
+                    match tokio::time::timeout(RETRY_AFTER, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => continue,
+                    }
+                } else {
+                    rx.recv().await
+                };
+                let Some(first) = next else { break };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH
+                    && let Ok(more) = rx.try_recv()
+                {
+                    batch.push(more);
+                }
+                if let Err(e) = self.process(batch, Utc::now()).await {
+                    // Everything in the batch is in the database: recovery picks it up.
+                    tracing::error!(error = %e, "Alarm engine batch failed; recovering from the database");
+                    lagged.store(true, Ordering::SeqCst);
+                }
+            }
+            tracing::info!("Alarm engine stopped");
+        });
+        (sink, task)
+    }
+}
+
+/// The staff a responder step alerts: step `step` of the wearer's responder order (a user, or
+/// every member of a team). Without an order, step 0 is the wearer's team. `None` when there
+/// is no such step.
+pub async fn recipients(
+    store: &dyn Store,
+    tenant: TenantId,
+    wearer: WearerId,
+    step: usize,
+) -> Result<Option<Vec<Uuid>>, EngineError> {
+    let plan = store.responders(tenant, wearer).await?;
+    let target = match plan.steps.get(step) {
+        Some(s) => s.target,
+        None if plan.steps.is_empty() && step == 0 => {
+            let team = store.wearer(tenant, wearer).await?.and_then(|w| w.fields.team);
+            match team {
+                Some(t) => ResponderTarget::Team(t),
+                None => return Ok(None),
+            }
+        }
+        None => return Ok(None),
+    };
+    Ok(Some(match target {
+        ResponderTarget::User(u) => vec![u],
+        ResponderTarget::Team(t) => store
+            .teams(tenant)
+            .await?
+            .into_iter()
+            .find(|team| team.id == t)
+            .map(|t| t.members)
+            .unwrap_or_default(),
+    }))
+}
+
+/// Ingest's handle on the engine: queues committed data without ever blocking.
+#[derive(Debug, Clone)]
+pub struct EngineSink {
+    tx: mpsc::Sender<Committed>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl CommittedSink for EngineSink {
+    fn committed(&self, data: Committed) {
+        if self.tx.try_send(data).is_err() {
+            // Full (or the engine stopped): the data is in the database; recovery finds it.
+            if !self.lagged.swap(true, Ordering::SeqCst) {
+                tracing::warn!("Alarm engine queue full; it will catch up from the database");
+            }
+        }
+    }
+}

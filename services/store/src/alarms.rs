@@ -1,0 +1,930 @@
+//! The alarm side of the store: alarms and their append-only events, the notification outbox,
+//! staff push tokens, and the alarm engine's per-device zone state.
+//!
+//! The engine writes everything one batch of input leads to — zone states, new alarms, their
+//! first events and outbox rows, repeats joined to open alarms — in **one** transaction
+//! ([`Alarms::engine_commit`]), so nothing is raised only in memory and a restart neither loses
+//! nor repeats an alarm. Lifecycle steps are conditional updates on the alarm's state, so two
+//! staff acknowledging at once cannot both win. Queries are written once in [`impl_alarms!`] and
+//! expanded per backend, like the directory's.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use trygg_core::{AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, Outcome, Step, TenantId, WearerId};
+use uuid::Uuid;
+
+use crate::{StoreError, StoredFix};
+
+/// A position attached to an alarm or an event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    /// Latitude, WGS84.
+    pub lat: f64,
+    /// Longitude, WGS84.
+    pub lon: f64,
+    /// Accuracy radius in metres, if known.
+    pub accuracy_m: Option<f64>,
+}
+
+impl Position {
+    /// The position of a fix.
+    pub fn of(fix: &Fix) -> Self {
+        Self { lat: fix.lat, lon: fix.lon, accuracy_m: fix.accuracy_m }
+    }
+}
+
+/// An alarm the engine wants raised (or joined to the open alarm of the same wearer, kind and zone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlarm {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Whose alarm it is.
+    pub wearer: WearerId,
+    /// The device that caused it.
+    pub device: Option<DeviceId>,
+    /// What kind.
+    pub kind: AlarmKind,
+    /// The zone, for zone alarms.
+    pub zone: Option<String>,
+    /// The device's time of the fix or device alarm behind it.
+    pub trigger_time: DateTime<Utc>,
+    /// Where the wearer was, with the fix's own time.
+    pub position: Option<(Position, DateTime<Utc>)>,
+    /// Who is pushed first (escalation step 0); each gets one outbox row.
+    pub recipients: Vec<Uuid>,
+    /// The stored device alarm it comes from, marked handled in the same transaction.
+    pub device_alarm: Option<i64>,
+}
+
+/// One thing the engine concluded from its input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// Raise an alarm, or add a `repeated` event to the open one.
+    Raise(NewAlarm),
+    /// The wearer is back inside a zone: record it on the open exit alarm, if any (a human
+    /// closes alarms, a return does not).
+    Returned {
+        /// The wearer.
+        wearer: WearerId,
+        /// The zone.
+        zone: String,
+        /// Time of the confirming fix.
+        at: DateTime<Utc>,
+        /// Where.
+        position: Position,
+    },
+    /// A device alarm that raises nothing (its device is bound to nobody): marked handled.
+    Ignored {
+        /// The stored device alarm.
+        device_alarm: i64,
+    },
+}
+
+/// The exit policy's memory of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneStateRow {
+    /// The device.
+    pub device: DeviceId,
+    /// `trygg_geofence::DeviceState` as JSON.
+    pub state: String,
+    /// Time of the newest fix evaluated.
+    pub last_fix_at: DateTime<Utc>,
+}
+
+/// Everything one engine batch leads to; stored in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineCommit {
+    /// Changed zone states.
+    pub states: Vec<ZoneStateRow>,
+    /// Alarms to raise or join, returns, ignored device alarms.
+    pub signals: Vec<Signal>,
+}
+
+/// What became of one [`Signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalOutcome {
+    /// A new alarm was raised.
+    Raised(Uuid),
+    /// The signal was added to this open alarm.
+    Joined(Uuid),
+    /// Nothing to attach it to (a return without an open exit alarm, an ignored device alarm).
+    Nothing,
+}
+
+/// A device alarm the engine has not handled yet (found again after a restart).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDeviceAlarm {
+    /// Its row id.
+    pub id: i64,
+    /// The device.
+    pub device: DeviceId,
+    /// The device's tenant.
+    pub tenant: TenantId,
+    /// The wearer the device is bound to now.
+    pub wearer: Option<WearerId>,
+    /// What kind.
+    pub kind: DeviceAlarmKind,
+    /// The device's time for it.
+    pub time: DateTime<Utc>,
+    /// The fix sent with it.
+    pub fix: Option<Fix>,
+}
+
+/// Somebody and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// The account.
+    pub user: Uuid,
+    /// Its display name.
+    pub name: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A stored alarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarm {
+    /// Its id.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Whose alarm it is.
+    pub wearer: WearerId,
+    /// The device that caused it.
+    pub device: Option<DeviceId>,
+    /// What kind.
+    pub kind: AlarmKind,
+    /// The zone of a zone alarm.
+    pub zone: Option<String>,
+    /// Where it is in its lifecycle.
+    pub state: AlarmState,
+    /// When the server raised it.
+    pub raised_at: DateTime<Utc>,
+    /// The device's time of what raised it.
+    pub trigger_time: DateTime<Utc>,
+    /// The position it was raised with, and that fix's time.
+    pub position: Option<(Position, DateTime<Utc>)>,
+    /// When the wearer came back inside the zone (exit alarms), the latest return.
+    pub returned_at: Option<DateTime<Utc>>,
+    /// Who took it.
+    pub acknowledged: Option<Stamp>,
+    /// Who marked on site.
+    pub on_site: Option<Stamp>,
+    /// Who closed it.
+    pub closed: Option<Stamp>,
+    /// How it ended.
+    pub outcome: Option<Outcome>,
+    /// The closing note.
+    pub note: String,
+}
+
+/// Which alarms to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlarmFilter {
+    /// Only alarms this staff account may see (its teams' wearers, its responder steps, its
+    /// pushes); `None` for roles that see the tenant's every alarm.
+    pub viewer: Option<Uuid>,
+    /// Only open (true) or closed (false) alarms.
+    pub open: Option<bool>,
+    /// Only this kind.
+    pub kind: Option<AlarmKind>,
+    /// Only this wearer.
+    pub wearer: Option<WearerId>,
+    /// Raised at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Raised before.
+    pub to: Option<DateTime<Utc>>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// A lifecycle step someone asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRequest {
+    /// Which step.
+    pub step: Step,
+    /// Who (none for the system, e.g. the push worker's `notified`).
+    pub actor: Option<Uuid>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The staff member's own position, if the app sent it.
+    pub position: Option<Position>,
+    /// Free text (the closing note).
+    pub note: String,
+}
+
+/// What became of a [`StepRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// Taken; the alarm as it is now.
+    Done(Alarm),
+    /// Refused: the alarm's state does not allow it. The alarm as it is, so the caller can
+    /// say who has it.
+    Refused(Alarm),
+}
+
+/// An event to append to an alarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlarmEvent {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What, e.g. `received`, `push_sent`, `escalated`.
+    pub kind: String,
+    /// Who, if a person.
+    pub actor: Option<Uuid>,
+    /// Where, if sent.
+    pub position: Option<Position>,
+    /// Details, free text or JSON.
+    pub detail: String,
+}
+
+/// A stored alarm event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmEvent {
+    /// Its sequence number.
+    pub id: i64,
+    /// The event.
+    pub event: NewAlarmEvent,
+    /// The actor's display name.
+    pub actor_name: Option<String>,
+}
+
+/// A staff phone's push registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushToken {
+    /// The FCM registration token.
+    pub token: String,
+    /// `android` or `ios`.
+    pub platform: String,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// When FCM said it is no longer valid.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// Alarms, their events, outbox, push tokens and zone state, every staff call scoped to a tenant.
+#[async_trait]
+pub trait Alarms: Send + Sync {
+    /// Stores one engine batch in one transaction; one outcome per signal, in order.
+    async fn engine_commit(
+        &self,
+        commit: &EngineCommit,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SignalOutcome>, StoreError>;
+    /// Every device's stored zone state (the engine loads them at start).
+    async fn zone_states(&self) -> Result<Vec<ZoneStateRow>, StoreError>;
+    /// Fixes received at or after `since` that the engine has not evaluated (newer than the
+    /// device's `last_fix_at`, or of a device without state), by device and time.
+    async fn unevaluated_fixes(&self, since: DateTime<Utc>) -> Result<Vec<(DeviceId, Fix)>, StoreError>;
+    /// Device alarms not handled by the engine yet, oldest first.
+    async fn pending_device_alarms(&self) -> Result<Vec<PendingDeviceAlarm>, StoreError>;
+
+    /// The tenant's alarms matching `filter`, newest first.
+    async fn alarms(&self, tenant: TenantId, filter: &AlarmFilter) -> Result<Vec<Alarm>, StoreError>;
+    /// One alarm, if it exists in the tenant and `viewer` (if given) may see it.
+    async fn alarm(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        viewer: Option<Uuid>,
+    ) -> Result<Option<Alarm>, StoreError>;
+    /// Takes a lifecycle step if the alarm's state allows it, with its event, in one
+    /// transaction. `None` if there is no such alarm in the tenant.
+    async fn step_alarm(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        step: &StepRequest,
+    ) -> Result<Option<StepOutcome>, StoreError>;
+    /// Appends an event; false if there is no such alarm in the tenant.
+    async fn add_alarm_event(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        event: &NewAlarmEvent,
+    ) -> Result<bool, StoreError>;
+    /// An alarm's events, oldest first.
+    async fn alarm_events(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>, StoreError>;
+
+    /// A device's fixes from `from` (fix time) on, oldest first, at most `limit`.
+    async fn fixes_since(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredFix>, StoreError>;
+    /// A device's fixes received after `after`, in the order received, at most `limit`.
+    async fn fixes_received_after(
+        &self,
+        device: &DeviceId,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredFix>, StoreError>;
+
+    /// Registers a phone's push token for an account (moving it from any other account).
+    async fn put_push_token(
+        &self,
+        tenant: TenantId,
+        user: Uuid,
+        token: &str,
+        platform: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Removes one of an account's tokens; false if it has no such token.
+    async fn delete_push_token(&self, tenant: TenantId, user: Uuid, token: &str) -> Result<bool, StoreError>;
+    /// An account's tokens, newest first.
+    async fn push_tokens(&self, tenant: TenantId, user: Uuid) -> Result<Vec<PushToken>, StoreError>;
+}
+
+/// The columns [`alarm_row`](impl_alarms) reads, in order, from `alarms a` joined with the
+/// three user stamps.
+macro_rules! alarm_select {
+    () => {
+        "select a.id, a.tenant_id, a.wearer_id, a.device_id, a.kind, a.zone_id, a.state, a.raised_at, \
+         a.trigger_time, a.lat, a.lon, a.accuracy_m, a.position_time, a.returned_at, \
+         a.acknowledged_by, ua.name, a.acknowledged_at, a.on_site_by, uo.name, a.on_site_at, \
+         a.closed_by, uc.name, a.closed_at, a.outcome, a.note \
+         from alarms a \
+         left join users ua on ua.id = a.acknowledged_by \
+         left join users uo on uo.id = a.on_site_by \
+         left join users uc on uc.id = a.closed_by "
+    };
+}
+
+/// Staff visibility: the alarm's wearer is in one of the viewer's teams, or the viewer (or a
+/// team of theirs) is one of the wearer's responder steps, or a push for it was addressed to
+/// them. `$1` is the tenant, the placeholder given is the viewer (null: no restriction).
+macro_rules! visible_to {
+    ($p:literal) => {
+        concat!(
+            "(",
+            $p,
+            " is null \
+             or exists (select 1 from wearers w join team_members tm on tm.team_id = w.team_id \
+                        where w.id = a.wearer_id and tm.user_id = ",
+            $p,
+            ") \
+             or exists (select 1 from responders r where r.wearer_id = a.wearer_id and (r.user_id = ",
+            $p,
+            " \
+                        or r.team_id in (select team_id from team_members where user_id = ",
+            $p,
+            "))) \
+             or exists (select 1 from outbox o where o.alarm_id = a.id and o.recipient = ",
+            $p,
+            "))"
+        )
+    };
+}
+
+/// Expands to `impl Alarms for $store` (backend `$db`). The invoking module provides the value
+/// conversions of [`impl_directory`](crate::directory) plus `stored_fix` (a fixes row in the
+/// column order `$fix_columns`); `$fix_time`, `$fix_received` and `$alarm_time`,
+/// `$alarm_fix_time` are the 0001 column names that differ between the backends.
+macro_rules! impl_alarms {
+    (
+        $store:ty, $db:ty,
+        fix_columns = $fix_columns:literal,
+        fix_time = $fix_time:literal,
+        fix_received = $fix_received:literal,
+        alarm_time = $alarm_time:literal,
+        alarm_fix_time = $alarm_fix_time:literal
+    ) => {
+        #[async_trait::async_trait]
+        impl $crate::alarms::Alarms for $store {
+            async fn engine_commit(
+                &self,
+                commit: &$crate::alarms::EngineCommit,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<$crate::alarms::SignalOutcome>, $crate::StoreError> {
+                use $crate::alarms::{Signal, SignalOutcome};
+                let mut tx = self.pool.begin().await?;
+                for s in &commit.states {
+                    sqlx::query(
+                        "insert into device_zone_state (device_id, state, last_fix_at, updated_at) \
+                         values ($1, $2, $3, $4) on conflict (device_id) do update set \
+                         state = excluded.state, last_fix_at = excluded.last_fix_at, updated_at = excluded.updated_at",
+                    )
+                    .bind(s.device.as_str())
+                    .bind(&s.state)
+                    .bind(db_time(s.last_fix_at))
+                    .bind(db_time(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut outcomes = Vec::with_capacity(commit.signals.len());
+                for signal in &commit.signals {
+                    let outcome = match signal {
+                        Signal::Raise(a) => raise_in(&mut tx, a, now).await?,
+                        Signal::Returned { wearer, zone, at, position } => {
+                            let open = open_alarm_in(&mut tx, *wearer, trygg_core::AlarmKind::ZoneExit, zone).await?;
+                            match open {
+                                Some(id) => {
+                                    sqlx::query("update alarms set returned_at = $1 where id = $2")
+                                        .bind(db_time(*at))
+                                        .bind(db_id(id))
+                                        .execute(&mut *tx)
+                                        .await?;
+                                    let event = $crate::alarms::NewAlarmEvent {
+                                        at: *at,
+                                        kind: "returned".into(),
+                                        actor: None,
+                                        position: Some(*position),
+                                        detail: String::new(),
+                                    };
+                                    event_in(&mut tx, id, &event).await?;
+                                    SignalOutcome::Joined(id)
+                                }
+                                None => SignalOutcome::Nothing,
+                            }
+                        }
+                        Signal::Ignored { device_alarm } => {
+                            handled_in(&mut tx, *device_alarm, None, now).await?;
+                            SignalOutcome::Nothing
+                        }
+                    };
+                    outcomes.push(outcome);
+                }
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            async fn zone_states(&self) -> Result<Vec<$crate::alarms::ZoneStateRow>, $crate::StoreError> {
+                let rows = sqlx::query("select device_id, state, last_fix_at from device_zone_state")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::alarms::ZoneStateRow {
+                            device: $crate::parse_device(r.get(0))?,
+                            state: r.get(1),
+                            last_fix_at: get_time(r, 2)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn unevaluated_fixes(
+                &self,
+                since: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<(trygg_core::DeviceId, trygg_core::Fix)>, $crate::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "select f.device_id, ", $fix_columns, " from fixes f \
+                     left join device_zone_state s on s.device_id = f.device_id \
+                     where f.", $fix_received, " >= $1 and (s.last_fix_at is null or f.", $fix_time, " > s.last_fix_at) \
+                     order by f.device_id, f.", $fix_time
+                ))
+                .bind(db_time(since))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| Ok(($crate::parse_device(r.get(0))?, stored_fix(r, 1)?.fix))).collect()
+            }
+
+            async fn pending_device_alarms(
+                &self,
+            ) -> Result<Vec<$crate::alarms::PendingDeviceAlarm>, $crate::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "select da.id, da.device_id, d.tenant_id, d.wearer_id, da.kind, da.", $alarm_time, ", ",
+                    $fix_columns, " from device_alarms da join devices d on d.id = da.device_id \
+                     left join fixes f on f.device_id = da.device_id and f.", $fix_time, " = da.", $alarm_fix_time, " \
+                     where da.handled_at is null order by da.id"
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let has_fix = r.get::<Option<f64>, _>(8).is_some();
+                        Ok($crate::alarms::PendingDeviceAlarm {
+                            id: r.get(0),
+                            device: $crate::parse_device(r.get(1))?,
+                            tenant: trygg_core::TenantId(get_uuid(r, 2)?),
+                            wearer: get_opt_uuid(r, 3)?.map(trygg_core::WearerId),
+                            kind: $crate::parse_kind(r.get(4))?,
+                            time: get_time(r, 5)?,
+                            fix: if has_fix { Some(stored_fix(r, 6)?.fix) } else { None },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn alarms(
+                &self,
+                tenant: trygg_core::TenantId,
+                f: &$crate::alarms::AlarmFilter,
+            ) -> Result<Vec<$crate::alarms::Alarm>, $crate::StoreError> {
+                let rows = sqlx::query(concat!(
+                    $crate::alarms::alarm_select!(),
+                    "where a.tenant_id = $1 and ", $crate::alarms::visible_to!("$2"),
+                    " and ($3 is null or (a.state <> 'closed') = $3) \
+                      and ($4 is null or a.kind = $4) and ($5 is null or a.wearer_id = $5) \
+                      and ($6 is null or a.raised_at >= $6) and ($7 is null or a.raised_at < $7) \
+                     order by a.raised_at desc limit $8"
+                ))
+                .bind(db_id(tenant.0))
+                .bind(f.viewer.map(db_id))
+                .bind(f.open)
+                .bind(f.kind.map(|k| k.as_str()))
+                .bind(f.wearer.map(|w| db_id(w.0)))
+                .bind(f.from.map(db_time))
+                .bind(f.to.map(db_time))
+                .bind(i64::from(f.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(alarm_row).collect()
+            }
+
+            async fn alarm(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: uuid::Uuid,
+                viewer: Option<uuid::Uuid>,
+            ) -> Result<Option<$crate::alarms::Alarm>, $crate::StoreError> {
+                alarm_in(&self.pool, tenant, id, viewer).await
+            }
+
+            async fn step_alarm(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: uuid::Uuid,
+                req: &$crate::alarms::StepRequest,
+            ) -> Result<Option<$crate::alarms::StepOutcome>, $crate::StoreError> {
+                use trygg_core::Step;
+                let allowed: Vec<&str> = req.step.allowed_from().iter().map(|s| s.as_str()).collect();
+                // The allowed states are a fixed, short list of our own names: safe to inline.
+                let from = allowed.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+                let outcome = match req.step {
+                    Step::Close(o) => Some(o.as_str()),
+                    _ => None,
+                };
+                let mut tx = self.pool.begin().await?;
+                // Every step binds every parameter; the target state decides which columns change.
+                let sql = format!(
+                    "update alarms set state = $1, \
+                     acknowledged_by = case when $1 = 'acknowledged' then $4 else acknowledged_by end, \
+                     acknowledged_at = case when $1 = 'acknowledged' then $3 else acknowledged_at end, \
+                     on_site_by = case when $1 = 'on_site' then $4 else on_site_by end, \
+                     on_site_at = case when $1 = 'on_site' then $3 else on_site_at end, \
+                     closed_by = case when $1 = 'closed' then $4 else closed_by end, \
+                     closed_at = case when $1 = 'closed' then $3 else closed_at end, \
+                     outcome = coalesce($5, outcome), \
+                     note = case when $1 = 'closed' then $6 else note end \
+                     where id = $2 and tenant_id = $7 and state in ({from})"
+                );
+                let changed = sqlx::query(&sql)
+                    .bind(req.step.target().as_str())
+                    .bind(db_id(id))
+                    .bind(db_time(req.at))
+                    .bind(req.actor.map(db_id))
+                    .bind(outcome)
+                    .bind(&req.note)
+                    .bind(db_id(tenant.0))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed == 1 {
+                    let event = $crate::alarms::NewAlarmEvent {
+                        at: req.at,
+                        kind: req.step.event().into(),
+                        actor: req.actor,
+                        position: req.position,
+                        detail: match req.step {
+                            Step::Close(o) if req.note.is_empty() => o.as_str().to_owned(),
+                            Step::Close(o) => format!("{o}: {}", req.note),
+                            _ => String::new(),
+                        },
+                    };
+                    event_in(&mut tx, id, &event).await?;
+                }
+                tx.commit().await?;
+                let Some(alarm) = alarm_in(&self.pool, tenant, id, None).await? else { return Ok(None) };
+                Ok(Some(if changed == 1 {
+                    $crate::alarms::StepOutcome::Done(alarm)
+                } else {
+                    $crate::alarms::StepOutcome::Refused(alarm)
+                }))
+            }
+
+            async fn add_alarm_event(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: uuid::Uuid,
+                event: &$crate::alarms::NewAlarmEvent,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let exists = sqlx::query("select 1 from alarms where id = $1 and tenant_id = $2")
+                    .bind(db_id(id))
+                    .bind(db_id(tenant.0))
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if exists {
+                    event_in(&mut tx, id, event).await?;
+                }
+                tx.commit().await?;
+                Ok(exists)
+            }
+
+            async fn alarm_events(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: uuid::Uuid,
+            ) -> Result<Vec<$crate::alarms::AlarmEvent>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "select e.id, e.at, e.kind, e.actor, u.name, e.lat, e.lon, e.accuracy_m, e.detail \
+                     from alarm_events e join alarms a on a.id = e.alarm_id left join users u on u.id = e.actor \
+                     where a.id = $1 and a.tenant_id = $2 order by e.id",
+                )
+                .bind(db_id(id))
+                .bind(db_id(tenant.0))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::alarms::AlarmEvent {
+                            id: r.get(0),
+                            event: $crate::alarms::NewAlarmEvent {
+                                at: get_time(r, 1)?,
+                                kind: r.get(2),
+                                actor: get_opt_uuid(r, 3)?,
+                                position: position_at(r, 5),
+                                detail: r.get(8),
+                            },
+                            actor_name: r.get(4),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn fixes_since(
+                &self,
+                device: &trygg_core::DeviceId,
+                from: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<$crate::StoredFix>, $crate::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "select ", $fix_columns, " from fixes f where f.device_id = $1 and f.", $fix_time,
+                    " >= $2 order by f.", $fix_time, " limit $3"
+                ))
+                .bind(device.as_str())
+                .bind(db_time(from))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| stored_fix(r, 0)).collect()
+            }
+
+            async fn fixes_received_after(
+                &self,
+                device: &trygg_core::DeviceId,
+                after: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<$crate::StoredFix>, $crate::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "select ", $fix_columns, " from fixes f where f.device_id = $1 and f.", $fix_received,
+                    " > $2 order by f.", $fix_received, ", f.", $fix_time, " limit $3"
+                ))
+                .bind(device.as_str())
+                .bind(db_time(after))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| stored_fix(r, 0)).collect()
+            }
+
+            async fn put_push_token(
+                &self,
+                tenant: trygg_core::TenantId,
+                user: uuid::Uuid,
+                token: &str,
+                platform: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "insert into push_tokens (token, tenant_id, user_id, platform, created_at) \
+                     values ($1, $2, $3, $4, $5) on conflict (token) do update set tenant_id = excluded.tenant_id, \
+                     user_id = excluded.user_id, platform = excluded.platform, created_at = excluded.created_at, \
+                     disabled_at = null",
+                )
+                .bind(token)
+                .bind(db_id(tenant.0))
+                .bind(db_id(user))
+                .bind(platform)
+                .bind(db_time(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_push_token(
+                &self,
+                tenant: trygg_core::TenantId,
+                user: uuid::Uuid,
+                token: &str,
+            ) -> Result<bool, $crate::StoreError> {
+                let done = sqlx::query("delete from push_tokens where token = $1 and tenant_id = $2 and user_id = $3")
+                    .bind(token)
+                    .bind(db_id(tenant.0))
+                    .bind(db_id(user))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn push_tokens(
+                &self,
+                tenant: trygg_core::TenantId,
+                user: uuid::Uuid,
+            ) -> Result<Vec<$crate::alarms::PushToken>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "select token, platform, created_at, disabled_at from push_tokens \
+                     where tenant_id = $1 and user_id = $2 order by created_at desc",
+                )
+                .bind(db_id(tenant.0))
+                .bind(db_id(user))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::alarms::PushToken {
+                            token: r.get(0),
+                            platform: r.get(1),
+                            created_at: get_time(r, 2)?,
+                            disabled_at: get_opt_time(r, 3)?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+
+        type AlarmTx = sqlx::Transaction<'static, $db>;
+
+        /// The open alarm of a wearer with this kind and zone (`''` for none).
+        async fn open_alarm_in(
+            tx: &mut AlarmTx,
+            wearer: trygg_core::WearerId,
+            kind: trygg_core::AlarmKind,
+            zone: &str,
+        ) -> Result<Option<uuid::Uuid>, $crate::StoreError> {
+            let row = sqlx::query(
+                "select id from alarms where wearer_id = $1 and kind = $2 and zone_id = $3 and state <> 'closed'",
+            )
+            .bind(db_id(wearer.0))
+            .bind(kind.as_str())
+            .bind(zone)
+            .fetch_optional(&mut **tx)
+            .await?;
+            row.map(|r| get_uuid(&r, 0)).transpose()
+        }
+
+        /// Raises `a`, or joins it to the open alarm of the same wearer, kind and zone.
+        async fn raise_in(
+            tx: &mut AlarmTx,
+            a: &$crate::alarms::NewAlarm,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<$crate::alarms::SignalOutcome, $crate::StoreError> {
+            use $crate::alarms::{NewAlarmEvent, SignalOutcome};
+            let zone = a.zone.as_deref().unwrap_or("");
+            let position = a.position.map(|(p, _)| p);
+            let detail = a.device.as_ref().map(|d| format!("device {d}")).unwrap_or_default();
+            if let Some(id) = open_alarm_in(tx, a.wearer, a.kind, zone).await? {
+                let event = NewAlarmEvent { at: now, kind: "repeated".into(), actor: None, position, detail };
+                event_in(tx, id, &event).await?;
+                if let Some(da) = a.device_alarm {
+                    handled_in(tx, da, Some(id), now).await?;
+                }
+                return Ok(SignalOutcome::Joined(id));
+            }
+            let id = uuid::Uuid::new_v4();
+            sqlx::query(
+                "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
+                 trigger_time, lat, lon, accuracy_m, position_time) \
+                 values ($1, $2, $3, $4, $5, $6, 'raised', $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(db_id(id))
+            .bind(db_id(a.tenant.0))
+            .bind(db_id(a.wearer.0))
+            .bind(a.device.as_ref().map(|d| d.as_str()))
+            .bind(a.kind.as_str())
+            .bind(zone)
+            .bind(db_time(now))
+            .bind(db_time(a.trigger_time))
+            .bind(position.map(|p| p.lat))
+            .bind(position.map(|p| p.lon))
+            .bind(position.and_then(|p| p.accuracy_m))
+            .bind(a.position.map(|(_, t)| db_time(t)))
+            .execute(&mut **tx)
+            .await?;
+            let event = NewAlarmEvent { at: now, kind: "raised".into(), actor: None, position, detail };
+            event_in(tx, id, &event).await?;
+            for recipient in &a.recipients {
+                sqlx::query(
+                    "insert into outbox (tenant_id, alarm_id, step, recipient, created_at, due_at) \
+                     values ($1, $2, 0, $3, $4, $4) on conflict do nothing",
+                )
+                .bind(db_id(a.tenant.0))
+                .bind(db_id(id))
+                .bind(db_id(*recipient))
+                .bind(db_time(now))
+                .execute(&mut **tx)
+                .await?;
+            }
+            if let Some(da) = a.device_alarm {
+                handled_in(tx, da, Some(id), now).await?;
+            }
+            Ok(SignalOutcome::Raised(id))
+        }
+
+        async fn handled_in(
+            tx: &mut AlarmTx,
+            device_alarm: i64,
+            alarm: Option<uuid::Uuid>,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), $crate::StoreError> {
+            sqlx::query("update device_alarms set handled_at = $1, alarm_id = $2 where id = $3")
+                .bind(db_time(now))
+                .bind(alarm.map(db_id))
+                .bind(device_alarm)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        async fn event_in(
+            tx: &mut AlarmTx,
+            alarm: uuid::Uuid,
+            e: &$crate::alarms::NewAlarmEvent,
+        ) -> Result<(), $crate::StoreError> {
+            sqlx::query(
+                "insert into alarm_events (alarm_id, at, kind, actor, lat, lon, accuracy_m, detail) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(db_id(alarm))
+            .bind(db_time(e.at))
+            .bind(&e.kind)
+            .bind(e.actor.map(db_id))
+            .bind(e.position.map(|p| p.lat))
+            .bind(e.position.map(|p| p.lon))
+            .bind(e.position.and_then(|p| p.accuracy_m))
+            .bind(&e.detail)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn alarm_in<'e, E: sqlx::Executor<'e, Database = $db>>(
+            db: E,
+            tenant: trygg_core::TenantId,
+            id: uuid::Uuid,
+            viewer: Option<uuid::Uuid>,
+        ) -> Result<Option<$crate::alarms::Alarm>, $crate::StoreError> {
+            let row = sqlx::query(concat!($crate::alarms::alarm_select!(), "where a.tenant_id = $1 and ", $crate::alarms::visible_to!("$2"), " and a.id = $3"))
+                .bind(db_id(tenant.0))
+                .bind(viewer.map(db_id))
+                .bind(db_id(id))
+                .fetch_optional(db)
+                .await?;
+            row.as_ref().map(alarm_row).transpose()
+        }
+
+        fn position_at(r: &<$db as sqlx::Database>::Row, i: usize) -> Option<$crate::alarms::Position> {
+            let (lat, lon) = (r.get::<Option<f64>, _>(i)?, r.get::<Option<f64>, _>(i + 1)?);
+            Some($crate::alarms::Position { lat, lon, accuracy_m: r.get(i + 2) })
+        }
+
+        fn stamp_at(
+            r: &<$db as sqlx::Database>::Row,
+            i: usize,
+        ) -> Result<Option<$crate::alarms::Stamp>, $crate::StoreError> {
+            let (Some(user), Some(at)) = (get_opt_uuid(r, i)?, get_opt_time(r, i + 2)?) else { return Ok(None) };
+            Ok(Some($crate::alarms::Stamp { user, name: r.get::<Option<String>, _>(i + 1).unwrap_or_default(), at }))
+        }
+
+        fn alarm_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::alarms::Alarm, $crate::StoreError> {
+            let zone: String = r.get(5);
+            let position = match (position_at(r, 9), get_opt_time(r, 12)?) {
+                (Some(p), Some(t)) => Some((p, t)),
+                _ => None,
+            };
+            Ok($crate::alarms::Alarm {
+                id: get_uuid(r, 0)?,
+                tenant: trygg_core::TenantId(get_uuid(r, 1)?),
+                wearer: trygg_core::WearerId(get_uuid(r, 2)?),
+                device: r.get::<Option<String>, _>(3).map($crate::parse_device).transpose()?,
+                kind: $crate::parse_text("alarm kind", r.get(4))?,
+                zone: (!zone.is_empty()).then_some(zone),
+                state: $crate::parse_text("alarm state", r.get(6))?,
+                raised_at: get_time(r, 7)?,
+                trigger_time: get_time(r, 8)?,
+                position,
+                returned_at: get_opt_time(r, 13)?,
+                acknowledged: stamp_at(r, 14)?,
+                on_site: stamp_at(r, 17)?,
+                closed: stamp_at(r, 20)?,
+                outcome: r.get::<Option<String>, _>(23).map(|o| $crate::parse_text("outcome", o)).transpose()?,
+                note: r.get(24),
+            })
+        }
+    };
+}
+
+pub(crate) use {alarm_select, impl_alarms, visible_to};
