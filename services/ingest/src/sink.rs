@@ -48,7 +48,7 @@ pub trait CommittedSink: Debug + Send + Sync + 'static {
     fn committed(&self, data: Committed);
 }
 
-/// Logs what was committed; what `serve` uses until the alarm engine consumes it.
+/// Logs what was committed: the sink where no alarm engine runs (ingest on its own, in tests).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogSink;
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trygg_core::{DeviceId, TenantId, WearerId};
-use trygg_ingest::LogSink;
 use trygg_store::{NewDevice, Protocol, Store, token};
 
 use crate::config::{ConfigError, DbArgs, ServeArgs};
@@ -155,7 +154,7 @@ fn init_tracing(default: &str) {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
-            let server = Server::build(args.config()?, Arc::new(LogSink)).await?;
+            let server = Server::build(args.config()?).await?;
             // The one line scripts and tests read to find the port (useful with port 0).
             println!("trygg listening on http://{}", server.local_addr());
             std::io::stdout().flush()?;

@@ -7,14 +7,13 @@
 //! Every step is printed as it happens, then what ended up in the database.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 use trygg_core::{DeviceId, FixPolicy, TenantId};
-use trygg_ingest::{CommitConfig, Committed, CommittedSink, Limits};
+use trygg_ingest::{CommitConfig, Limits};
 use trygg_store::{ConnectOptions, NewDevice, Protocol, Store, token};
 
 use crate::config::{ApiConfig, ServeConfig};
@@ -35,22 +34,6 @@ struct Watch {
     id: &'static str,
     wearer: &'static str,
     token: String,
-}
-
-/// Prints what the alarm engine would receive: the seam ingest hands committed data through.
-#[derive(Debug)]
-struct DemoSink {
-    started: Instant,
-}
-
-impl CommittedSink for DemoSink {
-    fn committed(&self, data: Committed) {
-        if let Committed::Alarm { device, alarm_id, kind, duplicate, fix, .. } = data {
-            let at = fix.map(|f| format!(" at {:.5},{:.5}", f.lat, f.lon)).unwrap_or_default();
-            let what = if duplicate { "resend of" } else { "new" };
-            say(self.started, &format!("engine ← {what} {kind} alarm #{alarm_id} from {device}{at}"));
-        }
-    }
 }
 
 fn say(started: Instant, line: &str) {
@@ -84,7 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             purge_interval: Duration::from_secs(3600),
         },
     };
-    let server = Server::build(config, Arc::new(DemoSink { started })).await?;
+    let server = Server::build(config).await?;
     let base = format!("http://{}", server.local_addr());
     say(started, &format!("server listening on {base} (try {base}/metrics while it runs)"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,11 +1,13 @@
-//! One process with every part: store, group committer, ingest routes, the caseworker/staff API,
-//! health and metrics, and the maintenance task (fix retention, zone index refresh).
+//! One process with every part: store, group committer, ingest routes, the alarm engine, the
+//! caseworker/staff API, health and metrics, and the maintenance task (fix retention, zone index
+//! refresh).
 //!
 //! [`Server::build`] connects the database (applying migrations) and binds the listener before
 //! returning, so a caller that asked for port 0 can read the real port back and a bad address
 //! fails before anything runs. [`Server::run`] serves until the shutdown future resolves, then
 //! stops accepting, lets in-flight requests finish (bounded by the drain timeout), waits for the
-//! committer to commit what it holds and closes the database.
+//! committer to commit what it holds and for the engine to process what it was handed, and
+//! closes the database.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,8 +23,9 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use trygg_alarms::Engine;
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
-use trygg_ingest::{CommittedSink, FixCommitter, Ingest, IngestMetrics};
+use trygg_ingest::{FixCommitter, Ingest, IngestMetrics};
 use trygg_store::Store;
 
 use crate::config::{ServeConfig, redact};
@@ -34,6 +37,7 @@ pub struct Server {
     app: Router,
     store: Arc<dyn Store>,
     committer: JoinHandle<()>,
+    engine: JoinHandle<()>,
     api: ApiState,
     config: ServeConfig,
 }
@@ -44,9 +48,14 @@ struct Ops {
     registry: Arc<Registry>,
 }
 
+/// Commits queued for the alarm engine before ingest stops handing them over (the engine then
+/// catches up from the database).
+const ENGINE_QUEUE: usize = 10_000;
+
 impl Server {
-    /// Connects, migrates, binds. `sink` receives everything ingest commits.
-    pub async fn build(config: ServeConfig, sink: Arc<dyn CommittedSink>) -> anyhow::Result<Self> {
+    /// Connects, migrates, binds, and starts the alarm engine (which first recovers whatever it
+    /// had not handled before a restart).
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let store = trygg_store::connect(&config.database_url, &config.connect)
             .await
             .with_context(|| format!("opening database {}", redact(&config.database_url)))?;
@@ -63,6 +72,10 @@ impl Server {
             admin.ensure(&store).await.context("creating the bootstrap admin")?;
         }
         api.zones.rebuild_all(store.as_ref()).await.context("loading the zone indexes")?;
+        let (sink, engine) = Engine::load(store.clone(), api.zones.clone())
+            .await
+            .context("loading the alarm engine's zone states")?
+            .spawn(ENGINE_QUEUE);
 
         let mut registry = Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
@@ -71,7 +84,7 @@ impl Server {
         let ingest = Ingest {
             store: store.clone(),
             committer: committer_handle,
-            sink,
+            sink: Arc::new(sink),
             metrics,
             limits: config.limits,
             policy: config.policy,
@@ -87,7 +100,7 @@ impl Server {
             .fallback(|| async {
                 (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
             });
-        Ok(Self { listener, app, store, committer, api, config })
+        Ok(Self { listener, app, store, committer, engine, api, config })
     }
 
     /// The address actually bound.
@@ -97,7 +110,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains and closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, app, store, committer, api, config } = self;
+        let Self { listener, app, store, committer, engine, api, config } = self;
         let maintenance = tokio::spawn(maintain(api, config.api.purge_interval));
         tracing::info!(
             http = %listener.local_addr()?,
@@ -124,6 +137,12 @@ impl Server {
         // The routes held the committer's handles; with them gone it commits what it holds and ends.
         if tokio::time::timeout(drain_timeout, committer).await.is_err() {
             tracing::warn!("Committer did not finish in time; uncommitted fixes were never acknowledged");
+        }
+        // With ingest gone the engine's queue closes; what it does not finish, it recovers at start.
+        if tokio::time::timeout(drain_timeout, engine).await.is_err() {
+            tracing::warn!(
+                "Alarm engine did not finish in time; it resumes from the database at the next start"
+            );
         }
         maintenance.abort();
         store.close().await;

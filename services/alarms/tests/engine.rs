@@ -1,0 +1,319 @@
+//! The alarm engine against a real store, on SQLite **and** PostgreSQL: device alarms, zone
+//! exits with and without consent, repeats and returns, late fixes, and restarts.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use trygg_alarms::{Engine, ZoneIndexes};
+use trygg_core::{AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, FixSource, TenantId, WearerId};
+use trygg_ingest::Committed;
+use trygg_store::{
+    AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
+    Role, SignalOutcome, Store, WearerFields, ZoneFields, on_both_backends,
+};
+use uuid::Uuid;
+
+on_both_backends!(
+    an_sos_raises_a_critical_alarm_with_outbox_rows_for_the_team,
+    a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing,
+    a_device_alarm_from_an_unbound_device_raises_nothing_but_is_handled,
+    leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it,
+    no_consent_no_zone_alarm,
+    late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
+    a_restart_recovers_unevaluated_fixes_and_pending_device_alarms_without_repeating,
+);
+
+/// Skövde: the zone's centre.
+const HOME: (f64, f64) = (58.3903, 13.8462);
+
+struct Setup {
+    store: Arc<dyn Store>,
+    zones: Arc<ZoneIndexes>,
+    tenant: TenantId,
+    wearer: WearerId,
+    device: DeviceId,
+    staff: [Uuid; 2],
+    t0: DateTime<Utc>,
+}
+
+/// A tenant with a two-person team responding for a wearer who wears `w1` and has a 100 m
+/// stay-inside zone around home, with consent for passive alarms when `consent`.
+async fn setup(store: Arc<dyn Store>, consent: bool) -> Setup {
+    let tenant = store.create_tenant("Skövde").await.unwrap();
+    let mut staff = [Uuid::nil(); 2];
+    for (i, s) in staff.iter_mut().enumerate() {
+        let user = NewUser {
+            tenant: Some(tenant),
+            email: format!("staff{i}@skovde.se"),
+            name: format!("Staff {i}"),
+            role: Role::Staff,
+            password_hash: "x".into(),
+        };
+        *s = store.add_user(&user).await.unwrap();
+    }
+    let cw = NewUser {
+        tenant: Some(tenant),
+        email: "cw@skovde.se".into(),
+        name: "Hanna".into(),
+        role: Role::Caseworker,
+        password_hash: "x".into(),
+    };
+    let cw = store.add_user(&cw).await.unwrap();
+    let team = store.add_team(tenant, "Hemtjänst Norr").await.unwrap();
+    assert!(store.set_team_members(tenant, team, &staff).await.unwrap());
+    let fields = WearerFields { name: "Dagny".into(), team: Some(team), ..WearerFields::default() };
+    let wearer = store.add_wearer(tenant, &fields).await.unwrap();
+    let device = DeviceId::parse("w1").unwrap();
+    let new = NewDevice {
+        id: device.clone(),
+        tenant,
+        wearer: Some(wearer),
+        protocol: Protocol::Watch,
+        token_hash: None,
+    };
+    store.register_device(&new).await.unwrap();
+    let t0 = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap() - TimeDelta::hours(1);
+    if consent {
+        let c = NewConsent {
+            wearer,
+            positioning: true,
+            passive_alarms: true,
+            given_by: ConsentGiver::LegalRepresentative,
+            document_ref: "Dnr 1".into(),
+            valid_from: t0 - TimeDelta::days(1),
+            valid_until: None,
+            recorded_by: cw,
+        };
+        store.add_consent(tenant, &c).await.unwrap();
+    }
+    let zone = ZoneFields {
+        name: "Hemma".into(),
+        kind: "stay_inside".into(),
+        geometry: format!(r#"{{"type":"Point","coordinates":[{},{}]}}"#, HOME.1, HOME.0),
+        radius_m: Some(100.0),
+        schedule: None,
+    };
+    store.add_zone(tenant, wearer, &zone, t0).await.unwrap();
+    let zones = Arc::new(ZoneIndexes::default());
+    zones.rebuild(store.as_ref(), tenant).await.unwrap();
+    Setup { store, zones, tenant, wearer, device, staff, t0 }
+}
+
+impl Setup {
+    async fn engine(&self) -> Engine {
+        Engine::load(self.store.clone(), self.zones.clone()).await.unwrap()
+    }
+
+    /// A fix `minute` minutes after t0, `north_m` metres north of home, ±10 m.
+    fn fix(&self, minute: i64, north_m: f64) -> Fix {
+        Fix {
+            time: self.t0 + TimeDelta::minutes(minute),
+            lat: HOME.0 + north_m / 111_320.0,
+            lon: HOME.1,
+            accuracy_m: Some(10.0),
+            speed_mps: None,
+            course_deg: None,
+            altitude_m: None,
+            battery_pct: Some(80),
+            source: FixSource::Gps,
+        }
+    }
+
+    /// Stores the fixes as ingest would and returns what ingest hands to the engine.
+    async fn commit_fixes(&self, fixes: &[Fix]) -> Committed {
+        let batch = FixBatch {
+            device: self.device.clone(),
+            received_at: Utc::now(),
+            fixes: fixes.iter().map(|f| NewFix { fix: f.clone(), late: false }).collect(),
+        };
+        self.store.insert_fixes(&[batch]).await.unwrap();
+        Committed::Fixes {
+            tenant: self.tenant,
+            wearer: Some(self.wearer),
+            device: self.device.clone(),
+            fixes: fixes.to_vec(),
+        }
+    }
+
+    /// Stores a device alarm as ingest would and returns what ingest hands to the engine.
+    async fn commit_sos(&self, minute: i64) -> Committed {
+        let fix = self.fix(minute, 0.0);
+        let alarm = NewDeviceAlarm {
+            device: self.device.clone(),
+            kind: DeviceAlarmKind::Sos,
+            time: fix.time,
+            received_at: Utc::now(),
+            clock_suspect: false,
+            fix: Some(NewFix { fix: fix.clone(), late: false }),
+        };
+        let stored = self.store.insert_device_alarm(&alarm).await.unwrap();
+        Committed::Alarm {
+            tenant: self.tenant,
+            wearer: Some(self.wearer),
+            device: self.device.clone(),
+            alarm_id: stored.id,
+            kind: DeviceAlarmKind::Sos,
+            duplicate: stored.duplicate,
+            fix: Some(fix),
+        }
+    }
+
+    async fn all_alarms(&self) -> Vec<trygg_store::Alarm> {
+        let filter = AlarmFilter { limit: 100, ..AlarmFilter::default() };
+        self.store.alarms(self.tenant, &filter).await.unwrap()
+    }
+
+    async fn event_kinds(&self, alarm: Uuid) -> Vec<String> {
+        self.store.alarm_events(self.tenant, alarm).await.unwrap().into_iter().map(|e| e.event.kind).collect()
+    }
+}
+
+fn raised(outcomes: &[SignalOutcome]) -> Vec<Uuid> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            SignalOutcome::Raised(id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn an_sos_raises_a_critical_alarm_with_outbox_rows_for_the_team(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    let sos = s.commit_sos(5).await;
+    let out = engine.process(vec![sos], Utc::now()).await.unwrap();
+    let [id] = raised(&out)[..] else { panic!("one alarm expected, got {out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.state, alarm.wearer), (AlarmKind::Sos, AlarmState::Raised, s.wearer));
+    assert!(alarm.kind.is_critical());
+    let (position, at) = alarm.position.expect("the SOS position");
+    assert_eq!((position.lat, at), (HOME.0, s.t0 + TimeDelta::minutes(5)));
+    assert_eq!(s.event_kinds(id).await, ["raised"]);
+    // Both team members may see it: the outbox addressed them (and the team is the wearer's).
+    for staff in s.staff {
+        assert!(s.store.alarm(s.tenant, id, Some(staff)).await.unwrap().is_some());
+    }
+    assert!(s.store.pending_device_alarms().await.unwrap().is_empty(), "the device alarm is handled");
+}
+
+async fn a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    let first = engine.process(vec![s.commit_sos(5).await], Utc::now()).await.unwrap();
+    let [id] = raised(&first)[..] else { panic!("{first:?}") };
+    // The watch repeats its SOS 30 s later (a new device time), then resends that one (same time).
+    let mut again = s.commit_sos(5).await;
+    if let Committed::Alarm { duplicate, .. } = &again {
+        assert!(duplicate, "same device time: a resend");
+    }
+    assert!(engine.process(vec![again.clone()], Utc::now()).await.unwrap().is_empty());
+    let later = s.fix(5, 0.0).time + TimeDelta::seconds(30);
+    let repeat = NewDeviceAlarm {
+        device: s.device.clone(),
+        kind: DeviceAlarmKind::Sos,
+        time: later,
+        received_at: Utc::now(),
+        clock_suspect: false,
+        fix: None,
+    };
+    let stored = s.store.insert_device_alarm(&repeat).await.unwrap();
+    if let Committed::Alarm { alarm_id, duplicate, fix, .. } = &mut again {
+        (*alarm_id, *duplicate, *fix) = (stored.id, false, None);
+    }
+    let out = engine.process(vec![again], Utc::now()).await.unwrap();
+    assert_eq!(out, [SignalOutcome::Joined(id)]);
+    assert_eq!(s.all_alarms().await.len(), 1);
+    assert_eq!(s.event_kinds(id).await, ["raised", "repeated"]);
+}
+
+async fn a_device_alarm_from_an_unbound_device_raises_nothing_but_is_handled(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    s.store.unbind_device(s.tenant, &s.device, Utc::now()).await.unwrap();
+    let mut engine = s.engine().await;
+    let mut sos = s.commit_sos(5).await;
+    if let Committed::Alarm { wearer, .. } = &mut sos {
+        *wearer = None;
+    }
+    let out = engine.process(vec![sos], Utc::now()).await.unwrap();
+    assert_eq!(out, [SignalOutcome::Nothing]);
+    assert!(s.all_alarms().await.is_empty());
+    assert!(s.store.pending_device_alarms().await.unwrap().is_empty(), "handled, so not retried forever");
+    assert_eq!(s.store.device_alarms(&s.device).await.unwrap().len(), 1, "the device alarm itself is kept");
+}
+
+async fn leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    let walk = [s.fix(0, 0.0), s.fix(1, 20.0), s.fix(2, 250.0), s.fix(3, 400.0), s.fix(4, 500.0)];
+    let mut outcomes = Vec::new();
+    for f in &walk {
+        outcomes.extend(
+            engine.process(vec![s.commit_fixes(std::slice::from_ref(f)).await], Utc::now()).await.unwrap(),
+        );
+    }
+    let [id] = raised(&outcomes)[..] else { panic!("one exit alarm expected: {outcomes:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!(alarm.kind, AlarmKind::ZoneExit);
+    assert!(alarm.zone.is_some());
+    assert_eq!(alarm.trigger_time, walk[3].time, "confirmed by the second fix outside");
+    // Back home: the return is recorded on the open alarm, which stays open for a human to close.
+    let back = [s.fix(5, 10.0), s.fix(6, 0.0)];
+    let out = engine.process(vec![s.commit_fixes(&back).await], Utc::now()).await.unwrap();
+    assert_eq!(out, [SignalOutcome::Joined(id)]);
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (alarm.state, alarm.returned_at),
+        (AlarmState::Raised, Some(walk[0].time + TimeDelta::minutes(6)))
+    );
+    assert_eq!(s.event_kinds(id).await, ["raised", "returned"]);
+}
+
+async fn no_consent_no_zone_alarm(store: Arc<dyn Store>) {
+    let s = setup(store, false).await;
+    let mut engine = s.engine().await;
+    let walk = [s.fix(0, 0.0), s.fix(1, 300.0), s.fix(2, 400.0), s.fix(3, 500.0)];
+    let out = engine.process(vec![s.commit_fixes(&walk).await], Utc::now()).await.unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    assert!(s.all_alarms().await.is_empty());
+}
+
+async fn late_and_out_of_order_fixes_are_evaluated_in_time_order_once(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    // One request with the walk out in reverse order: sorted, it is a confirmed exit.
+    let walk = [s.fix(3, 500.0), s.fix(2, 400.0), s.fix(1, 300.0), s.fix(0, 0.0)];
+    let out = engine.process(vec![s.commit_fixes(&walk).await], Utc::now()).await.unwrap();
+    assert_eq!(raised(&out).len(), 1, "{out:?}");
+    // A buffered upload from before the newest fix evaluated changes nothing: no return.
+    let mut buffered = [s.fix(1, 0.0), s.fix(2, 0.0)];
+    for f in &mut buffered {
+        f.time += TimeDelta::seconds(30);
+    }
+    let out = engine.process(vec![s.commit_fixes(&buffered).await], Utc::now()).await.unwrap();
+    assert!(out.is_empty(), "late fixes must not return or re-raise: {out:?}");
+    let alarm = &s.all_alarms().await[0];
+    assert_eq!(alarm.returned_at, None);
+}
+
+async fn a_restart_recovers_unevaluated_fixes_and_pending_device_alarms_without_repeating(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store, true).await;
+    // Ingest committed (and acknowledged) these, but the process died before the engine ran.
+    let walk = [s.fix(0, 0.0), s.fix(1, 300.0), s.fix(2, 400.0)];
+    s.commit_fixes(&walk).await;
+    s.commit_sos(3).await;
+    let mut engine = s.engine().await;
+    let out = engine.recover(Utc::now()).await.unwrap();
+    assert_eq!(raised(&out).len(), 2, "the SOS and the exit: {out:?}");
+    let kinds: Vec<AlarmKind> = s.all_alarms().await.iter().map(|a| a.kind).collect();
+    assert!(kinds.contains(&AlarmKind::Sos) && kinds.contains(&AlarmKind::ZoneExit), "{kinds:?}");
+    // Another restart finds nothing left to do, and the zone state came back from the database:
+    // the next fix outside does not raise the exit again.
+    let mut engine = s.engine().await;
+    assert!(engine.recover(Utc::now()).await.unwrap().is_empty());
+    let out = engine.process(vec![s.commit_fixes(&[s.fix(4, 450.0)]).await], Utc::now()).await.unwrap();
+    assert!(raised(&out).is_empty(), "{out:?}");
+    assert_eq!(s.all_alarms().await.len(), 2);
+}
