@@ -15,6 +15,7 @@
 use trygg_store::StoreError;
 
 pub mod engine;
+pub mod report;
 pub mod zones;
 
 pub use engine::{Engine, EngineSink};
