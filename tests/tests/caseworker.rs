@@ -3,55 +3,9 @@
 
 mod common;
 
-use common::Trygg;
-use serde_json::{Value, json};
+use common::{ADMIN, Client, Trygg};
+use serde_json::json;
 use trygg_store::testing::TestDb;
-
-const ADMIN: &str = "admin@kommun.test:correct horse battery";
-
-struct Client {
-    http: reqwest::Client,
-    server: Trygg,
-}
-
-impl Client {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method, self.server.url(&format!("/api/v1/{path}")));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Value {
-        let (status, answer) = self.call(method.clone(), path, Some(token), body).await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
-        answer
-    }
-
-    async fn login(&self, email: &str, password: &str) -> String {
-        let (status, answer) = self
-            .call(
-                reqwest::Method::POST,
-                "auth/login",
-                None,
-                Some(json!({ "email": email, "password": password })),
-            )
-            .await;
-        assert_eq!(status, 200, "{answer}");
-        answer["token"].as_str().unwrap().to_owned()
-    }
-}
 
 async fn a_caseworker_sets_up_a_wearer_through_the_api(db: TestDb) {
     use reqwest::Method;

@@ -113,3 +113,54 @@ pub fn fix_at(base_ms: i64, seq: i64) -> Value {
     let time = chrono::DateTime::from_timestamp_millis(base_ms + seq).unwrap();
     json!({ "time": time.to_rfc3339(), "lat": 57.7 + seq as f64 * 1e-6, "lon": 11.97, "accuracy_m": 10.0 })
 }
+
+/// The bootstrap admin (`email:password`) the API tests start the server with.
+pub const ADMIN: &str = "admin@kommun.test:correct horse battery";
+
+/// A JSON client of one running server's `/api/v1`.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub server: Trygg,
+}
+
+impl Client {
+    /// Any call: status and JSON body (null when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.server.url(&format!("/api/v1/{path}")));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A call that must succeed.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.call(method.clone(), path, Some(token), body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
+        answer
+    }
+
+    /// Logs in; the token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let (status, answer) = self
+            .call(
+                reqwest::Method::POST,
+                "auth/login",
+                None,
+                Some(json!({ "email": email, "password": password })),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["token"].as_str().unwrap().to_owned()
+    }
+}
