@@ -15,6 +15,10 @@ use uuid::Uuid;
 
 use crate::{StoreError, StoredFix};
 
+/// How far before an alarm's trigger its trail starts. Fixes in the trail (through the alarm's
+/// close) are kept past the retention period, with the alarm.
+pub const TRAIL_BEFORE: chrono::Duration = chrono::Duration::minutes(10);
+
 /// A position attached to an alarm or an event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Position {
@@ -828,6 +832,7 @@ macro_rules! impl_alarms {
                 .execute(&mut **tx)
                 .await?;
             }
+            escalation_deadline_in(tx, a, id, now).await?;
             if let Some(da) = a.device_alarm {
                 handled_in(tx, da, Some(id), now).await?;
             }

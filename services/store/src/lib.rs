@@ -17,6 +17,7 @@ use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
 
 pub mod alarms;
 mod directory;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 pub mod token;
@@ -32,6 +33,9 @@ pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
     ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User, Wearer,
     WearerFields, ZoneFields,
+};
+pub use outbox::{
+    EscalateOutcome, Escalation, Outbox, OutboxRow, PushSettings, ReceiptOutcome, Timer, TimerKind,
 };
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, Synchronous};
@@ -209,9 +213,10 @@ pub struct AlarmInsert {
 }
 
 /// The storage operations trygg needs, implemented for SQLite and PostgreSQL alike. The
-/// caseworker's data is in the [`Directory`] part, alarms in the [`Alarms`] part.
+/// caseworker's data is in the [`Directory`] part, alarms in the [`Alarms`] part, the push
+/// worker's queue and timers in the [`Outbox`] part.
 #[async_trait]
-pub trait Store: Directory + Alarms + Debug + Send + Sync + 'static {
+pub trait Store: Directory + Alarms + Outbox + Debug + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -242,7 +247,8 @@ pub trait Store: Directory + Alarms + Debug + Send + Sync + 'static {
     async fn device_alarms(&self, device: &DeviceId) -> Result<Vec<StoredDeviceAlarm>, StoreError>;
 
     /// Deletes fixes older than their tenant's retention (`default_retention_days` for a tenant
-    /// without settings) at `now`, except fixes attached to a device alarm. Returns how many.
+    /// without settings) at `now`, except fixes attached to a device alarm and fixes in an
+    /// alarm's trail ([`alarms::TRAIL_BEFORE`] its trigger until it closes). Returns how many.
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError>;
 
     /// Waits for in-flight work and closes the connections.

@@ -188,10 +188,13 @@ impl Store for PgStore {
         let done = sqlx::query(
             "delete from fixes f where f.time < $1 - make_interval(days => coalesce((select s.fix_retention_days \
              from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = f.device_id), $2)::int) \
-             and not exists (select 1 from device_alarms a where a.device_id = f.device_id and a.fix_time = f.time)",
+             and not exists (select 1 from device_alarms a where a.device_id = f.device_id and a.fix_time = f.time) \
+             and not exists (select 1 from alarms al where al.device_id = f.device_id \
+             and f.time >= al.trigger_time - make_interval(secs => $3) and (al.closed_at is null or f.time <= al.closed_at))",
         )
         .bind(now)
         .bind(i64::from(default_retention_days))
+        .bind(crate::alarms::TRAIL_BEFORE.num_seconds() as f64)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -285,6 +288,7 @@ crate::alarms::impl_alarms!(
     alarm_time = "time",
     alarm_fix_time = "fix_time"
 );
+crate::outbox::impl_outbox!(PgStore, sqlx::Postgres, skip_locked = " for update skip locked");
 
 async fn insert_fix_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

@@ -235,10 +235,13 @@ impl Store for SqliteStore {
             "delete from fixes where time_ms < ?1 - 86400000 * coalesce((select s.fix_retention_days \
              from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = fixes.device_id), ?2) \
              and not exists (select 1 from device_alarms a \
-             where a.device_id = fixes.device_id and a.fix_time_ms = fixes.time_ms)",
+             where a.device_id = fixes.device_id and a.fix_time_ms = fixes.time_ms) \
+             and not exists (select 1 from alarms al where al.device_id = fixes.device_id \
+             and fixes.time_ms >= al.trigger_time - ?3 and (al.closed_at is null or fixes.time_ms <= al.closed_at))",
         )
         .bind(ms(now))
         .bind(i64::from(default_retention_days))
+        .bind(crate::alarms::TRAIL_BEFORE.num_milliseconds())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -324,6 +327,7 @@ crate::alarms::impl_alarms!(
     alarm_time = "time_ms",
     alarm_fix_time = "fix_time_ms"
 );
+crate::outbox::impl_outbox!(SqliteStore, sqlx::Sqlite, skip_locked = "");
 
 async fn insert_fix_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
