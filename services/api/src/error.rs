@@ -27,6 +27,15 @@ pub enum ApiError {
     /// The request conflicts with the current state (a taken id, a bound device).
     #[error("{0}")]
     Conflict(String),
+    /// A conflict the client can act on, with what it conflicts with (e.g. who already took
+    /// an alarm) as details.
+    #[error("{message}")]
+    ConflictWith {
+        /// Why, in words.
+        message: String,
+        /// The state that refused the request.
+        details: Value,
+    },
     /// A body that is not JSON at all.
     #[error("malformed request: {0}")]
     Malformed(String),
@@ -64,6 +73,7 @@ impl IntoResponse for ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, Value::Null),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, Value::Null),
             Self::Conflict(_) => (StatusCode::CONFLICT, Value::Null),
+            Self::ConflictWith { details, .. } => (StatusCode::CONFLICT, details.clone()),
             Self::Malformed(_) => (StatusCode::BAD_REQUEST, Value::Null),
             Self::Invalid(fields) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "fields": fields })),
             Self::Store(StoreError::Conflict(what)) => {

@@ -1,7 +1,8 @@
 //! trygg's REST API for caseworkers (handläggare), staff and admins, under `/api/v1`.
 //!
 //! It is where people configure who wears what, record consent, draw zones and decide who
-//! responds; every later endpoint (alarms, live positions) reuses its access control:
+//! responds, and where staff work alarms (acknowledge, on site, close, follow the live
+//! position) and caseworkers read the alarm report; all of it shares one access control:
 //!
 //! - [`auth`]: argon2 passwords, HS256 tokens, the [`Caller`](auth::Caller) extractor that
 //!   every handler takes and that yields the caller's tenant for its role;
@@ -12,6 +13,7 @@
 //! calls that filter by it, so another tenant's id answers 404 exactly like a missing one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use trygg_store::Store;
@@ -38,7 +40,14 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
     /// The zone indexes the alarm engine reads.
     pub zones: Arc<ZoneIndexes>,
+    /// How often a live alarm stream (`alarms/{id}/live`) looks for new fixes and for the
+    /// alarm being closed; [`DEFAULT_LIVE_POLL`] unless a test wants it faster.
+    pub live_poll: Duration,
 }
+
+/// The live stream's polling interval: a second is well within how often watches report, and
+/// one indexed query a second per open stream is cheap.
+pub const DEFAULT_LIVE_POLL: Duration = Duration::from_secs(1);
 
 /// The document's skeleton; paths and schemas are added by [`routes::all`].
 #[derive(OpenApi)]

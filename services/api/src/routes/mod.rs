@@ -16,8 +16,11 @@ use crate::ApiState;
 use crate::error::ApiError;
 
 pub mod access_log;
+pub mod alarms;
 pub mod auth;
 pub mod devices;
+pub mod push_tokens;
+pub mod reports;
 pub mod settings;
 pub mod teams;
 pub mod tenants;
@@ -27,7 +30,8 @@ pub mod zones;
 
 /// Configure wearers, consent, devices, zones, teams and responders.
 const EDITORS: &[Role] = &[Role::TenantAdmin, Role::Caseworker];
-/// Read wearers and their configuration (staff need the responder note, the door code).
+/// Read wearers and their configuration (staff need the responder note, the door code); see
+/// and work alarms (staff only those they may see); register push tokens.
 const READERS: &[Role] = &[Role::TenantAdmin, Role::Caseworker, Role::Staff];
 /// Manage the tenant itself: users, settings, the access log.
 const TENANT_ADMINS: &[Role] = &[Role::TenantAdmin];
@@ -57,6 +61,16 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(zones::get, zones::update, zones::delete))
         .routes(routes!(teams::create, teams::list))
         .routes(routes!(teams::set_members))
+        .routes(routes!(alarms::list))
+        .routes(routes!(alarms::get))
+        .routes(routes!(alarms::events))
+        .routes(routes!(alarms::acknowledge))
+        .routes(routes!(alarms::on_site))
+        .routes(routes!(alarms::close))
+        .routes(routes!(alarms::live))
+        .routes(routes!(push_tokens::register, push_tokens::list))
+        .routes(routes!(push_tokens::delete))
+        .routes(routes!(reports::alarms))
 }
 
 /// An id from the path; one that is not a UUID names nothing, so it is a 404.

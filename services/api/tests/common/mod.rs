@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, Request, Response, StatusCode};
 use chrono::Utc;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -20,6 +20,8 @@ use trygg_store::{
 use uuid::Uuid;
 
 pub const SECRET: &[u8] = b"test-secret-that-is-long-enough-for-hs256!";
+/// Live alarm streams poll this often in tests, so a test waits milliseconds, not seconds.
+pub const LIVE_POLL: Duration = Duration::from_millis(20);
 
 pub struct App {
     pub router: Router,
@@ -33,6 +35,7 @@ impl App {
             store,
             tokens: Arc::new(Tokens::new(SECRET, Duration::from_secs(3600)).unwrap()),
             zones: Arc::new(ZoneIndexes::default()),
+            live_poll: LIVE_POLL,
         };
         Self { router: trygg_api::router(state.clone()), state, counter: AtomicU32::new(0) }
     }
@@ -62,6 +65,15 @@ impl App {
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The response as it comes, for bodies that are not JSON (CSV, event streams).
+    pub async fn raw(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Response<Body> {
+        let mut req = Request::builder().uri(path).header("authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        self.router.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
     }
 
     pub fn token(&self, user: Uuid, tenant: Option<TenantId>, role: Role) -> String {

@@ -1,0 +1,688 @@
+//! Alarms from the staff side: the list and the detail a responder works from, the lifecycle
+//! steps they take (acknowledge, on site, close), the audit trail, and the live position stream
+//! they follow during a search (eftersök).
+//!
+//! Staff see only the alarms the store says they may ([`AlarmFilter::viewer`]): anything else
+//! answers 404, like another tenant's alarm. Positions are what a responder needs and what the
+//! law protects, so the detail shows how old and how accurate they are, and every read of them
+//! (the detail, each live connection) is written to the access log before it is served. The
+//! response-time figures come from [`trygg_alarms::report`], the same functions the report uses.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::stream::{self, Stream};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use trygg_alarms::report;
+use trygg_core::{AlarmKind, AlarmState, DeviceId, Outcome, Step, TenantId, WearerId};
+use trygg_store::{
+    AccessEntry, Alarm, AlarmFilter, Position, Role, Stamp, StepOutcome, StepRequest, Store, StoreError,
+    StoredFix,
+};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{READERS, path_id};
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::settings::Settings;
+use crate::validate::{Body, Check, Params};
+
+/// Alarms listed when the query names no limit.
+const DEFAULT_LIMIT: u32 = 100;
+/// Most alarms one list answers.
+const MAX_LIMIT: u32 = 500;
+/// The trail starts this long before the alarm's trigger: where the wearer came from.
+const TRAIL_BEFORE: TimeDelta = TimeDelta::minutes(10);
+/// Most fixes in a trail.
+const TRAIL_MAX: u32 = 500;
+/// Most new fixes a live stream reads per poll.
+const LIVE_BATCH: u32 = 500;
+
+/// Someone, by id and name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Named {
+    /// Their id.
+    pub id: Uuid,
+    /// Their name.
+    pub name: String,
+}
+
+/// Who took a lifecycle step, and when.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StampOut {
+    /// The account.
+    pub user: Uuid,
+    /// Its display name.
+    pub name: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl From<&Stamp> for StampOut {
+    fn from(s: &Stamp) -> Self {
+        Self { user: s.user, name: s.name.clone(), at: s.at }
+    }
+}
+
+/// A position of the wearer, with how old and how accurate it is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PositionOut {
+    /// Latitude, WGS84.
+    pub lat: f64,
+    /// Longitude, WGS84.
+    pub lon: f64,
+    /// Accuracy radius in metres, if the device reported one.
+    pub accuracy_m: Option<f64>,
+    /// The fix time (device clock).
+    pub time: DateTime<Utc>,
+    /// Seconds between the fix and now.
+    pub age_s: i64,
+}
+
+impl PositionOut {
+    fn new(p: &Position, time: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        Self { lat: p.lat, lon: p.lon, accuracy_m: p.accuracy_m, time, age_s: (now - time).num_seconds() }
+    }
+
+    fn of_fix(f: &StoredFix, now: DateTime<Utc>) -> Self {
+        Self::new(&Position::of(&f.fix), f.fix.time, now)
+    }
+}
+
+/// An alarm as staff see it in a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmOut {
+    /// Its id.
+    pub id: Uuid,
+    /// `sos`, `fall`, `zone_exit`, `zone_enter`, `watch_removed`, `low_battery`,
+    /// `device_offline` or `test`.
+    pub kind: &'static str,
+    /// `raised`, `notified`, `acknowledged`, `on_site` or `closed`.
+    pub state: &'static str,
+    /// The zone of a zone alarm.
+    pub zone: Option<String>,
+    /// Whose alarm it is.
+    pub wearer: Named,
+    /// When the server raised it.
+    pub raised_at: DateTime<Utc>,
+    /// The device's time of what raised it.
+    pub trigger_time: DateTime<Utc>,
+    /// The position it was raised with.
+    pub position: Option<PositionOut>,
+    /// Who took it.
+    pub acknowledged: Option<StampOut>,
+    /// Who marked being on site.
+    pub on_site: Option<StampOut>,
+    /// Who closed it.
+    pub closed: Option<StampOut>,
+    /// How it ended: `assisted`, `false_alarm`, `test`, `not_found` or `other`.
+    pub outcome: Option<&'static str>,
+    /// The closing note.
+    pub note: String,
+    /// When the wearer came back inside the zone (exit alarms).
+    pub returned_at: Option<DateTime<Utc>>,
+    /// Seconds from raised to acknowledged.
+    pub time_to_acknowledge_s: Option<i64>,
+    /// Seconds from raised to on site.
+    pub time_to_on_site_s: Option<i64>,
+    /// Nobody on site within the tenant's `on_site_limit_secs` of the alarm being raised.
+    pub on_site_overdue: bool,
+}
+
+/// What turns stored alarms into [`AlarmOut`]s: wearer names and the tenant's on-site limit.
+struct Items {
+    names: HashMap<WearerId, String>,
+    on_site_limit_secs: u32,
+    now: DateTime<Utc>,
+}
+
+impl Items {
+    /// With the names of every wearer of the tenant (for lists).
+    async fn all(state: &ApiState, tenant: TenantId) -> Result<Self, ApiError> {
+        let names = state.store.wearers(tenant).await?.into_iter().map(|w| (w.id, w.fields.name)).collect();
+        Self::with(state, tenant, names).await
+    }
+
+    async fn with(
+        state: &ApiState,
+        tenant: TenantId,
+        names: HashMap<WearerId, String>,
+    ) -> Result<Self, ApiError> {
+        let on_site_limit_secs = Settings::load(state.store.as_ref(), tenant).await?.on_site_limit_secs;
+        Ok(Self { names, on_site_limit_secs, now: Utc::now() })
+    }
+
+    fn item(&self, a: &Alarm) -> AlarmOut {
+        AlarmOut {
+            id: a.id,
+            kind: a.kind.as_str(),
+            state: a.state.as_str(),
+            zone: a.zone.clone(),
+            wearer: Named { id: a.wearer.0, name: self.names.get(&a.wearer).cloned().unwrap_or_default() },
+            raised_at: a.raised_at,
+            trigger_time: a.trigger_time,
+            position: a.position.map(|(p, t)| PositionOut::new(&p, t, self.now)),
+            acknowledged: a.acknowledged.as_ref().map(StampOut::from),
+            on_site: a.on_site.as_ref().map(StampOut::from),
+            closed: a.closed.as_ref().map(StampOut::from),
+            outcome: a.outcome.map(Outcome::as_str),
+            note: a.note.clone(),
+            returned_at: a.returned_at,
+            time_to_acknowledge_s: report::time_to_acknowledge_s(a),
+            time_to_on_site_s: report::time_to_on_site_s(a),
+            on_site_overdue: report::on_site_overdue(a, self.on_site_limit_secs, self.now),
+        }
+    }
+}
+
+/// The wearer's name, for one alarm.
+async fn item_of(state: &ApiState, tenant: TenantId, a: &Alarm) -> Result<AlarmOut, ApiError> {
+    let name = state.store.wearer(tenant, a.wearer).await?.map(|w| w.fields.name).unwrap_or_default();
+    Ok(Items::with(state, tenant, HashMap::from([(a.wearer, name)])).await?.item(a))
+}
+
+/// Staff are restricted to the alarms they may see; the other tenant roles see every alarm.
+fn viewer(caller: &Caller) -> Option<Uuid> {
+    (caller.role == Role::Staff).then_some(caller.user)
+}
+
+/// The alarm in the path, if the caller may see it; 404 otherwise.
+async fn visible(state: &ApiState, caller: &Caller, tenant: TenantId, id: &str) -> Result<Alarm, ApiError> {
+    let id = path_id("alarm", id)?;
+    state.store.alarm(tenant, id, viewer(caller)).await?.ok_or(ApiError::NotFound("alarm"))
+}
+
+/// Records a read of the alarm's positions; a read that cannot be logged is not served.
+async fn log_read(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: TenantId,
+    a: &Alarm,
+    what: &str,
+) -> Result<(), ApiError> {
+    let entry = AccessEntry {
+        tenant,
+        user: caller.user,
+        wearer: a.wearer,
+        at: Utc::now(),
+        what: what.to_owned(),
+        reason: format!("alarm {}", a.id),
+    };
+    Ok(state.store.log_access(&entry).await?)
+}
+
+/// Which alarms to list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// `open` (default), `closed` or `all`.
+    pub state: Option<String>,
+    /// Only this kind, e.g. `sos`.
+    pub kind: Option<String>,
+    /// Only this wearer.
+    pub wearer: Option<Uuid>,
+    /// Most alarms, newest first (default 100, at most 500).
+    pub limit: Option<u32>,
+}
+
+impl ListQuery {
+    /// The store filter; values the API does not know are a 400.
+    fn filter(&self, viewer: Option<Uuid>) -> Result<AlarmFilter, ApiError> {
+        let open = match self.state.as_deref().unwrap_or("open") {
+            "open" => Some(true),
+            "closed" => Some(false),
+            "all" => None,
+            other => {
+                return Err(ApiError::Malformed(format!("state {other:?}: expected open, closed or all")));
+            }
+        };
+        let kind = self
+            .kind
+            .as_deref()
+            .map(str::parse::<AlarmKind>)
+            .transpose()
+            .map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::Malformed(format!("limit {limit}: expected 1 to {MAX_LIMIT}")));
+        }
+        let wearer = self.wearer.map(WearerId);
+        Ok(AlarmFilter { viewer, open, kind, wearer, from: None, to: None, limit })
+    }
+}
+
+/// Lists alarms, newest first: staff see those of their teams' wearers, of the wearers they
+/// respond for and those pushed to them; caseworkers and tenant admins see the tenant's.
+#[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AlarmOut>), (status = 400), (status = 403)))]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Vec<AlarmOut>>, ApiError> {
+    let tenant = caller.tenant_for(READERS)?;
+    let filter = q.filter(viewer(&caller))?;
+    let alarms = state.store.alarms(tenant, &filter).await?;
+    let items = Items::all(&state, tenant).await?;
+    Ok(Json(alarms.iter().map(|a| items.item(a)).collect()))
+}
+
+/// One point of the trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrailPoint {
+    /// Latitude, WGS84.
+    pub lat: f64,
+    /// Longitude, WGS84.
+    pub lon: f64,
+    /// Accuracy radius in metres, if reported.
+    pub accuracy_m: Option<f64>,
+    /// The fix time (device clock).
+    pub time: DateTime<Utc>,
+}
+
+/// An alarm with what a responder needs to go out: the note, the contact, where the wearer is
+/// and where they came from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmDetail {
+    /// The alarm.
+    #[serde(flatten)]
+    pub alarm: AlarmOut,
+    /// The wearer's note for responders (door code, key box, habits).
+    pub wearer_note: String,
+    /// The wearer's contact person.
+    pub contact_name: String,
+    /// The contact person's phone.
+    pub contact_phone: String,
+    /// The newest fix of the alarm's device (for a closed alarm: the newest up to its closing).
+    pub last_position: Option<PositionOut>,
+    /// The device's fixes from ten minutes before the trigger on, oldest first, at most 500
+    /// (up to the closing for a closed alarm).
+    pub trail: Vec<TrailPoint>,
+    /// An OpenStreetMap link to the last position.
+    pub map_url: Option<String>,
+}
+
+/// An OpenStreetMap link centred on a point, with a marker.
+fn map_url(lat: f64, lon: f64) -> String {
+    format!("https://www.openstreetmap.org/?mlat={lat:.6}&mlon={lon:.6}#map=17/{lat:.6}/{lon:.6}")
+}
+
+/// One alarm with the wearer's note and contact, the last position and the trail. Reading it
+/// is recorded in the access log.
+#[utoipa::path(get, path = "/api/v1/alarms/{id}", tag = "alarms", params(("id" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 200, body = AlarmDetail), (status = 404)))]
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AlarmDetail>, ApiError> {
+    let tenant = caller.tenant_for(READERS)?;
+    let a = visible(&state, &caller, tenant, &id).await?;
+    let wearer = state.store.wearer(tenant, a.wearer).await?.ok_or(ApiError::NotFound("alarm"))?;
+    let now = Utc::now();
+    // A closed alarm shows where the wearer was while it was open, not where they are now.
+    let until = a.closed.as_ref().map(|c| c.at);
+    let (mut trail, mut last) = (Vec::new(), None);
+    if let Some(device) = &a.device {
+        trail = state.store.fixes_since(device, a.trigger_time - TRAIL_BEFORE, TRAIL_MAX).await?;
+        trail.retain(|f| until.is_none_or(|u| f.fix.time <= u));
+        last = match until {
+            Some(_) => trail.last().cloned(),
+            None => state.store.recent_fixes(device, 1).await?.pop(),
+        };
+    }
+    log_read(&state, &caller, tenant, &a, "alarm").await?;
+    let names = HashMap::from([(a.wearer, wearer.fields.name.clone())]);
+    let items = Items::with(&state, tenant, names).await?;
+    Ok(Json(AlarmDetail {
+        alarm: items.item(&a),
+        wearer_note: wearer.fields.note,
+        contact_name: wearer.fields.contact_name,
+        contact_phone: wearer.fields.contact_phone,
+        map_url: last.as_ref().map(|f| map_url(f.fix.lat, f.fix.lon)),
+        last_position: last.as_ref().map(|f| PositionOut::of_fix(f, now)),
+        trail: trail
+            .iter()
+            .map(|f| TrailPoint {
+                lat: f.fix.lat,
+                lon: f.fix.lon,
+                accuracy_m: f.fix.accuracy_m,
+                time: f.fix.time,
+            })
+            .collect(),
+    }))
+}
+
+/// A position attached to an event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPosition {
+    /// Latitude, WGS84.
+    pub lat: f64,
+    /// Longitude, WGS84.
+    pub lon: f64,
+    /// Accuracy radius in metres.
+    pub accuracy_m: Option<f64>,
+}
+
+/// One entry of an alarm's audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    /// Its sequence number.
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What: `raised`, `repeated`, `notified`, `acknowledged`, `on_site`, `closed`, `returned`, …
+    pub kind: String,
+    /// Who, if a person.
+    pub actor: Option<Named>,
+    /// Where (the wearer's position, or the staff member's for their steps).
+    pub position: Option<EventPosition>,
+    /// Details.
+    pub detail: String,
+}
+
+/// An alarm's events (its append-only audit trail), oldest first.
+#[utoipa::path(get, path = "/api/v1/alarms/{id}/events", tag = "alarms", params(("id" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Vec<EventOut>), (status = 404)))]
+#[tracing::instrument(skip_all)]
+pub async fn events(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EventOut>>, ApiError> {
+    let tenant = caller.tenant_for(READERS)?;
+    let a = visible(&state, &caller, tenant, &id).await?;
+    let events = state.store.alarm_events(tenant, a.id).await?;
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|e| EventOut {
+                id: e.id,
+                at: e.event.at,
+                kind: e.event.kind,
+                actor: e.event.actor.map(|id| Named { id, name: e.actor_name.unwrap_or_default() }),
+                position: e.event.position.map(|p| EventPosition {
+                    lat: p.lat,
+                    lon: p.lon,
+                    accuracy_m: p.accuracy_m,
+                }),
+                detail: e.event.detail,
+            })
+            .collect(),
+    ))
+}
+
+/// A body that may be left out: no body (or only whitespace) reads as `T::default()`, anything
+/// else is read like [`Body`].
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::Malformed(e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        let Body(value) = Body::from_request(Request::new(axum::body::Body::from(bytes)), state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// The staff member's own position, as their phone knows it.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PositionIn {
+    /// Latitude, −90 to 90.
+    pub lat: f64,
+    /// Longitude, −180 to 180.
+    pub lon: f64,
+    /// Accuracy radius in metres.
+    pub accuracy_m: Option<f64>,
+}
+
+/// The optional body of acknowledge and on-site.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepIn {
+    /// Where the staff member is; recorded on the event.
+    pub position: Option<PositionIn>,
+}
+
+impl StepIn {
+    fn position(&self) -> Result<Option<Position>, ApiError> {
+        let Some(p) = self.position else { return Ok(None) };
+        let mut check = Check::default();
+        check.range("position.lat", p.lat, -90.0..=90.0).range("position.lon", p.lon, -180.0..=180.0);
+        if let Some(acc) = p.accuracy_m {
+            check.range("position.accuracy_m", acc, 0.0..=100_000.0);
+        }
+        check.done()?;
+        Ok(Some(Position { lat: p.lat, lon: p.lon, accuracy_m: p.accuracy_m }))
+    }
+}
+
+/// How an alarm ended.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseIn {
+    /// `assisted`, `false_alarm`, `test`, `not_found` or `other`.
+    pub outcome: String,
+    /// What happened, at most 2000 characters.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Takes `step` for the caller on the alarm in the path: the alarm as it is now, or 409 saying
+/// why not (and who has it).
+async fn take_step(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    step: Step,
+    position: Option<Position>,
+    note: String,
+) -> Result<Json<AlarmOut>, ApiError> {
+    let tenant = caller.tenant_for(READERS)?;
+    let a = visible(state, caller, tenant, id).await?;
+    let req = StepRequest { step, actor: Some(caller.user), at: Utc::now(), position, note };
+    match state.store.step_alarm(tenant, a.id, &req).await?.ok_or(ApiError::NotFound("alarm"))? {
+        StepOutcome::Done(a) => Ok(Json(item_of(state, tenant, &a).await?)),
+        StepOutcome::Refused(a) => Err(refusal(step, &a)),
+    }
+}
+
+/// The 409 for a refused step: why in words, the state and the people involved as details.
+fn refusal(step: Step, a: &Alarm) -> ApiError {
+    let message = match (step, &a.acknowledged, &a.on_site) {
+        _ if a.state == AlarmState::Closed => "alarm is already closed".to_owned(),
+        (Step::Acknowledge, Some(by), _) => format!("alarm already acknowledged by {}", by.name),
+        (Step::OnSite, _, Some(by)) => format!("on site already marked by {}", by.name),
+        (_, None, _) => format!("alarm must be acknowledged first; it is {}", a.state),
+        _ => format!("alarm cannot go from {} to {}", a.state, step.target()),
+    };
+    let stamp = |s: &Stamp| json!({ "user": s.user, "name": s.name, "at": s.at });
+    let mut details = json!({ "state": a.state.as_str() });
+    for (key, s) in
+        [("acknowledged_by", &a.acknowledged), ("on_site_by", &a.on_site), ("closed_by", &a.closed)]
+    {
+        if let Some(s) = s {
+            details[key] = stamp(s);
+        }
+    }
+    ApiError::ConflictWith { message, details }
+}
+
+/// Takes the alarm (kvittera). Exactly one of several staff acknowledging at once wins; the
+/// others get 409 naming who did.
+#[utoipa::path(post, path = "/api/v1/alarms/{id}/acknowledge", tag = "alarms", params(("id" = Uuid, Path)),
+    request_body(content = Option<StepIn>, description = "Optional: the staff member's position"),
+    security(("bearer" = [])),
+    responses((status = 200, body = AlarmOut), (status = 404),
+        (status = 409, description = "already acknowledged (details name by whom) or closed"), (status = 422)))]
+#[tracing::instrument(skip_all)]
+pub async fn acknowledge(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<StepIn>,
+) -> Result<Json<AlarmOut>, ApiError> {
+    let position = body.position()?;
+    take_step(&state, &caller, &id, Step::Acknowledge, position, String::new()).await
+}
+
+/// Marks that the staff member is with the wearer (närvaromarkering); only after an
+/// acknowledgement.
+#[utoipa::path(post, path = "/api/v1/alarms/{id}/on-site", tag = "alarms", params(("id" = Uuid, Path)),
+    request_body(content = Option<StepIn>, description = "Optional: the staff member's position"),
+    security(("bearer" = [])),
+    responses((status = 200, body = AlarmOut), (status = 404),
+        (status = 409, description = "not acknowledged yet, already on site, or closed"), (status = 422)))]
+#[tracing::instrument(skip_all)]
+pub async fn on_site(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<StepIn>,
+) -> Result<Json<AlarmOut>, ApiError> {
+    let position = body.position()?;
+    take_step(&state, &caller, &id, Step::OnSite, position, String::new()).await
+}
+
+/// Closes the alarm with an outcome and a note; only once someone acknowledged it.
+#[utoipa::path(post, path = "/api/v1/alarms/{id}/close", tag = "alarms", params(("id" = Uuid, Path)),
+    request_body = CloseIn, security(("bearer" = [])),
+    responses((status = 200, body = AlarmOut), (status = 404),
+        (status = 409, description = "not acknowledged yet, or already closed"), (status = 422)))]
+#[tracing::instrument(skip_all)]
+pub async fn close(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<CloseIn>,
+) -> Result<Json<AlarmOut>, ApiError> {
+    let mut check = Check::default();
+    let outcome: Option<Outcome> = check.parse("outcome", &body.outcome);
+    check.ensure(body.note.chars().count() <= 2000, "note", "must be at most 2000 characters");
+    check.done()?;
+    let outcome = outcome.ok_or_else(|| ApiError::field("outcome", "required"))?;
+    take_step(&state, &caller, &id, Step::Close(outcome), None, body.note.trim().to_owned()).await
+}
+
+/// The state of one live stream: where it is in the device's fixes and what it has to send.
+struct Live {
+    store: Arc<dyn Store>,
+    tenant: TenantId,
+    alarm: Uuid,
+    device: Option<DeviceId>,
+    /// Received time of the newest fix sent.
+    cursor: DateTime<Utc>,
+    poll: Duration,
+    pending: VecDeque<Event>,
+    /// The alarm closed: send what is pending, then end.
+    done: bool,
+}
+
+impl Live {
+    /// The next event, waiting for one as long as the alarm is open; `None` ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            tokio::time::sleep(self.poll).await;
+            if let Err(error) = self.poll_once().await {
+                // The client reconnects and gets the last position again: nothing is lost.
+                tracing::warn!(alarm = %self.alarm, %error, "Live alarm stream ends: the store failed");
+                return None;
+            }
+        }
+    }
+
+    /// Queues the fixes received since the last poll, then `closed` if the alarm closed.
+    async fn poll_once(&mut self) -> Result<(), StoreError> {
+        if let Some(device) = &self.device {
+            let now = Utc::now();
+            for f in self.store.fixes_received_after(device, self.cursor, LIVE_BATCH).await? {
+                self.cursor = self.cursor.max(f.received_at);
+                self.pending.push_back(position_event(&f, now));
+            }
+        }
+        let alarm = self.store.alarm(self.tenant, self.alarm, None).await?;
+        if alarm.as_ref().is_none_or(|a| !a.state.is_open()) {
+            let data = json!({
+                "id": self.alarm,
+                "outcome": alarm.as_ref().and_then(|a| a.outcome).map(Outcome::as_str),
+                "closed": alarm.as_ref().and_then(|a| a.closed.as_ref()).map(StampOut::from),
+            });
+            self.pending.push_back(Event::default().event("closed").data(data.to_string()));
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+fn position_event(f: &StoredFix, now: DateTime<Utc>) -> Event {
+    let data = serde_json::to_value(PositionOut::of_fix(f, now)).unwrap_or_default();
+    Event::default().event("position").data(data.to_string())
+}
+
+/// Server-Sent Events of the wearer's position while the alarm is open: `position` with the
+/// last known position first, then one per new fix of the alarm's device in the order received,
+/// and `closed` when the alarm closes, which ends the stream. Each connection is recorded in
+/// the access log.
+#[utoipa::path(get, path = "/api/v1/alarms/{id}/live", tag = "alarms", params(("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream",
+            description = "events `position` (lat, lon, accuracy_m, time, age_s) and a final `closed`"),
+        (status = 404), (status = 409, description = "the alarm is closed")))]
+#[tracing::instrument(skip_all)]
+pub async fn live(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let tenant = caller.tenant_for(READERS)?;
+    let a = visible(&state, &caller, tenant, &id).await?;
+    if !a.state.is_open() {
+        return Err(ApiError::Conflict("alarm is closed".to_owned()));
+    }
+    log_read(&state, &caller, tenant, &a, "live").await?;
+    let started = Utc::now();
+    let last = match &a.device {
+        Some(device) => state.store.recent_fixes(device, 1).await?.pop(),
+        None => None,
+    };
+    let live = Live {
+        store: state.store.clone(),
+        tenant,
+        alarm: a.id,
+        device: a.device.clone(),
+        cursor: last.as_ref().map_or(started, |f| f.received_at),
+        poll: state.live_poll,
+        pending: last.iter().map(|f| position_event(f, started)).collect(),
+        done: false,
+    };
+    // Everything lives in the stream: a client that goes away drops it, and with it the poll.
+    let events = stream::unfold(live, |mut live| async move {
+        let event = live.next().await?;
+        Some((Ok(event), live))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
