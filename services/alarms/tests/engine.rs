@@ -21,6 +21,7 @@ on_both_backends!(
     no_consent_no_zone_alarm,
     late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
     a_restart_recovers_unevaluated_fixes_and_pending_device_alarms_without_repeating,
+    the_trail_of_an_alarm_outlives_the_retention_period,
 );
 
 /// Skövde: the zone's centre.
@@ -316,4 +317,19 @@ async fn a_restart_recovers_unevaluated_fixes_and_pending_device_alarms_without_
     let out = engine.process(vec![s.commit_fixes(&[s.fix(4, 450.0)]).await], Utc::now()).await.unwrap();
     assert!(raised(&out).is_empty(), "{out:?}");
     assert_eq!(s.all_alarms().await.len(), 2);
+}
+
+async fn the_trail_of_an_alarm_outlives_the_retention_period(store: Arc<dyn Store>) {
+    let mut s = setup(store, true).await;
+    s.t0 -= TimeDelta::days(40);
+    // Fixes from 30 minutes before an SOS 40 days ago, past the default retention of 30 days.
+    let fixes: Vec<Fix> = [-30, -20, -5, 0, 4].iter().map(|m| s.fix(*m, 0.0)).collect();
+    s.commit_fixes(&fixes).await;
+    let mut engine = s.engine().await;
+    assert_eq!(raised(&engine.process(vec![s.commit_sos(5).await], Utc::now()).await.unwrap()).len(), 1);
+    assert_eq!(s.store.purge_fixes(Utc::now(), 30).await.unwrap(), 2, "the fixes before the trail go");
+    let kept: Vec<DateTime<Utc>> =
+        s.store.recent_fixes(&s.device, 100).await.unwrap().iter().rev().map(|f| f.fix.time).collect();
+    let minutes: Vec<i64> = kept.iter().map(|t| (*t - s.t0).num_minutes()).collect();
+    assert_eq!(minutes, [-5, 0, 4, 5], "the trail from 10 minutes before the alarm stays with it");
 }

@@ -4,7 +4,10 @@
 //! their watches, and runs simulated watches against the real HTTP API: one walking through
 //! Skövde who presses SOS (and, like real watches, sends it again), one sitting still with GPS
 //! jitter, one coming back into coverage with an hour of buffered fixes and one corrupt fix.
-//! Every step is printed as it happens, then what ended up in the database.
+//! Then the passive alarm: Dagny, set up by a caseworker through the API, walks out of her zone;
+//! the alarm engine raises a zone-exit alarm, and a staff member sees it with its position,
+//! acknowledges, marks on site and closes it, and the alarm's timeline is printed. Every step is
+//! printed as it happens, then what ended up in the database.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 use trygg_core::{DeviceId, FixPolicy, TenantId};
 use trygg_ingest::{CommitConfig, Limits};
-use trygg_store::{ConnectOptions, NewDevice, Protocol, Store, token};
+use trygg_store::{AlarmFilter, ConnectOptions, NewDevice, Protocol, Store, token};
 
 use crate::config::{ApiConfig, ServeConfig};
 use crate::server::Server;
@@ -76,7 +79,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }));
 
     let client = reqwest::Client::new();
-    caseworker_flow(&client, &base, tenant, &admin_password, started).await?;
+    let dagny = caseworker_flow(&client, &base, tenant, &admin_password, started).await?;
     let until = started + Duration::from_secs(args.seconds);
     let [walker, sitter, buffered] = watches;
     tokio::try_join!(
@@ -85,6 +88,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         upload_buffer(&client, &base, &buffered, started),
         stranger(&client, &base, started),
     )?;
+    passive_alarm(&client, &base, &dagny, started).await?;
 
     let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
     say(started, "metrics:");
@@ -107,6 +111,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             fixes.len(),
             alarms.len()
         );
+    }
+    let all = AlarmFilter { limit: 100, ..AlarmFilter::default() };
+    for a in store.alarms(tenant, &all).await? {
+        let events = store.alarm_events(tenant, a.id).await?;
+        println!("          alarm {} {} ({}), {} event(s)", a.id, a.kind, a.state, events.len());
     }
     store.close().await;
     say(started, "done. Next: `trygg serve` (see README.md) and point a device at /api/v1/ingest.");
@@ -177,7 +186,13 @@ impl Api<'_> {
     }
 }
 
-/// A caseworker's first wearer, through the API alone: accounts, wearer, consent, watch, a night
+/// What the caseworker set up for Dagny: her watch's token and the staff member's login.
+struct Dagny {
+    device_token: String,
+    staff_password: String,
+}
+
+/// A caseworker's first wearer, through the API alone: accounts, wearer, consent, watch, a
 /// zone, a team and the responder order.
 async fn caseworker_flow(
     client: &reqwest::Client,
@@ -185,7 +200,7 @@ async fn caseworker_flow(
     tenant: TenantId,
     admin_password: &str,
     started: Instant,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Dagny> {
     use reqwest::Method;
     let api = Api { client, base, started };
     say(started, "admin logs in and creates a caseworker and a staff member for Demo kommun:");
@@ -193,8 +208,9 @@ async fn caseworker_flow(
     let password = token::generate();
     let mut user = json!({ "email": "hanna@demo.trygg", "name": "Hanna (handläggare)", "role": "caseworker", "password": password, "tenant": tenant.0 });
     api.call(Method::POST, "users", Some(&admin), Some(user.clone())).await?;
-    (user["email"], user["name"], user["role"]) =
-        (json!("sven@demo.trygg"), json!("Sven (personal)"), json!("staff"));
+    let staff_password = token::generate();
+    (user["email"], user["name"], user["role"], user["password"]) =
+        (json!(STAFF), json!("Sven (personal)"), json!("staff"), json!(staff_password));
     let staff = api.call(Method::POST, "users", Some(&admin), Some(user)).await?["id"].clone();
 
     say(started, "caseworker Hanna logs in and sets up Dagny:");
@@ -209,29 +225,22 @@ async fn caseworker_flow(
             wearer["zones_alarming"], wearer["zones_not_alarming_reason"]
         ),
     );
-    let body = json!({ "covers": ["positioning", "passive_alarms"], "given_by": "legal_representative", "document_ref": "Dnr SOC 2026/113" });
+    let signed = (Utc::now() - TimeDelta::days(2)).to_rfc3339();
+    let body = json!({ "covers": ["positioning", "passive_alarms"], "given_by": "legal_representative", "document_ref": "Dnr SOC 2026/113", "valid_from": signed });
     api.call(Method::POST, &format!("wearers/{id}/consents"), Some(&cw), Some(body)).await?;
-    api.call(
-        Method::POST,
-        "devices",
-        Some(&cw),
-        Some(json!({ "id": "359881234567890", "protocol": "watch" })),
-    )
-    .await?;
-    api.call(Method::POST, "devices/359881234567890/bind", Some(&cw), Some(json!({ "wearer": id }))).await?;
-    let every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let watch = api
+        .call(Method::POST, "devices", Some(&cw), Some(json!({ "id": "dagny-watch", "protocol": "native" })))
+        .await?;
+    let device_token = watch["token"].as_str().context("a native device gets a token")?.to_owned();
+    api.call(Method::POST, "devices/dagny-watch/bind", Some(&cw), Some(json!({ "wearer": id }))).await?;
     let zone = json!({
-        "name": "Hemma på natten", "kind": "stay_inside",
+        "name": "Hemområdet", "kind": "stay_inside",
         "geometry": { "type": "Point", "coordinates": [HOME.1, HOME.0] }, "radius_m": 120,
-        "schedule": { "windows": [{ "days": every_day, "from": "22:00", "to": "07:00" }] },
     });
     let zone = api.call(Method::POST, &format!("wearers/{id}/zones"), Some(&cw), Some(zone)).await?;
     say(
         started,
-        &format!(
-            "  zone \"Hemma på natten\" 22:00–07:00, 120 m: alarming? {}",
-            zone["properties"]["alarming"]
-        ),
+        &format!("  zone \"Hemområdet\", 120 m around home: alarming? {}", zone["properties"]["alarming"]),
     );
     let team =
         api.call(Method::POST, "teams", Some(&cw), Some(json!({ "name": "Nattpatrullen" }))).await?["id"]
@@ -243,6 +252,73 @@ async fn caseworker_flow(
     let steps = json!({ "steps": [{ "user": staff, "escalate_after_secs": 120 }, { "team": team, "escalate_after_secs": 300 }] });
     api.call(Method::PUT, &format!("wearers/{id}/responders"), Some(&cw), Some(steps)).await?;
     say(started, "  responders: Sven first, Nattpatrullen after 2 min, next step after 5 min");
+    Ok(Dagny { device_token, staff_password })
+}
+
+/// The staff member the demo's caseworker creates.
+const STAFF: &str = "sven@demo.trygg";
+
+/// Dagny walks out of her zone; Sven sees the alarm, takes it, goes there and closes it.
+async fn passive_alarm(
+    client: &reqwest::Client,
+    base: &str,
+    dagny: &Dagny,
+    started: Instant,
+) -> anyhow::Result<()> {
+    use reqwest::Method;
+    say(started, "Dagny (dagny-watch) leaves home; her watch reports every 10 s (timestamps compressed):");
+    for (i, north_m) in [0.0, 40.0, 180.0, 260.0, 340.0].into_iter().enumerate() {
+        let secs_ago = 50 - 10 * i as i64;
+        let f = fix(secs_ago, HOME.0 + north_m / 111_320.0, HOME.1, 8.0);
+        let (status, _) = post_fixes(client, base, "dagny-watch", &dagny.device_token, vec![f]).await?;
+        say(started, &format!("  dagny-watch → fix {north_m:>3} m north of home ±8 m … {status}"));
+    }
+    let api = Api { client, base, started };
+    say(started, "Sven (staff) logs in and watches his alarm list:");
+    let sven = api.login(STAFF, &dagny.staff_password).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alarm = loop {
+        let list = api.call(Method::GET, "alarms", Some(&sven), None).await?;
+        if let Some(a) = list.as_array().and_then(|l| l.iter().find(|a| a["kind"] == "zone_exit")) {
+            break a.clone();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no zone-exit alarm was raised");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let id = alarm["id"].as_str().context("alarm id")?.to_owned();
+    let p = &alarm["position"];
+    say(
+        started,
+        &format!(
+            "  ALARM {} for {}: {}, at {:.5},{:.5} ±{} m, position {} s old",
+            alarm["kind"].as_str().unwrap_or_default(),
+            alarm["wearer"]["name"].as_str().unwrap_or_default(),
+            alarm["state"].as_str().unwrap_or_default(),
+            p["lat"].as_f64().unwrap_or_default(),
+            p["lon"].as_f64().unwrap_or_default(),
+            p["accuracy_m"],
+            p["age_s"]
+        ),
+    );
+    let detail = api.call(Method::GET, &format!("alarms/{id}"), Some(&sven), None).await?;
+    let trail = detail["trail"].as_array().map_or(0, Vec::len);
+    say(started, &format!("  trail: {trail} fixes; map: {}", detail["map_url"]));
+    api.call(Method::POST, &format!("alarms/{id}/acknowledge"), Some(&sven), None).await?;
+    let here = json!({ "position": { "lat": p["lat"], "lon": p["lon"], "accuracy_m": 6.0 } });
+    api.call(Method::POST, &format!("alarms/{id}/on-site"), Some(&sven), Some(here)).await?;
+    let close = json!({ "outcome": "assisted", "note": "Dagny var på väg till parken, följde henne hem." });
+    api.call(Method::POST, &format!("alarms/{id}/close"), Some(&sven), Some(close)).await?;
+    say(started, "  the closed alarm's timeline:");
+    let events = api.call(Method::GET, &format!("alarms/{id}/events"), Some(&sven), None).await?;
+    for e in events.as_array().into_iter().flatten() {
+        let who = e["actor"]["name"].as_str().unwrap_or("trygg");
+        println!(
+            "          {}  {:<12} {who}  {}",
+            e["at"].as_str().unwrap_or(""),
+            e["kind"].as_str().unwrap_or(""),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
     Ok(())
 }
 

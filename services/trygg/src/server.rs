@@ -67,6 +67,7 @@ impl Server {
             store: store.clone(),
             tokens: Arc::new(Tokens::new(&config.api.jwt_secret, config.api.token_ttl)?),
             zones: Arc::new(ZoneIndexes::default()),
+            live_poll: trygg_api::DEFAULT_LIVE_POLL,
         };
         if let Some(admin) = &config.api.bootstrap_admin {
             admin.ensure(&store).await.context("creating the bootstrap admin")?;

@@ -17,7 +17,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use futures_util::stream::{self, Stream};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -42,8 +42,6 @@ use crate::validate::{Body, Check, Params};
 const DEFAULT_LIMIT: u32 = 100;
 /// Most alarms one list answers.
 const MAX_LIMIT: u32 = 500;
-/// The trail starts this long before the alarm's trigger: where the wearer came from.
-const TRAIL_BEFORE: TimeDelta = TimeDelta::minutes(10);
 /// Most fixes in a trail.
 const TRAIL_MAX: u32 = 500;
 /// Most new fixes a live stream reads per poll.
@@ -336,7 +334,10 @@ pub async fn get(
     let until = a.closed.as_ref().map(|c| c.at);
     let (mut trail, mut last) = (Vec::new(), None);
     if let Some(device) = &a.device {
-        trail = state.store.fixes_since(device, a.trigger_time - TRAIL_BEFORE, TRAIL_MAX).await?;
+        trail = state
+            .store
+            .fixes_since(device, a.trigger_time - trygg_store::alarms::TRAIL_BEFORE, TRAIL_MAX)
+            .await?;
         trail.retain(|f| until.is_none_or(|u| f.fix.time <= u));
         last = match until {
             Some(_) => trail.last().cloned(),
