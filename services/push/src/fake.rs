@@ -30,6 +30,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -133,6 +134,8 @@ struct Shared {
     token_uri: String,
     decoding_key: DecodingKey,
     inner: Mutex<Inner>,
+    /// Every accepted message, as it arrives, for [`FakeFcm::subscribe`].
+    accepted: broadcast::Sender<ReceivedMessage>,
 }
 
 impl Shared {
@@ -178,6 +181,7 @@ impl FakeFcm {
         let shared = Arc::new(Shared {
             token_uri: format!("http://{addr}/token"),
             decoding_key,
+            accepted: broadcast::channel(1024).0,
             inner: Mutex::new(Inner {
                 token_lifetime: DEFAULT_TOKEN_LIFETIME,
                 access_tokens: HashMap::new(),
@@ -243,6 +247,16 @@ impl FakeFcm {
         self.shared.lock().down_until = Some(Instant::now() + duration);
     }
 
+    /// Be up again at once (after [`go_down_for`](Self::go_down_for)).
+    pub fn come_back(&self) {
+        self.shared.lock().down_until = None;
+    }
+
+    /// Each message accepted from now on, as it arrives.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReceivedMessage> {
+        self.shared.accepted.subscribe()
+    }
+
     /// How many times the token endpoint was called.
     pub fn token_requests(&self) -> usize {
         self.shared.lock().token_requests
@@ -261,6 +275,41 @@ impl FakeFcm {
     /// How many messages were accepted with collapse key `key`.
     pub fn count_for_collapse_key(&self, key: &str) -> usize {
         self.shared.lock().messages.iter().filter(|m| m.collapse_key.as_deref() == Some(key)).count()
+    }
+}
+
+/// `trygg fake-fcm`: serves a fake FCM on `listener` until `shutdown`, having written the
+/// matching TEST-ONLY service-account file to `credentials_path` (point
+/// `TRYGG_FCM_CREDENTIALS` at it and `TRYGG_FCM_ENDPOINT` at the address), and prints each
+/// accepted push to stdout as one JSON line, as it arrives.
+pub async fn run_printing(
+    listener: TcpListener,
+    credentials_path: &std::path::Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> io::Result<()> {
+    let fake = FakeFcm::start_on(listener)?;
+    std::fs::write(credentials_path, fake.service_account_json())?;
+    tracing::info!(
+        endpoint = %fake.endpoint(),
+        credentials = %credentials_path.display(),
+        "Fake FCM ready: set TRYGG_FCM_ENDPOINT and TRYGG_FCM_CREDENTIALS to these"
+    );
+    let mut accepted = fake.subscribe();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            received = accepted.recv() => match received {
+                Ok(m) => {
+                    let line = json!({"name": m.name, "token": m.token, "collapse_key": m.collapse_key, "message": m.message});
+                    println!("{line}");
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "Printing fell behind; some pushes were not printed");
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
     }
 }
 
@@ -344,12 +393,11 @@ async fn send(
     let mut inner = shared.lock();
     let name = format!("projects/{TEST_PROJECT_ID}/messages/{}", inner.messages.len() + 1);
     tracing::info!(%name, token = token.as_deref(), collapse_key = collapse_key.as_deref(), "Fake FCM accepted a message");
-    inner.messages.push(ReceivedMessage {
-        name: name.clone(),
-        token,
-        collapse_key,
-        message: message.clone(),
-    });
+    let received = ReceivedMessage { name: name.clone(), token, collapse_key, message: message.clone() };
+    inner.messages.push(received.clone());
+    drop(inner);
+    // Nobody listening is fine: the message is recorded either way.
+    let _ = shared.accepted.send(received);
     Json(json!({"name": name})).into_response()
 }
 

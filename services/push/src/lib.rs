@@ -12,7 +12,9 @@
 //! - [`message`]: the Swedish alarm texts and the FCM message shape, payload limit included.
 //! - [`client`]: one `messages:send` request and the classification of its answer.
 //! - [`backoff`]: exponential backoff with full jitter, `Retry-After` as a floor.
-//! - `fake` (feature `fake`): a local FCM for tests and the demo.
+//! - [`worker`]: the delivery worker: outbox rows to pushes, deadlines to escalations, the
+//!   alarm centre's signed webhook last.
+//! - `fake` (feature `fake`): a local FCM for tests, `trygg fake-fcm` and the demo.
 //!
 //! Google's legacy `/fcm/send` API is shut down and the crates that wrap v1 are dormant or
 //! heavy, so this is a small client on `reqwest` and `jsonwebtoken` (see
@@ -26,9 +28,11 @@ pub mod credentials;
 pub mod fake;
 pub mod message;
 pub mod token;
+pub mod worker;
 
 pub use backoff::Backoff;
 pub use client::{AuthCause, DEFAULT_ENDPOINT, FcmClient, RetryCause, SendOutcome, TokenInvalidCause};
 pub use credentials::{CredentialsError, ServiceAccountKey};
 pub use message::{AlarmKind, AlarmPush, Message, MessageBuilder, MessageError, Position};
 pub use token::{TokenError, TokenProvider};
+pub use worker::{Pass, PushMetrics, Worker, WorkerConfig};

@@ -12,6 +12,9 @@
 //! one transaction that marks its timer done and writes the next step (its outbox rows, its
 //! deadline, its event): two workers firing the same deadline escalate once.
 //!
+//! Every transaction here writes first, so on SQLite it takes the write lock (waiting for a busy
+//! writer) instead of failing to upgrade a read lock while the worker's tasks run side by side.
+//!
 //! Queries are written once in [`impl_outbox!`] and expanded per backend, like the alarms'.
 
 use std::str::FromStr;
@@ -23,7 +26,7 @@ use trygg_core::{AlarmState, TenantId};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::alarms::PushToken;
+use crate::alarms::{NewAlarmEvent, PushToken};
 
 /// How long an unacknowledged critical alarm waits at a step whose wait is not configured (a
 /// wearer without responders, alerted through their team).
@@ -185,6 +188,24 @@ pub trait Outbox: Send + Sync {
     /// brings the step's escalation deadline forward to `now`. True if it did.
     async fn hasten_escalation(&self, alarm: Uuid, step: u32, now: DateTime<Utc>)
     -> Result<bool, StoreError>;
+
+    /// Moves a `raised` alarm to `notified` with its event (the first accepted push). False if
+    /// it was in another state or is not in the tenant.
+    async fn mark_notified(
+        &self,
+        tenant: TenantId,
+        alarm: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Appends a worker event to an alarm of the tenant; false if there is no such alarm. One
+    /// statement: on SQLite it never has to upgrade a read lock, so it waits for a busy writer
+    /// instead of failing.
+    async fn log_event(
+        &self,
+        tenant: TenantId,
+        alarm: Uuid,
+        event: &NewAlarmEvent,
+    ) -> Result<bool, StoreError>;
 
     /// An account's tokens that FCM has not declared dead, newest first.
     async fn active_push_tokens(&self, tenant: TenantId, user: Uuid) -> Result<Vec<PushToken>, StoreError>;
@@ -358,6 +379,60 @@ macro_rules! impl_outbox {
                 .bind(db_id(alarm))
                 .bind(i64::from(step))
                 .bind(db_time(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn mark_notified(
+                &self,
+                tenant: trygg_core::TenantId,
+                alarm: uuid::Uuid,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let changed = sqlx::query(
+                    "update alarms set state = 'notified' where id = $1 and tenant_id = $2 and state = 'raised'",
+                )
+                .bind(db_id(alarm))
+                .bind(db_id(tenant.0))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed == 1 {
+                    let event = $crate::alarms::NewAlarmEvent {
+                        at,
+                        kind: trygg_core::Step::Notify.event().into(),
+                        actor: None,
+                        position: None,
+                        detail: String::new(),
+                    };
+                    event_in(&mut tx, alarm, &event).await?;
+                }
+                tx.commit().await?;
+                Ok(changed == 1)
+            }
+
+            async fn log_event(
+                &self,
+                tenant: trygg_core::TenantId,
+                alarm: uuid::Uuid,
+                e: &$crate::alarms::NewAlarmEvent,
+            ) -> Result<bool, $crate::StoreError> {
+                let done = sqlx::query(
+                    "insert into alarm_events (alarm_id, at, kind, actor, lat, lon, accuracy_m, detail) \
+                     select $1, $2, $3, $4, $5, $6, $7, $8 \
+                     where exists (select 1 from alarms where id = $1 and tenant_id = $9)",
+                )
+                .bind(db_id(alarm))
+                .bind(db_time(e.at))
+                .bind(&e.kind)
+                .bind(e.actor.map(db_id))
+                .bind(e.position.map(|p| p.lat))
+                .bind(e.position.map(|p| p.lon))
+                .bind(e.position.and_then(|p| p.accuracy_m))
+                .bind(&e.detail)
+                .bind(db_id(tenant.0))
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -596,37 +671,29 @@ macro_rules! impl_outbox {
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<$crate::outbox::ReceiptOutcome, $crate::StoreError> {
                 use $crate::outbox::ReceiptOutcome;
-                let mut tx = self.pool.begin().await?;
+                // One statement (see the module docs); a second read says why nothing was added.
+                let added = sqlx::query(
+                    "insert into alarm_events (alarm_id, at, kind, actor, detail) select $1, $2, 'received', $3, '' \
+                     where exists (select 1 from alarms where id = $1 and tenant_id = $4) \
+                     and not exists (select 1 from alarm_events where alarm_id = $1 and kind = 'received' and actor = $3)",
+                )
+                .bind(db_id(alarm))
+                .bind(db_time(at))
+                .bind(db_id(user))
+                .bind(db_id(tenant.0))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if added == 1 {
+                    return Ok(ReceiptOutcome::Recorded);
+                }
                 let exists = sqlx::query("select 1 from alarms where id = $1 and tenant_id = $2")
                     .bind(db_id(alarm))
                     .bind(db_id(tenant.0))
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&self.pool)
                     .await?
                     .is_some();
-                if !exists {
-                    return Ok(ReceiptOutcome::NotFound);
-                }
-                let repeated = sqlx::query(
-                    "select 1 from alarm_events where alarm_id = $1 and kind = 'received' and actor = $2",
-                )
-                .bind(db_id(alarm))
-                .bind(db_id(user))
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-                if repeated {
-                    return Ok(ReceiptOutcome::Repeated);
-                }
-                let event = $crate::alarms::NewAlarmEvent {
-                    at,
-                    kind: "received".into(),
-                    actor: Some(user),
-                    position: None,
-                    detail: String::new(),
-                };
-                event_in(&mut tx, alarm, &event).await?;
-                tx.commit().await?;
-                Ok(ReceiptOutcome::Recorded)
+                Ok(if exists { ReceiptOutcome::Repeated } else { ReceiptOutcome::NotFound })
             }
 
             async fn push_settings(

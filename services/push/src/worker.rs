@@ -1,0 +1,605 @@
+//! The delivery worker: outbox rows become FCM pushes, deadlines become escalations, and the
+//! last step becomes a signed POST to the wearer's alarm centre.
+//!
+//! Everything it does starts from a row it claimed in the database ([`trygg_store::Outbox`]):
+//! a push due now, an escalation or receipt deadline that ran out, an alarm-centre delivery.
+//! It holds no queue and no timer of its own, so a restart (or a second worker, on another
+//! node with PostgreSQL) carries on where it stopped: a claim that was not finished comes back
+//! when its lease runs out, and a finished one is never claimed again.
+//!
+//! Nothing is dropped. A push FCM refuses for good, a recipient without a usable phone, a
+//! broken Firebase setup: each is recorded on the alarm, and when no push of a step got through
+//! the step's escalation deadline is brought forward, so the next responders (and finally the
+//! alarm centre) are alerted instead. Transient failures (429, 5xx, network) are retried with
+//! [`Backoff`], never before FCM's `Retry-After`; escalation does not wait for those retries.
+//!
+//! The engine wakes the worker through [`Worker::waker`] right after it commits an alarm;
+//! otherwise the worker polls.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use trygg_core::AlarmState;
+use trygg_store::{
+    Alarm, EscalateOutcome, Escalation, NewAlarmEvent, OutboxRow, PushToken, Store, Timer, TimerKind,
+};
+
+use crate::Backoff;
+use crate::client::{FcmClient, SendOutcome, parse_retry_after};
+use crate::message::{AlarmPush, Message, MessageBuilder, Position};
+
+/// The header carrying an alarm-centre body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
+pub const SIGNATURE_HEADER: &str = "x-trygg-signature";
+
+/// How the worker paces itself.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How often to look for due rows when nobody wakes the worker.
+    pub poll_interval: Duration,
+    /// How long a claim lasts; an unfinished claim comes back to any worker after it.
+    pub lease: Duration,
+    /// Most outbox rows (and, separately, timers) handled at once.
+    pub batch: u32,
+    /// A critical alarm's pushes of a step not confirmed by an app receipt within this time
+    /// count as undelivered: the next step is alerted.
+    pub receipt_timeout: Duration,
+    /// Tries of one push (or one alarm-centre delivery) before it is given up as failed.
+    pub max_attempts: u32,
+    /// The delay between tries.
+    pub backoff: Backoff,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(250),
+            lease: Duration::from_secs(30),
+            batch: 64,
+            receipt_timeout: Duration::from_secs(30),
+            max_attempts: 30,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The worker's Prometheus metrics.
+#[derive(Debug, Clone, Default)]
+pub struct PushMetrics {
+    sends: Family<OutcomeLabel, Counter>,
+    auth_errors: Counter,
+    pushes_failed: Counter,
+    escalations: Counter,
+    alarm_centre: Family<OutcomeLabel, Counter>,
+}
+
+impl PushMetrics {
+    /// Creates the metrics and registers them (counters get Prometheus' `_total` suffix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "trygg_push_sends",
+            "FCM sends by outcome (delivered, retry, token_invalid, auth_error, permanent)",
+            m.sends.clone(),
+        );
+        registry.register(
+            "trygg_push_auth_errors",
+            "FCM sends refused because our credentials or the Firebase project setup are broken",
+            m.auth_errors.clone(),
+        );
+        registry.register(
+            "trygg_push_failed",
+            "Outbox rows given up (no usable token, refused, out of attempts); escalation takes over",
+            m.pushes_failed.clone(),
+        );
+        registry.register("trygg_push_escalations", "Alarms escalated to a next step", m.escalations.clone());
+        registry.register(
+            "trygg_push_alarm_centre",
+            "Alarm-centre webhook deliveries by outcome (delivered, retry, failed, none)",
+            m.alarm_centre.clone(),
+        );
+        m
+    }
+
+    /// How many sends FCM refused for credential or project-setup reasons.
+    pub fn auth_errors(&self) -> u64 {
+        self.auth_errors.get()
+    }
+}
+
+/// Pushes outbox rows, fires deadlines and alerts alarm centres. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    fcm: Option<FcmClient>,
+    http: reqwest::Client,
+    messages: MessageBuilder,
+    config: WorkerConfig,
+    metrics: PushMetrics,
+    wake: Arc<Notify>,
+}
+
+/// What one pass of the worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Outbox rows handled.
+    pub pushes: usize,
+    /// Timers handled.
+    pub timers: usize,
+}
+
+impl Worker {
+    /// A worker on `store`. Without `fcm` (no credentials configured) push is off: every
+    /// outbox row fails at once and alarms escalate to the alarm centre.
+    pub fn new(
+        store: Arc<dyn Store>,
+        fcm: Option<FcmClient>,
+        http: reqwest::Client,
+        config: WorkerConfig,
+        metrics: PushMetrics,
+    ) -> Self {
+        let inner = Inner {
+            store,
+            fcm,
+            http,
+            messages: MessageBuilder::default(),
+            config,
+            metrics,
+            wake: Arc::new(Notify::new()),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// `notify_one()` on this after committing outbox rows makes the worker look at once.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.inner.wake.clone()
+    }
+
+    /// Runs passes until `shutdown` resolves; a claim in progress then comes back after its lease.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let busy = match self.pass(Utc::now()).await {
+                Ok(pass) => pass.pushes + pass.timers > 0,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "Push worker pass failed; retrying");
+                    false
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.inner.wake.notified(), if !busy => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval), if !busy => {}
+                () = std::future::ready(()), if busy => {}
+            }
+        }
+    }
+
+    /// One pass at `now`: claims the due outbox rows and timers and handles them, concurrently.
+    pub async fn pass(&self, now: DateTime<Utc>) -> anyhow::Result<Pass> {
+        let config = &self.inner.config;
+        let rows = self.inner.store.claim_outbox(now, config.lease, config.batch).await?;
+        let timers = self.inner.store.claim_timers(now, config.lease, config.batch).await?;
+        let pass = Pass { pushes: rows.len(), timers: timers.len() };
+        let mut tasks = JoinSet::new();
+        for row in rows {
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                let id = row.id;
+                inner.deliver(row, now).await.with_context(|| format!("outbox row {id}"))
+            });
+        }
+        for timer in timers {
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                let id = timer.id;
+                inner.fire(timer, now).await.with_context(|| format!("alarm timer {id}"))
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            // The row's lease brings it back; the error is for the operator.
+            if let Err(error) = done? {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "Push worker could not finish a row; it comes back after its lease"
+                );
+            }
+        }
+        Ok(pass)
+    }
+}
+
+/// How the sends of one outbox row went.
+#[derive(Debug, Default)]
+struct RowResult {
+    delivered: usize,
+    /// Some send failed transiently: try the row again.
+    retry: bool,
+    /// The longest `Retry-After` FCM asked for.
+    retry_after: Option<Duration>,
+    last_error: Option<String>,
+}
+
+impl Inner {
+    async fn deliver(&self, row: OutboxRow, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let store = &self.store;
+        let Some(alarm) = store.alarm(row.tenant, row.alarm, None).await? else {
+            store.outbox_failed(row.id, "alarm not found").await?;
+            return Ok(());
+        };
+        if !matches!(alarm.state, AlarmState::Raised | AlarmState::Notified) {
+            // Someone has it: further pushes would only alarm staff for nothing.
+            store.outbox_failed(row.id, &format!("not pushed: the alarm is {}", alarm.state)).await?;
+            return Ok(());
+        }
+        let Some(fcm) = &self.fcm else {
+            return self.give_up(&row, &alarm, "push is off: no FCM credentials configured", true, now).await;
+        };
+        let already = store.outbox_tokens_sent(row.id).await?;
+        let tokens: Vec<PushToken> = store
+            .active_push_tokens(row.tenant, row.recipient)
+            .await?
+            .into_iter()
+            .filter(|t| !already.contains(&t.token))
+            .collect();
+        if tokens.is_empty() && already.is_empty() {
+            return self.give_up(&row, &alarm, "the recipient has no active push token", true, now).await;
+        }
+        let push = self.alarm_push(&alarm).await?;
+        let mut result = RowResult::default();
+        for token in &tokens {
+            let message = match self.message(&push, &token.token, now) {
+                Ok(message) => message,
+                Err(error) => {
+                    let detail = format!("recipient {}, step {}: {error}", row.recipient, row.step);
+                    event(store.as_ref(), &row, "push_failed", detail, now).await?;
+                    result.last_error = Some(error);
+                    continue;
+                }
+            };
+            let outcome = fcm.send(&message).await;
+            self.metrics.sends.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
+            self.record(&row, token, &outcome, &mut result, now).await?;
+        }
+        // A row resumed after a crash may have reached every token already: notify all the same.
+        if result.delivered > 0 || !already.is_empty() {
+            self.notified(&row, &alarm, now).await?;
+        }
+        match result.retry {
+            true if row.attempts + 1 < self.config.max_attempts => {
+                let delay =
+                    self.config.backoff.delay(row.attempts, result.retry_after, &mut rand::thread_rng());
+                let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                let error = result.last_error.unwrap_or_default();
+                store.outbox_retry(row.id, due, &error).await?;
+                tracing::info!(alarm = %row.alarm, attempt = row.attempts + 1, delay_ms = delay.as_millis() as u64, %error, "Push will be retried");
+                Ok(())
+            }
+            _ if result.delivered > 0 || !already.is_empty() => {
+                store.outbox_sent(row.id).await?;
+                Ok(())
+            }
+            _ => {
+                let error = result.last_error.unwrap_or_else(|| "no push could be sent".to_owned());
+                // Each failed send is already on the alarm's log.
+                self.give_up(&row, &alarm, &error, false, now).await
+            }
+        }
+    }
+
+    /// Records one send's outcome on the alarm and on the token.
+    async fn record(
+        &self,
+        row: &OutboxRow,
+        token: &PushToken,
+        outcome: &SendOutcome,
+        result: &mut RowResult,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let store = &self.store;
+        let to = format!("recipient {} ({}), step {}", row.recipient, token.platform, row.step);
+        let (kind, detail) = match outcome {
+            SendOutcome::Delivered { .. } => {
+                store.outbox_token_sent(row.id, &token.token, now).await?;
+                result.delivered += 1;
+                ("push_sent", to)
+            }
+            SendOutcome::Retry { retry_after, detail, .. } => {
+                result.retry = true;
+                result.retry_after = result.retry_after.max(*retry_after);
+                result.last_error = Some(detail.clone());
+                ("push_retry", format!("{to}, attempt {}: {detail}", row.attempts + 1))
+            }
+            SendOutcome::TokenInvalid { cause, detail } => {
+                store.disable_push_token(&token.token, now).await?;
+                tracing::info!(recipient = %row.recipient, ?cause, "Disabled a dead push token");
+                result.last_error = Some(detail.clone());
+                ("push_failed", format!("{to}: token disabled ({cause:?}): {detail}"))
+            }
+            SendOutcome::AuthError { cause, detail } => {
+                self.metrics.auth_errors.inc();
+                tracing::error!(alarm = %row.alarm, ?cause, %detail, "PUSH IS BROKEN: FCM refused our credentials or the Firebase project setup; alarms escalate instead");
+                result.last_error = Some(detail.clone());
+                ("push_failed", format!("{to}: FCM setup error ({cause:?}): {detail}"))
+            }
+            SendOutcome::Permanent { detail, .. } => {
+                result.last_error = Some(detail.clone());
+                ("push_failed", format!("{to}: {detail}"))
+            }
+        };
+        event(store.as_ref(), row, kind, detail, now).await
+    }
+
+    /// The first accepted push of an alarm moves it to `notified`; a critical alarm's step
+    /// gets its receipt deadline.
+    async fn notified(&self, row: &OutboxRow, alarm: &Alarm, now: DateTime<Utc>) -> anyhow::Result<()> {
+        // False when another push of the alarm got there first.
+        if alarm.state == AlarmState::Raised && self.store.mark_notified(row.tenant, row.alarm, now).await? {
+            tracing::debug!(alarm = %row.alarm, "Alarm notified");
+        }
+        if alarm.kind.is_critical() {
+            let due = now
+                + chrono::Duration::from_std(self.config.receipt_timeout).unwrap_or(chrono::Duration::MAX);
+            self.store.add_timer(row.tenant, row.alarm, row.step, TimerKind::Receipt, due).await?;
+        }
+        Ok(())
+    }
+
+    /// The row cannot be pushed: record it (a `push_failed` event if `log_event`), and if no
+    /// push of its step got through, bring the step's escalation forward so the next
+    /// responders are alerted now.
+    async fn give_up(
+        &self,
+        row: &OutboxRow,
+        alarm: &Alarm,
+        error: &str,
+        log_event: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.metrics.pushes_failed.inc();
+        if self.store.outbox_failed(row.id, error).await? {
+            tracing::warn!(alarm = %alarm.id, recipient = %row.recipient, step = row.step, %error, "Push given up; escalation takes over");
+            if log_event {
+                let detail = format!("recipient {}, step {}: {error}", row.recipient, row.step);
+                event(self.store.as_ref(), row, "push_failed", detail, now).await?;
+            }
+            if self.store.hasten_escalation(row.alarm, row.step, now).await? {
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    async fn alarm_push(&self, alarm: &Alarm) -> anyhow::Result<AlarmPush> {
+        let settings = self.store.push_settings(alarm.tenant).await?;
+        let wearer_name = if settings.wearer_name_in_push {
+            self.store.wearer(alarm.tenant, alarm.wearer).await?.map(|w| w.fields.name)
+        } else {
+            None
+        };
+        Ok(AlarmPush {
+            alarm_id: alarm.id.to_string(),
+            kind: alarm.kind.as_str().parse()?,
+            position: alarm.position.map(|(p, time)| Position {
+                lat: p.lat,
+                lon: p.lon,
+                accuracy_m: p.accuracy_m,
+                time,
+            }),
+            push_token: String::new(),
+            wearer_name,
+        })
+    }
+
+    fn message(&self, push: &AlarmPush, token: &str, now: DateTime<Utc>) -> Result<Message, String> {
+        let push = AlarmPush { push_token: token.to_owned(), ..push.clone() };
+        let mut builder = self.messages.clone();
+        builder.include_wearer_name = push.wearer_name.is_some();
+        let built = if push.kind.is_technical() {
+            builder.technical(std::slice::from_ref(&push), now)
+        } else {
+            builder.critical(&push, now)
+        };
+        built.map_err(|e| e.to_string())
+    }
+
+    async fn fire(&self, timer: Timer, now: DateTime<Utc>) -> anyhow::Result<()> {
+        match timer.kind {
+            TimerKind::Escalate | TimerKind::Receipt => self.escalate(timer, now).await,
+            TimerKind::AlarmCentre => self.alarm_centre(timer, now).await,
+        }
+    }
+
+    async fn escalate(&self, timer: Timer, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let store = self.store.as_ref();
+        let Some(alarm) = store.alarm(timer.tenant, timer.alarm, None).await? else {
+            store.timer_failed(timer.id, "alarm not found").await?;
+            return Ok(());
+        };
+        let step = timer.step + 1;
+        let index = usize::try_from(step)?;
+        let next = match trygg_alarms::engine::recipients(store, alarm.tenant, alarm.wearer, index).await? {
+            Some(recipients) => {
+                let plan = store.responders(alarm.tenant, alarm.wearer).await?;
+                let wait = plan
+                    .steps
+                    .get(index)
+                    .map_or(trygg_store::outbox::DEFAULT_ESCALATE_AFTER_SECS, |s| s.escalate_after_secs);
+                Escalation::Responders { step, recipients, escalate_after: Duration::from_secs(wait.into()) }
+            }
+            None => Escalation::AlarmCentre { step },
+        };
+        let outcome = store.escalate(&timer, &next, now).await?;
+        if outcome == EscalateOutcome::Escalated {
+            self.metrics.escalations.inc();
+            tracing::warn!(alarm = %alarm.id, step, reason = timer.kind.as_str(), "Alarm escalated");
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn alarm_centre(&self, timer: Timer, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let store = self.store.as_ref();
+        let Some(alarm) = store.alarm(timer.tenant, timer.alarm, None).await? else {
+            store.timer_failed(timer.id, "alarm not found").await?;
+            return Ok(());
+        };
+        let label = |outcome| OutcomeLabel { outcome };
+        if !matches!(alarm.state, AlarmState::Raised | AlarmState::Notified) {
+            store.timer_done(timer.id).await?;
+            return Ok(());
+        }
+        let url = store.responders(alarm.tenant, alarm.wearer).await?.alarm_centre_url;
+        let secret = store.push_settings(alarm.tenant).await?.alarm_centre_secret;
+        let (url, secret) = match (url, secret) {
+            (Some(url), Some(secret)) => (url, secret),
+            (url, _) => {
+                let why = if url.is_none() {
+                    "no responder step left and no alarm centre configured"
+                } else {
+                    "the tenant has no alarm-centre webhook secret"
+                };
+                self.metrics.alarm_centre.get_or_create(&label("none")).inc();
+                tracing::error!(alarm = %alarm.id, why, "Alarm unacknowledged and nobody left to alert");
+                if store.timer_failed(timer.id, why).await? {
+                    alarm_event(store, &alarm, "escalation_exhausted", why.to_owned(), now).await?;
+                }
+                return Ok(());
+            }
+        };
+        let body = alarm_centre_body(&alarm, timer.step, now);
+        let sent = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, sign(secret.as_bytes(), &body))
+            .body(body)
+            .send()
+            .await;
+        let (retry_after, error) = match sent {
+            Ok(response) if response.status().is_success() => {
+                self.metrics.alarm_centre.get_or_create(&label("delivered")).inc();
+                if store.timer_done(timer.id).await? {
+                    let detail = format!("HTTP {}", response.status().as_u16());
+                    alarm_event(store, &alarm, "alarm_centre_notified", detail, now).await?;
+                }
+                return Ok(());
+            }
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
+                (retryable.then_some(retry_after), format!("HTTP {}", status.as_u16()))
+            }
+            Err(error) => (Some(None), error.to_string()),
+        };
+        match retry_after {
+            Some(retry_after) if timer.attempts + 1 < self.config.max_attempts => {
+                self.metrics.alarm_centre.get_or_create(&label("retry")).inc();
+                let delay = self.config.backoff.delay(timer.attempts, retry_after, &mut rand::thread_rng());
+                let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                store.timer_retry(timer.id, due, &error).await?;
+                let detail = format!("attempt {}: {error}", timer.attempts + 1);
+                alarm_event(store, &alarm, "alarm_centre_retry", detail, now).await?;
+            }
+            _ => {
+                self.metrics.alarm_centre.get_or_create(&label("failed")).inc();
+                tracing::error!(alarm = %alarm.id, %error, "Alarm centre webhook failed for good");
+                if store.timer_failed(timer.id, &error).await? {
+                    alarm_event(store, &alarm, "alarm_centre_failed", error, now).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn event(
+    store: &dyn Store,
+    row: &OutboxRow,
+    kind: &str,
+    detail: String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let event = NewAlarmEvent { at: now, kind: kind.to_owned(), actor: None, position: None, detail };
+    store.log_event(row.tenant, row.alarm, &event).await?;
+    Ok(())
+}
+
+async fn alarm_event(
+    store: &dyn Store,
+    alarm: &Alarm,
+    kind: &str,
+    detail: String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let event = NewAlarmEvent { at: now, kind: kind.to_owned(), actor: None, position: None, detail };
+    store.log_event(alarm.tenant, alarm.id, &event).await?;
+    Ok(())
+}
+
+/// The JSON an alarm centre receives: ids, kind, state, times and the position with its age and
+/// accuracy. No name: the centre looks the wearer up in its own register by `wearer_id`.
+fn alarm_centre_body(alarm: &Alarm, step: u32, now: DateTime<Utc>) -> Vec<u8> {
+    let position = alarm.position.map(|(p, time)| {
+        json!({"lat": p.lat, "lon": p.lon, "accuracy_m": p.accuracy_m, "time": time,
+               "age_s": (now - time).num_seconds().max(0)})
+    });
+    let body = json!({
+        "type": "trygg.alarm.escalated",
+        "alarm_id": alarm.id,
+        "tenant_id": alarm.tenant.0,
+        "wearer_id": alarm.wearer.0,
+        "kind": alarm.kind.as_str(),
+        "critical": alarm.kind.is_critical(),
+        "state": alarm.state.to_string(),
+        "raised_at": alarm.raised_at,
+        "escalation_step": step,
+        "position": position,
+        "sent_at": now,
+    });
+    serde_json::to_vec(&body).expect("JSON values always serialise")
+}
+
+/// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`, as sent in [`SIGNATURE_HEADER`].
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `header` (a [`SIGNATURE_HEADER`] value) is `body`'s signature under `secret`,
+/// compared in constant time. What an alarm centre (or a test) runs on each request.
+pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(signature) = header.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    mac.verify_slice(&signature).is_ok()
+}
