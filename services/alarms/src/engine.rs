@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
@@ -58,6 +58,9 @@ pub struct Engine {
     store: Arc<dyn Store>,
     zones: Arc<ZoneIndexes>,
     states: HashMap<DeviceId, DeviceState>,
+    /// Woken after a commit that raised an alarm: the push worker, so a push does not wait
+    /// for its next poll.
+    raised: Option<Arc<Notify>>,
 }
 
 impl Engine {
@@ -69,7 +72,13 @@ impl Engine {
                 .map_err(|e| EngineError::Corrupt(format!("stored zone state of {}: {e}", row.device)))?;
             states.insert(row.device, state);
         }
-        Ok(Self { store, zones, states })
+        Ok(Self { store, zones, states, raised: None })
+    }
+
+    /// Wakes `waker` after every commit that raised an alarm.
+    pub fn wake_on_raise(mut self, waker: Arc<Notify>) -> Self {
+        self.raised = Some(waker);
+        self
     }
 
     /// Runs one batch of committed data through the engine and stores what it leads to.
@@ -170,6 +179,11 @@ impl Engine {
         let commit = EngineCommit { states, signals };
         let outcomes = self.store.engine_commit(&commit, now).await?;
         self.states.extend(touched);
+        if let Some(waker) = &self.raised
+            && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
+        {
+            waker.notify_one();
+        }
         for (signal, outcome) in commit.signals.iter().zip(&outcomes) {
             if let (Signal::Raise(a), SignalOutcome::Raised(id)) = (signal, outcome) {
                 tracing::info!(alarm = %id, kind = %a.kind, wearer = %a.wearer, recipients = a.recipients.len(), "Alarm raised");

@@ -402,7 +402,7 @@ macro_rules! impl_alarms {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<$crate::alarms::SignalOutcome>, $crate::StoreError> {
                 use $crate::alarms::{Signal, SignalOutcome};
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 for s in &commit.states {
                     sqlx::query(
                         "insert into device_zone_state (device_id, state, last_fix_at, updated_at) \
@@ -560,7 +560,7 @@ macro_rules! impl_alarms {
                     Step::Close(o) => Some(o.as_str()),
                     _ => None,
                 };
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 // Every step binds every parameter; the target state decides which columns change.
                 let sql = format!(
                     "update alarms set state = $1, \
@@ -614,7 +614,7 @@ macro_rules! impl_alarms {
                 id: uuid::Uuid,
                 event: &$crate::alarms::NewAlarmEvent,
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let exists = sqlx::query("select 1 from alarms where id = $1 and tenant_id = $2")
                     .bind(db_id(id))
                     .bind(db_id(tenant.0))

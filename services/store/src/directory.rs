@@ -718,7 +718,7 @@ macro_rules! impl_directory {
                 wearer: trygg_core::WearerId,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 bind_in(&mut tx, tenant, device, wearer, at).await?;
                 tx.commit().await?;
                 Ok(())
@@ -730,7 +730,7 @@ macro_rules! impl_directory {
                 device: &trygg_core::DeviceId,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 unbind_in(&mut tx, tenant, device, at).await?;
                 tx.commit().await?;
                 Ok(())
@@ -743,7 +743,7 @@ macro_rules! impl_directory {
                 new: &trygg_core::DeviceId,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<trygg_core::WearerId, $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let wearer = unbind_in(&mut tx, tenant, old, at).await?;
                 bind_in(&mut tx, tenant, new, wearer, at).await?;
                 tx.commit().await?;
@@ -914,7 +914,7 @@ macro_rules! impl_directory {
                 team: uuid::Uuid,
                 members: &[uuid::Uuid],
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let found = sqlx::query("select 1 from teams where tenant_id = $1 and id = $2")
                     .bind(db_id(tenant.0))
                     .bind(db_id(team))
@@ -942,7 +942,7 @@ macro_rules! impl_directory {
                 wearer: trygg_core::WearerId,
                 plan: &$crate::ResponderPlan,
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let done = sqlx::query("update wearers set alarm_centre_url = $1 where tenant_id = $2 and id = $3")
                     .bind(plan.alarm_centre_url.as_deref())
                     .bind(db_id(tenant.0))

@@ -390,7 +390,7 @@ macro_rules! impl_outbox {
                 alarm: uuid::Uuid,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let changed = sqlx::query(
                     "update alarms set state = 'notified' where id = $1 and tenant_id = $2 and state = 'raised'",
                 )
@@ -565,7 +565,7 @@ macro_rules! impl_outbox {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<$crate::outbox::EscalateOutcome, $crate::StoreError> {
                 use $crate::outbox::{EscalateOutcome, Escalation, TimerKind};
-                let mut tx = self.pool.begin().await?;
+                let mut tx = begin_write(&self.pool).await?;
                 let fired = sqlx::query("update alarm_timers set status = 'done' where id = $1 and status = 'pending'")
                     .bind(timer.id)
                     .execute(&mut *tx)

@@ -66,7 +66,7 @@ impl Store for PgStore {
     }
 
     async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "insert into devices (id, tenant_id, wearer_id, protocol, token_hash) values ($1, $2, $3, $4, $5)",
         )
@@ -102,7 +102,7 @@ impl Store for PgStore {
     }
 
     async fn insert_fixes(&self, batches: &[FixBatch]) -> Result<Vec<u64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let mut inserted = Vec::with_capacity(batches.len());
         for batch in batches {
             let mut n = 0;
@@ -128,7 +128,7 @@ impl Store for PgStore {
     }
 
     async fn insert_device_alarm(&self, alarm: &NewDeviceAlarm) -> Result<AlarmInsert, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         if let Some(fix) = &alarm.fix {
             insert_fix_rows(&mut tx, &alarm.device, alarm.received_at, std::slice::from_ref(fix)).await?;
         }
@@ -222,6 +222,11 @@ async fn record_binding(
     .await
     .map_err(conflict("device binding"))?;
     Ok(())
+}
+
+/// Starts a transaction; row locks and `for update skip locked` do the rest on PostgreSQL.
+async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin().await
 }
 
 // Value conversions for the shared queries of `directory`: native uuid and timestamptz.

@@ -107,7 +107,7 @@ impl Store for SqliteStore {
     }
 
     async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "insert into devices (id, tenant_id, wearer_id, protocol, token_hash, created_ms) \
              values (?, ?, ?, ?, ?, ?)",
@@ -148,7 +148,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_fixes(&self, batches: &[FixBatch]) -> Result<Vec<u64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let mut inserted = Vec::with_capacity(batches.len());
         for batch in batches {
             let mut n = 0;
@@ -174,7 +174,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_device_alarm(&self, alarm: &NewDeviceAlarm) -> Result<AlarmInsert, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         if let Some(fix) = &alarm.fix {
             insert_fix_rows(&mut tx, &alarm.device, alarm.received_at, std::slice::from_ref(fix)).await?;
         }
@@ -269,6 +269,14 @@ async fn record_binding(
     .await
     .map_err(conflict("device binding"))?;
     Ok(())
+}
+
+/// Starts a transaction holding the write lock from its first statement (`BEGIN IMMEDIATE`).
+/// Every transaction here writes; a deferred one that reads first cannot take the write lock
+/// once another connection has committed since (SQLite answers busy at once, without waiting
+/// for the busy timeout), so it would fail under concurrent writers instead of queueing.
+async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
 }
 
 // Value conversions for the shared queries of `directory`: uuids as text, times as ms.

@@ -45,6 +45,15 @@ enum Command {
         #[arg(long)]
         fixes: PathBuf,
     },
+    /// Run a local fake of FCM that prints each push it receives (try push without Google).
+    FakeFcm {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8765")]
+        bind: std::net::SocketAddr,
+        /// Where to write the matching TEST-ONLY service-account file for TRYGG_FCM_CREDENTIALS.
+        #[arg(long, default_value = "fake-fcm-service-account.json")]
+        credentials_out: PathBuf,
+    },
     /// Manage tenants (municipalities).
     Tenant {
         #[command(subcommand)]
@@ -166,6 +175,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("migrations applied");
         }
         Command::Demo(args) => crate::demo::run(args).await?,
+        Command::FakeFcm { bind, credentials_out } => {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("binding the fake FCM on {bind}"))?;
+            // The first line says where to point trygg; then one JSON line per push received.
+            println!(
+                "fake FCM listening on http://{}: TRYGG_FCM_ENDPOINT=http://{0} TRYGG_FCM_CREDENTIALS={}",
+                listener.local_addr()?,
+                credentials_out.display()
+            );
+            std::io::stdout().flush()?;
+            trygg_push::fake::run_printing(listener, &credentials_out, shutdown_signal())
+                .await
+                .with_context(|| {
+                    format!("running the fake FCM (credentials file {})", credentials_out.display())
+                })?;
+        }
         Command::Replay { zones, fixes } => return replay(&zones, &fixes),
         Command::Tenant { command: TenantCommand::Create { db, name } } => {
             let store = open(&db).await?;

@@ -79,6 +79,50 @@ pub struct ServeArgs {
     pub drain_timeout_secs: u64,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+/// Push to staff phones over FCM HTTP v1.
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// The Firebase project's service-account key (JSON). Without it push is off: alarms are
+    /// still raised, listed and escalated (to the alarm centre webhook), but no phone is pushed.
+    #[arg(long, env = "TRYGG_FCM_CREDENTIALS")]
+    pub fcm_credentials: Option<std::path::PathBuf>,
+    /// Base URL of FCM; set it to a `trygg fake-fcm` to try push without Google.
+    #[arg(long, env = "TRYGG_FCM_ENDPOINT", default_value = trygg_push::DEFAULT_ENDPOINT)]
+    pub fcm_endpoint: String,
+}
+
+/// Checked push settings.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The service account, or `None`: push is off.
+    pub key: Option<trygg_push::ServiceAccountKey>,
+    /// FCM's base URL.
+    pub endpoint: String,
+}
+
+impl PushArgs {
+    /// Reads and checks the key file, if one is configured.
+    pub fn config(&self) -> Result<PushConfig, ConfigError> {
+        let key = self
+            .fcm_credentials
+            .as_ref()
+            .map(|path| {
+                trygg_push::ServiceAccountKey::from_file(path)
+                    .map_err(|e| ConfigError(format!("TRYGG_FCM_CREDENTIALS: {e}")))
+            })
+            .transpose()?;
+        if !(self.fcm_endpoint.starts_with("https://") || self.fcm_endpoint.starts_with("http://")) {
+            return Err(ConfigError(format!(
+                "TRYGG_FCM_ENDPOINT {:?} is not an http(s) URL",
+                self.fcm_endpoint
+            )));
+        }
+        Ok(PushConfig { key, endpoint: self.fcm_endpoint.clone() })
+    }
 }
 
 /// Settings of the caseworker/staff API: token signing, the first admin, the purge job.
@@ -193,6 +237,8 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// The caseworker/staff API.
     pub api: ApiConfig,
+    /// Push to staff phones.
+    pub push: PushConfig,
 }
 
 impl ServeArgs {
@@ -223,6 +269,7 @@ impl ServeArgs {
             },
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             api: self.api.config()?,
+            push: self.push.config()?,
         })
     }
 }

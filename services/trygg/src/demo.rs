@@ -17,9 +17,10 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 use trygg_core::{DeviceId, FixPolicy, TenantId};
 use trygg_ingest::{CommitConfig, Limits};
+use trygg_push::fake::FakeFcm;
 use trygg_store::{AlarmFilter, ConnectOptions, NewDevice, Protocol, Store, token};
 
-use crate::config::{ApiConfig, ServeConfig};
+use crate::config::{ApiConfig, PushConfig, ServeConfig};
 use crate::server::Server;
 
 /// `trygg demo` settings.
@@ -52,6 +53,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let store = trygg_store::connect(&url, &ConnectOptions::default()).await?;
     let (tenant, watches) = seed(store.as_ref(), started).await?;
+    let fcm = FakeFcm::start().await.context("starting the fake FCM")?;
+    say(started, &format!("fake FCM listening on {} (pushes to staff phones go there)", fcm.endpoint()));
+    let mut pushes = fcm.subscribe();
+    tokio::spawn(async move {
+        while let Ok(m) = pushes.recv().await {
+            let data = &m.message["data"];
+            say(
+                started,
+                &format!(
+                    "  FCM ← push to {}: {} alarm {} ({})",
+                    m.token.as_deref().unwrap_or("-"),
+                    data["kind"].as_str().unwrap_or("?"),
+                    m.collapse_key.as_deref().unwrap_or("-"),
+                    m.message["android"]["priority"].as_str().unwrap_or("")
+                ),
+            );
+        }
+    });
     let admin_password = token::generate();
 
     let config = ServeConfig {
@@ -69,6 +88,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bootstrap_admin: Some(format!("{DEMO_ADMIN}:{admin_password}").parse()?),
             purge_interval: Duration::from_secs(3600),
         },
+        push: PushConfig { key: Some(fcm.service_account()), endpoint: fcm.endpoint() },
     };
     let server = Server::build(config).await?;
     let base = format!("http://{}", server.local_addr());

@@ -1,6 +1,6 @@
-//! One process with every part: store, group committer, ingest routes, the alarm engine, the
-//! caseworker/staff API, health and metrics, and the maintenance task (fix retention, zone index
-//! refresh).
+//! One process with every part: store, group committer, ingest routes, the alarm engine, the push
+//! worker, the caseworker/staff API, health and metrics, and the maintenance task (fix
+//! retention, zone index refresh).
 //!
 //! [`Server::build`] connects the database (applying migrations) and binds the listener before
 //! returning, so a caller that asked for port 0 can read the real port back and a bad address
@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use trygg_alarms::Engine;
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_ingest::{FixCommitter, Ingest, IngestMetrics};
+use trygg_push::{FcmClient, PushMetrics, Worker, WorkerConfig};
 use trygg_store::Store;
 
 use crate::config::{ServeConfig, redact};
@@ -38,6 +39,7 @@ pub struct Server {
     store: Arc<dyn Store>,
     committer: JoinHandle<()>,
     engine: JoinHandle<()>,
+    push: Worker,
     api: ApiState,
     config: ServeConfig,
 }
@@ -46,6 +48,8 @@ pub struct Server {
 struct Ops {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
+    /// Whether FCM credentials are configured (shown in `/readyz`).
+    push_on: bool,
 }
 
 /// Commits queued for the alarm engine before ingest stops handing them over (the engine then
@@ -73,13 +77,31 @@ impl Server {
             admin.ensure(&store).await.context("creating the bootstrap admin")?;
         }
         api.zones.rebuild_all(store.as_ref()).await.context("loading the zone indexes")?;
+        let mut registry = Registry::default();
+        let metrics = IngestMetrics::register(&mut registry);
+        let push_on = config.push.key.is_some();
+        let fcm = match &config.push.key {
+            Some(key) => Some(FcmClient::from_key(key.clone(), &config.push.endpoint)?),
+            None => {
+                tracing::warn!(
+                    "Push is off: TRYGG_FCM_CREDENTIALS is not set; alarms escalate to the alarm centre"
+                );
+                None
+            }
+        };
+        let push = Worker::new(
+            store.clone(),
+            fcm,
+            trygg_push::client::http_client()?,
+            WorkerConfig::default(),
+            PushMetrics::register(&mut registry),
+        );
         let (sink, engine) = Engine::load(store.clone(), api.zones.clone())
             .await
             .context("loading the alarm engine's zone states")?
+            .wake_on_raise(push.waker())
             .spawn(ENGINE_QUEUE);
 
-        let mut registry = Registry::default();
-        let metrics = IngestMetrics::register(&mut registry);
         let (committer_handle, committer) =
             FixCommitter::start(store.clone(), config.commit, metrics.clone());
         let ingest = Ingest {
@@ -90,7 +112,7 @@ impl Server {
             limits: config.limits,
             policy: config.policy,
         };
-        let ops = Ops { store: store.clone(), registry: Arc::new(registry) };
+        let ops = Ops { store: store.clone(), registry: Arc::new(registry), push_on };
         let app = Router::new()
             .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
             .route("/readyz", get(readyz))
@@ -101,7 +123,7 @@ impl Server {
             .fallback(|| async {
                 (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
             });
-        Ok(Self { listener, app, store, committer, engine, api, config })
+        Ok(Self { listener, app, store, committer, engine, push, api, config })
     }
 
     /// The address actually bound.
@@ -111,8 +133,12 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains and closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, app, store, committer, engine, api, config } = self;
+        let Self { listener, app, store, committer, engine, push, api, config } = self;
         let maintenance = tokio::spawn(maintain(api, config.api.purge_interval));
+        let (stop_push, push_stopped) = tokio::sync::oneshot::channel::<()>();
+        let pusher = tokio::spawn(push.run(async {
+            let _ = push_stopped.await;
+        }));
         tracing::info!(
             http = %listener.local_addr()?,
             database = %redact(&config.database_url),
@@ -144,6 +170,11 @@ impl Server {
             tracing::warn!(
                 "Alarm engine did not finish in time; it resumes from the database at the next start"
             );
+        }
+        // Unsent pushes stay in the outbox; their claims lapse and the next start sends them.
+        let _ = stop_push.send(());
+        if tokio::time::timeout(drain_timeout, pusher).await.is_err() {
+            tracing::warn!("Push worker did not stop in time; unsent pushes go out at the next start");
         }
         maintenance.abort();
         store.close().await;
@@ -190,16 +221,19 @@ pub async fn shutdown_signal() {
 
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), ops.store.ping()).await;
-    match ping {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok" }))),
+    // Push being off does not make trygg unready (alarms still reach staff lists and the alarm
+    // centre), but it is said here so an operator sees it.
+    let push = if ops.push_on { "on" } else { "off: TRYGG_FCM_CREDENTIALS not set" };
+    let (status, database) = match ping {
+        Ok(Ok(())) => (StatusCode::OK, "ok"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "Readiness check: database failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "database": "error" })))
+            (StatusCode::SERVICE_UNAVAILABLE, "error")
         }
-        Err(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "database": "timeout" })))
-        }
-    }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+    };
+    let ready = if status == StatusCode::OK { "ready" } else { "unavailable" };
+    (status, Json(json!({ "status": ready, "database": database, "push": push })))
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {

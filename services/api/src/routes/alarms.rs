@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, Stream};
@@ -25,8 +26,8 @@ use serde_json::json;
 use trygg_alarms::report;
 use trygg_core::{AlarmKind, AlarmState, DeviceId, Outcome, Step, TenantId, WearerId};
 use trygg_store::{
-    AccessEntry, Alarm, AlarmFilter, Position, Role, Stamp, StepOutcome, StepRequest, Store, StoreError,
-    StoredFix,
+    AccessEntry, Alarm, AlarmFilter, Position, ReceiptOutcome, Role, Stamp, StepOutcome, StepRequest, Store,
+    StoreError, StoredFix,
 };
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -423,6 +424,25 @@ pub async fn events(
             })
             .collect(),
     ))
+}
+
+/// The phone confirms that the push for this alarm arrived (a 200 from FCM means only
+/// accepted). A critical alarm whose pushes nobody confirms in time escalates as undelivered.
+/// Confirming twice is harmless.
+#[utoipa::path(post, path = "/api/v1/alarms/{id}/received", tag = "alarms", params(("id" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 204), (status = 404)))]
+#[tracing::instrument(skip_all)]
+pub async fn received(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant_for(READERS)?;
+    let a = visible(&state, &caller, tenant, &id).await?;
+    match state.store.record_receipt(tenant, a.id, caller.user, Utc::now()).await? {
+        ReceiptOutcome::Recorded | ReceiptOutcome::Repeated => Ok(StatusCode::NO_CONTENT),
+        ReceiptOutcome::NotFound => Err(ApiError::NotFound("alarm")),
+    }
 }
 
 /// A body that may be left out: no body (or only whitespace) reads as `T::default()`, anything

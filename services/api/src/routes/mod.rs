@@ -67,6 +67,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(alarms::acknowledge))
         .routes(routes!(alarms::on_site))
         .routes(routes!(alarms::close))
+        .routes(routes!(alarms::received))
         .routes(routes!(alarms::live))
         .routes(routes!(push_tokens::register, push_tokens::list))
         .routes(routes!(push_tokens::delete))
