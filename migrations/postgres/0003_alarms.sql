@@ -90,5 +90,8 @@ create table device_zone_state (
 -- Which alarm a device alarm became (null: not yet handled by the engine).
 alter table device_alarms add column handled_at timestamptz;
 alter table device_alarms add column alarm_id uuid references alarms (id);
+-- Device alarms stored before the engine existed were seen in the logs then: handled, so the
+-- first start after this migration does not raise them all as new alarms.
+update device_alarms set handled_at = received_at;
 
 alter table tenant_settings add column on_site_limit_secs bigint not null default 3600;

@@ -41,7 +41,8 @@ use crate::{EngineError, ZoneIndexes};
 const MAX_BATCH: usize = 1024;
 /// How long after a failure the engine tries again from the database.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// How far back recovery looks for fixes the engine has not evaluated.
+/// How far back recovery looks for fixes of devices the engine has never evaluated (devices
+/// with a stored zone state are caught up from it, however long ago that was).
 const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
 
 /// The fixes of one device in a batch.

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
-use trygg_core::{AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, FixSource, TenantId, WearerId};
+use trygg_core::{
+    AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome, Step, TenantId, WearerId,
+};
 use trygg_ingest::Committed;
 use trygg_store::{
     AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
-    Role, SignalOutcome, Store, WearerFields, ZoneFields, on_both_backends,
+    Role, SignalOutcome, StepOutcome, StepRequest, Store, WearerFields, ZoneFields, on_both_backends,
 };
 use uuid::Uuid;
 
@@ -310,12 +312,28 @@ async fn a_restart_recovers_unevaluated_fixes_and_pending_device_alarms_without_
     assert_eq!(raised(&out).len(), 2, "the SOS and the exit: {out:?}");
     let kinds: Vec<AlarmKind> = s.all_alarms().await.iter().map(|a| a.kind).collect();
     assert!(kinds.contains(&AlarmKind::Sos) && kinds.contains(&AlarmKind::ZoneExit), "{kinds:?}");
-    // Another restart finds nothing left to do, and the zone state came back from the database:
-    // the next fix outside does not raise the exit again.
+    // Staff close the exit alarm. Another restart finds nothing left to do, and the zone state
+    // came back from the database: more fixes outside do not raise the exit again (with a lost
+    // state, two fixes outside would confirm a new exit and raise a new alarm).
+    let exit = s.all_alarms().await.into_iter().find(|a| a.kind == AlarmKind::ZoneExit).unwrap();
+    for step in [Step::Acknowledge, Step::Close(Outcome::Assisted)] {
+        let req = StepRequest {
+            step,
+            actor: Some(s.staff[0]),
+            at: Utc::now(),
+            position: None,
+            note: String::new(),
+        };
+        assert!(matches!(
+            s.store.step_alarm(s.tenant, exit.id, &req).await.unwrap(),
+            Some(StepOutcome::Done(_))
+        ));
+    }
     let mut engine = s.engine().await;
     assert!(engine.recover(Utc::now()).await.unwrap().is_empty());
-    let out = engine.process(vec![s.commit_fixes(&[s.fix(4, 450.0)]).await], Utc::now()).await.unwrap();
-    assert!(raised(&out).is_empty(), "{out:?}");
+    let outside = [s.fix(4, 450.0), s.fix(5, 500.0), s.fix(6, 550.0)];
+    let out = engine.process(vec![s.commit_fixes(&outside).await], Utc::now()).await.unwrap();
+    assert!(out.is_empty(), "{out:?}");
     assert_eq!(s.all_alarms().await.len(), 2);
 }
 

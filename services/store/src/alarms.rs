@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::{StoreError, StoredFix};
 
-/// How far before an alarm's trigger its trail starts. Fixes in the trail (through the alarm's
-/// close) are kept past the retention period, with the alarm.
+/// How far before an alarm's trigger its trail starts. Fixes in a critical alarm's trail
+/// (through the alarm's close) are kept past the retention period, with the alarm.
 pub const TRAIL_BEFORE: chrono::Duration = chrono::Duration::minutes(10);
 
 /// A position attached to an alarm or an event.
@@ -277,8 +277,9 @@ pub trait Alarms: Send + Sync {
     ) -> Result<Vec<SignalOutcome>, StoreError>;
     /// Every device's stored zone state (the engine loads them at start).
     async fn zone_states(&self) -> Result<Vec<ZoneStateRow>, StoreError>;
-    /// Fixes received at or after `since` that the engine has not evaluated (newer than the
-    /// device's `last_fix_at`, or of a device without state), by device and time.
+    /// Fixes the engine has not evaluated, by device and time: every fix newer than its
+    /// device's stored `last_fix_at`, and for devices without a stored state the fixes received
+    /// at or after `since`.
     async fn unevaluated_fixes(&self, since: DateTime<Utc>) -> Result<Vec<(DeviceId, Fix)>, StoreError>;
     /// Device alarms not handled by the engine yet, oldest first.
     async fn pending_device_alarms(&self) -> Result<Vec<PendingDeviceAlarm>, StoreError>;
@@ -472,11 +473,15 @@ macro_rules! impl_alarms {
                 &self,
                 since: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<(trygg_core::DeviceId, trygg_core::Fix)>, $crate::StoreError> {
+                // Devices with a stored state: every later fix, however old (an index range per
+                // device). Devices without: fixes received since `since`.
                 let rows = sqlx::query(concat!(
-                    "select f.device_id, ", $fix_columns, " from fixes f \
-                     left join device_zone_state s on s.device_id = f.device_id \
-                     where f.", $fix_received, " >= $1 and (s.last_fix_at is null or f.", $fix_time, " > s.last_fix_at) \
-                     order by f.device_id, f.", $fix_time
+                    "select f.device_id, ", $fix_columns, " from device_zone_state s \
+                     join fixes f on f.device_id = s.device_id and f.", $fix_time, " > s.last_fix_at \
+                     union all \
+                     select f.device_id, ", $fix_columns, " from fixes f where f.", $fix_received, " >= $1 \
+                     and not exists (select 1 from device_zone_state s where s.device_id = f.device_id) \
+                     order by 1, 2"
                 ))
                 .bind(db_time(since))
                 .fetch_all(&self.pool)

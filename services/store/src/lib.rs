@@ -247,8 +247,9 @@ pub trait Store: Directory + Alarms + Outbox + Debug + Send + Sync + 'static {
     async fn device_alarms(&self, device: &DeviceId) -> Result<Vec<StoredDeviceAlarm>, StoreError>;
 
     /// Deletes fixes older than their tenant's retention (`default_retention_days` for a tenant
-    /// without settings) at `now`, except fixes attached to a device alarm and fixes in an
-    /// alarm's trail ([`alarms::TRAIL_BEFORE`] its trigger until it closes). Returns how many.
+    /// without settings) at `now`, except fixes attached to a device alarm and fixes in a
+    /// critical alarm's trail ([`alarms::TRAIL_BEFORE`] its trigger until it closes; technical
+    /// alerts keep no trail). Returns how many.
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError>;
 
     /// Waits for in-flight work and closes the connections.

@@ -189,7 +189,7 @@ impl Store for PgStore {
             "delete from fixes f where f.time < $1 - make_interval(days => coalesce((select s.fix_retention_days \
              from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = f.device_id), $2)::int) \
              and not exists (select 1 from device_alarms a where a.device_id = f.device_id and a.fix_time = f.time) \
-             and not exists (select 1 from alarms al where al.device_id = f.device_id \
+             and not exists (select 1 from alarms al where al.device_id = f.device_id and al.kind in ('sos', 'fall', 'zone_exit', 'zone_enter', 'watch_removed') \
              and f.time >= al.trigger_time - make_interval(secs => $3) and (al.closed_at is null or f.time <= al.closed_at))",
         )
         .bind(now)

@@ -236,7 +236,7 @@ impl Store for SqliteStore {
              from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = fixes.device_id), ?2) \
              and not exists (select 1 from device_alarms a \
              where a.device_id = fixes.device_id and a.fix_time_ms = fixes.time_ms) \
-             and not exists (select 1 from alarms al where al.device_id = fixes.device_id \
+             and not exists (select 1 from alarms al where al.device_id = fixes.device_id and al.kind in ('sos', 'fall', 'zone_exit', 'zone_enter', 'watch_removed') \
              and fixes.time_ms >= al.trigger_time - ?3 and (al.closed_at is null or fixes.time_ms <= al.closed_at))",
         )
         .bind(ms(now))
