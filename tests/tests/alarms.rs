@@ -1,7 +1,9 @@
-//! The whole alarm chain through the real binary, on SQLite and PostgreSQL: a caseworker sets up
-//! a wearer with consent and a zone, the watch walks out of it, the team's staff see the alarm
-//! with its position, follow the live stream, acknowledge, mark on site and close it, and the
-//! events and the report show it. Then an SOS survives a SIGKILL without being raised twice.
+//! The whole alarm chain through the real binary, on SQLite and PostgreSQL, with pushes going to
+//! a fake FCM: a caseworker sets up a wearer with consent and a zone, the watch walks out of it,
+//! both phones of the team get the push, staff see the alarm with its position, follow the live
+//! stream, acknowledge, mark on site and close it, and the events and the report show it. An
+//! unacknowledged alarm escalates to the next responder step through an FCM outage, and an SOS
+//! survives a SIGKILL without being raised twice.
 
 mod common;
 
@@ -11,6 +13,7 @@ use chrono::{TimeDelta, Utc};
 use common::{ADMIN, Client, Trygg};
 use reqwest::Method;
 use serde_json::{Value, json};
+use trygg_push::fake::FakeFcm;
 use trygg_store::testing::TestDb;
 
 /// Skövde centrum: the wearer's home, centre of her zone.
@@ -20,9 +23,25 @@ const HOME: (f64, f64) = (58.3903, 13.8462);
 struct World {
     cw: String,
     sven: String,
+    maja: String,
     olle: String,
     lisa: String,
     device_token: String,
+    wearer: String,
+    sven_id: Value,
+    team: Value,
+}
+
+/// The phones of Sven and Maja, the two members of Dagny's team.
+const PHONES: [&str; 2] = ["sven-phone-token", "maja-phone-token"];
+
+/// Starts `trygg serve` on `db` pushing to `fcm`, its service account written into `dir`.
+fn start(db: &TestDb, fcm: &FakeFcm, dir: &tempfile::TempDir) -> Client {
+    let key = dir.path().join("fcm.json");
+    std::fs::write(&key, fcm.service_account_json()).unwrap();
+    let (key, endpoint) = (key.display().to_string(), fcm.endpoint());
+    let args = ["--bootstrap-admin", ADMIN, "--fcm-credentials", &key, "--fcm-endpoint", &endpoint];
+    Client { http: reqwest::Client::new(), server: Trygg::start(db.url(), &args) }
 }
 
 async fn set_up(c: &Client) -> World {
@@ -33,6 +52,9 @@ async fn set_up(c: &Client) -> World {
     c.ok(Method::POST, "users", &admin, Some(user("hanna@skovde.test", "caseworker", &tenant))).await;
     let sven =
         c.ok(Method::POST, "users", &admin, Some(user("sven@skovde.test", "staff", &tenant))).await["id"]
+            .clone();
+    let maja =
+        c.ok(Method::POST, "users", &admin, Some(user("maja@skovde.test", "staff", &tenant))).await["id"]
             .clone();
     c.ok(Method::POST, "users", &admin, Some(user("olle@skovde.test", "staff", &tenant))).await;
     c.ok(Method::POST, "users", &admin, Some(user("lisa@lerum.test", "staff", &other))).await;
@@ -56,7 +78,7 @@ async fn set_up(c: &Client) -> World {
     let team =
         c.ok(Method::POST, "teams", &cw, Some(json!({ "name": "Hemtjänst Norr" }))).await["id"].clone();
     let members = format!("teams/{}/members", team.as_str().unwrap());
-    c.ok(Method::PUT, &members, &cw, Some(json!({ "members": [sven] }))).await;
+    c.ok(Method::PUT, &members, &cw, Some(json!({ "members": [sven, maja] }))).await;
     c.ok(
         Method::PUT,
         &format!("wearers/{id}"),
@@ -64,12 +86,24 @@ async fn set_up(c: &Client) -> World {
         Some(json!({ "name": "Dagny", "note": "Portkod 4711", "team": team })),
     )
     .await;
+    let (sven_token, maja_token) = (
+        c.login("sven@skovde.test", "a long password").await,
+        c.login("maja@skovde.test", "a long password").await,
+    );
+    for (token, phone) in [(&sven_token, PHONES[0]), (&maja_token, PHONES[1])] {
+        c.ok(Method::POST, "push-tokens", token, Some(json!({ "token": phone, "platform": "android" })))
+            .await;
+    }
     World {
         cw,
-        sven: c.login("sven@skovde.test", "a long password").await,
+        sven: sven_token,
+        maja: maja_token,
         olle: c.login("olle@skovde.test", "a long password").await,
         lisa: c.login("lisa@lerum.test", "a long password").await,
         device_token: device["token"].as_str().unwrap().to_owned(),
+        wearer: id,
+        sven_id: sven,
+        team,
     }
 }
 
@@ -138,11 +172,31 @@ impl Events {
     }
 }
 
-async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
-    let c = Client {
-        http: reqwest::Client::new(),
-        server: Trygg::start(db.url(), &["--bootstrap-admin", ADMIN]),
+/// The kinds of an alarm's events, leaving out those of push delivery.
+async fn lifecycle(c: &Client, token: &str, id: &str) -> Vec<String> {
+    let events = c.ok(Method::GET, &format!("alarms/{id}/events"), token, None).await;
+    let kinds = events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned());
+    kinds.filter(|k| !k.starts_with("push_")).collect()
+}
+
+/// Waits until the fake FCM has accepted `n` pushes for `alarm` to `phone`.
+async fn wait_for_pushes(fcm: &FakeFcm, alarm: &str, phone: &str, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    let count = || {
+        fcm.messages()
+            .iter()
+            .filter(|m| m.collapse_key.as_deref() == Some(alarm) && m.token.as_deref() == Some(phone))
+            .count()
     };
+    while count() < n {
+        assert!(Instant::now() < deadline, "{phone} got {} of {n} pushes for {alarm}", count());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
+    let (fcm, dir) = (FakeFcm::start().await.unwrap(), tempfile::tempdir().unwrap());
+    let c = start(&db, &fcm, &dir);
     let w = set_up(&c).await;
 
     // Dagny walks out of her zone: home, then 300 m and 400 m north.
@@ -150,12 +204,22 @@ async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
     post_device(&c, &w.device_token, "positions", json!({ "device": "dagny-watch", "fixes": walk })).await;
     let alarm = wait_for_alarm(&c, &w.sven, "zone_exit").await;
     let id = alarm["id"].as_str().unwrap().to_owned();
-    assert_eq!(alarm["state"], "raised");
+    assert!(alarm["state"] == "raised" || alarm["state"] == "notified", "{alarm}");
     assert_eq!(alarm["wearer"]["name"], "Dagny");
     let position = &alarm["position"];
     assert!((position["lat"].as_f64().unwrap() - (HOME.0 + 400.0 / 111_320.0)).abs() < 1e-9, "{alarm}");
     assert_eq!(position["accuracy_m"], 8.0);
     assert!(position["age_s"].as_f64().unwrap() >= 59.0, "the age of the fix, not of the alarm: {alarm}");
+
+    // Both phones of the team get one high-priority push, keyed by the alarm, without her name.
+    for phone in PHONES {
+        wait_for_pushes(&fcm, &id, phone, 1, Duration::from_secs(10)).await;
+    }
+    let push = fcm.messages().into_iter().find(|m| m.collapse_key.as_deref() == Some(id.as_str())).unwrap();
+    assert_eq!(push.message["android"]["priority"], "HIGH", "{}", push.message);
+    assert!(!push.message.to_string().contains("Dagny"), "no personal data in the push: {}", push.message);
+    let (status, _) = c.call(Method::POST, &format!("alarms/{id}/received"), Some(&w.maja), None).await;
+    assert_eq!(status, 204, "the phone confirms the push arrived");
 
     // Olle is not on Dagny's team, Lisa is in another municipality: neither sees it.
     assert_eq!(c.ok(Method::GET, "alarms", &w.olle, None).await, json!([]));
@@ -211,9 +275,15 @@ async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
     assert_eq!(name, "closed");
     assert!(live.next().await.is_none(), "the stream ends with the alarm");
 
-    let events = c.ok(Method::GET, &format!("alarms/{id}/events"), &w.sven, None).await;
-    let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["raised", "acknowledged", "on_site", "closed"], "{events}");
+    let kinds = lifecycle(&c, &w.sven, &id).await;
+    assert_eq!(kinds, ["raised", "notified", "received", "acknowledged", "on_site", "closed"]);
+    for phone in PHONES {
+        assert_eq!(
+            fcm.count_for_token(phone),
+            1,
+            "one push per phone, no escalation after the acknowledgement"
+        );
+    }
 
     let report = c.ok(Method::GET, "reports/alarms", &w.cw, None).await;
     assert_eq!(report["total"], 1, "{report}");
@@ -225,55 +295,94 @@ async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
 }
 
 async fn an_open_sos_survives_a_kill_and_its_repeat_joins_it(db: TestDb) {
-    let c = Client {
-        http: reqwest::Client::new(),
-        server: Trygg::start(db.url(), &["--bootstrap-admin", ADMIN]),
-    };
+    let (fcm, dir) = (FakeFcm::start().await.unwrap(), tempfile::tempdir().unwrap());
+    let c = start(&db, &fcm, &dir);
     let w = set_up(&c).await;
     let sos = |secs_ago: i64| json!({ "device": "dagny-watch", "kind": "sos", "time": (Utc::now() - TimeDelta::seconds(secs_ago)).to_rfc3339(), "fix": fix(secs_ago, 0.0) });
     let first = sos(30);
+    // Killed right after the watch got its acknowledgement: the engine may not have run yet.
     post_device(&c, &w.device_token, "alarms", first.clone()).await;
-    let alarm = wait_for_alarm(&c, &w.sven, "sos").await;
     c.server.kill9();
 
-    let c = Client { http: reqwest::Client::new(), server: Trygg::start(db.url(), &[]) };
-    let sven = c.login("sven@skovde.test", "a long password").await;
+    let c = start(&db, &fcm, &dir);
+    let alarm = wait_for_alarm(&c, &w.sven, "sos").await;
+    let id = alarm["id"].as_str().unwrap();
+    for phone in PHONES {
+        wait_for_pushes(&fcm, id, phone, 1, Duration::from_secs(10)).await;
+    }
     // The watch resends the acknowledged SOS (same device time), then repeats it 30 s later.
     post_device(&c, &w.device_token, "alarms", first).await;
     post_device(&c, &w.device_token, "alarms", sos(0)).await;
-    let id = alarm["id"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let kinds = loop {
-        let events = c.ok(Method::GET, &format!("alarms/{id}/events"), &sven, None).await;
-        let kinds: Vec<String> =
-            events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
-        if kinds.len() > 1 || Instant::now() > deadline {
-            break kinds;
-        }
+    while !lifecycle(&c, &w.sven, id).await.contains(&"repeated".to_owned()) {
+        assert!(Instant::now() < deadline, "the repeat never joined the alarm");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(kinds, ["raised", "repeated"], "the resend adds nothing, the repeat joins the open alarm");
-    let open = c.ok(Method::GET, "alarms", &sven, None).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // time for a wrong second raise to show
+    let kinds = lifecycle(&c, &w.sven, id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "raised").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "repeated").count(), 1, "the resend adds nothing: {kinds:?}");
+    let open = c.ok(Method::GET, "alarms", &w.sven, None).await;
     assert_eq!(open.as_array().unwrap().len(), 1, "one open alarm after the restart: {open}");
     assert_eq!(c.server.terminate().code(), Some(0));
 }
 
-#[tokio::test]
+/// Sven is the first responder, the whole team the next step after 30 s (the shortest delay a
+/// caseworker may set). FCM is down when the alarm is raised; nobody acknowledges.
+async fn an_unacknowledged_alarm_escalates_through_an_fcm_outage(db: TestDb) {
+    let (fcm, dir) = (FakeFcm::start().await.unwrap(), tempfile::tempdir().unwrap());
+    let c = start(&db, &fcm, &dir);
+    let w = set_up(&c).await;
+    let order = json!({ "steps": [{ "user": w.sven_id, "escalate_after_secs": 30 }, { "team": w.team, "escalate_after_secs": 30 }] });
+    c.ok(Method::PUT, &format!("wearers/{}/responders", w.wearer), &w.cw, Some(order)).await;
+
+    fcm.go_down_for(Duration::from_secs(5));
+    let walk = vec![fix(180, 0.0), fix(120, 300.0), fix(60, 400.0)];
+    post_device(&c, &w.device_token, "positions", json!({ "device": "dagny-watch", "fixes": walk })).await;
+    let alarm = wait_for_alarm(&c, &w.sven, "zone_exit").await;
+    let id = alarm["id"].as_str().unwrap();
+    // Step 0 reaches Sven once FCM is back; Maja is not on it.
+    wait_for_pushes(&fcm, id, PHONES[0], 1, Duration::from_secs(20)).await;
+    assert_eq!(fcm.count_for_token(PHONES[1]), 0, "step 0 is Sven alone");
+    // Nobody acknowledges: after 30 s step 1, the team, is pushed: Sven again and Maja.
+    wait_for_pushes(&fcm, id, PHONES[1], 1, Duration::from_secs(45)).await;
+    wait_for_pushes(&fcm, id, PHONES[0], 2, Duration::from_secs(5)).await;
+    c.ok(Method::POST, &format!("alarms/{id}/acknowledge"), &w.maja, None).await;
+    let kinds = lifecycle(&c, &w.sven, id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "escalated").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("acknowledged"), "{kinds:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fcm.count_for_token(PHONES[0]), 2, "once per step, never a duplicate");
+    assert_eq!(fcm.count_for_token(PHONES[1]), 1);
+    assert_eq!(c.server.terminate().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_staff_follow_a_zone_exit_from_raised_to_closed() {
     staff_follow_a_zone_exit_from_raised_to_closed(TestDb::sqlite()).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_staff_follow_a_zone_exit_from_raised_to_closed() {
     staff_follow_a_zone_exit_from_raised_to_closed(TestDb::postgres().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_unacknowledged_alarm_escalates_through_an_fcm_outage() {
+    an_unacknowledged_alarm_escalates_through_an_fcm_outage(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_unacknowledged_alarm_escalates_through_an_fcm_outage() {
+    an_unacknowledged_alarm_escalates_through_an_fcm_outage(TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_an_open_sos_survives_a_kill_and_its_repeat_joins_it() {
     an_open_sos_survives_a_kill_and_its_repeat_joins_it(TestDb::sqlite()).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_open_sos_survives_a_kill_and_its_repeat_joins_it() {
     an_open_sos_survives_a_kill_and_its_repeat_joins_it(TestDb::postgres().await).await;
 }
