@@ -25,10 +25,14 @@ pub fn time_to_on_site_s(alarm: &Alarm) -> Option<i64> {
     alarm.on_site.as_ref().map(|s| (s.at - alarm.raised_at).num_seconds())
 }
 
-/// Whether nobody was on site within `limit_secs` of the alarm being raised: marked on site
-/// after the limit, or not on site while the alarm stayed open past it (still open at `now`,
-/// or closed after the limit without anyone marking on site).
+/// Whether nobody was on site within `limit_secs` of a critical alarm being raised: marked on
+/// site after the limit, or not on site while the alarm stayed open past it (still open at
+/// `now`, or closed after the limit without anyone marking on site). Technical and test alarms
+/// never need anyone on site, so they are never overdue.
 pub fn on_site_overdue(alarm: &Alarm, limit_secs: u32, now: DateTime<Utc>) -> bool {
+    if !alarm.kind.is_critical() {
+        return false;
+    }
     let deadline = alarm.raised_at + TimeDelta::seconds(i64::from(limit_secs));
     let settled = match (&alarm.on_site, &alarm.closed) {
         (Some(on_site), _) => on_site.at,
@@ -89,7 +93,7 @@ pub struct AlarmReport {
     pub time_to_acknowledge_s: Spread,
     /// Raised to on site.
     pub time_to_on_site_s: Spread,
-    /// Alarms flagged by [`on_site_overdue`].
+    /// Critical alarms flagged by [`on_site_overdue`].
     pub on_site_overdue: u64,
 }
 
@@ -214,6 +218,19 @@ mod tests {
     }
 
     #[test]
+    fn technical_and_test_alarms_are_never_on_site_overdue() {
+        let now = t(10_000);
+        for kind in [AlarmKind::LowBattery, AlarmKind::DeviceOffline, AlarmKind::Test] {
+            let waiting = alarm(1, kind, Some(60), None, None);
+            assert!(!on_site_overdue(&waiting, 3600, now), "{kind:?} still open after the limit");
+            let closed_late = alarm(1, kind, Some(60), None, Some((4000, Outcome::Other)));
+            assert!(!on_site_overdue(&closed_late, 3600, now), "{kind:?} closed after the limit");
+        }
+        let exit = alarm(1, AlarmKind::ZoneExit, Some(60), None, None);
+        assert!(on_site_overdue(&exit, 3600, now), "a zone exit needs someone there");
+    }
+
+    #[test]
     fn the_report_counts_shares_spreads_and_top_wearers() {
         let alarms = vec![
             alarm(1, AlarmKind::Sos, Some(30), Some(600), Some((900, Outcome::Assisted))),
@@ -237,7 +254,11 @@ mod tests {
         assert_eq!(r.time_to_acknowledge_s, Spread { n: 4, median: Some(60), p90: Some(120) });
         assert_eq!(r.time_to_on_site_s, Spread { n: 2, median: Some(600), p90: Some(4000) });
         assert_eq!(r.on_site_overdue, 1, "only the fall was late; at t+1000 the open ones are in time");
-        assert_eq!(report(&alarms, 3600, t(5000)).on_site_overdue, 4, "later the three open ones are too");
+        assert_eq!(
+            report(&alarms, 3600, t(5000)).on_site_overdue,
+            3,
+            "later the open zone exit and sos are too, not the open offline alert"
+        );
     }
 
     #[test]

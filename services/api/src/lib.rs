@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use tokio::sync::watch;
 use trygg_store::Store;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -43,6 +44,9 @@ pub struct ApiState {
     /// How often a live alarm stream (`alarms/{id}/live`) looks for new fixes and for the
     /// alarm being closed; [`DEFAULT_LIVE_POLL`] unless a test wants it faster.
     pub live_poll: Duration,
+    /// Turns true when the server begins to shut down: live alarm streams end on it rather than
+    /// holding the server open until their alarm closes. A sender that goes away counts as true.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The live stream's polling interval: a second is well within how often watches report, and

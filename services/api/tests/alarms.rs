@@ -1,6 +1,6 @@
 //! The staff side of alarms on SQLite and PostgreSQL: who sees which alarm, the lifecycle steps
-//! and their refusals, the audit trail, positions with age and trail (logged), the live stream,
-//! push tokens and the alarm report.
+//! and their refusals, the audit trail, positions with age and trail (logged, and hidden from
+//! staff once the alarm is closed), the live stream, push tokens and the alarm report.
 
 mod common;
 
@@ -27,10 +27,16 @@ on_both_backends!(
     steps_out_of_order_are_refused_with_the_reason,
     of_two_concurrent_acknowledgements_one_wins_and_the_other_names_the_winner,
     the_detail_shows_the_last_position_with_age_and_accuracy_and_the_trail_and_is_logged,
+    the_trail_holds_the_newest_fixes_and_ends_at_the_closing,
+    staff_see_no_wearer_positions_of_a_closed_alarm_and_nothing_is_logged_for_it,
+    every_answer_showing_a_wearer_position_is_logged_once_per_wearer,
     the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes,
+    the_live_stream_sends_a_fix_committed_after_one_received_later,
+    the_live_stream_ends_promptly_when_the_server_stops,
     a_live_client_that_goes_away_leaves_nothing_running,
     push_tokens_are_registered_listed_and_deleted_by_their_owner_only,
     the_report_adds_up_alarms_with_known_times_as_json_and_csv,
+    report_periods_outside_the_years_1970_to_9999_are_refused,
     bad_query_parameters_are_a_400_in_the_error_shape,
 );
 
@@ -49,8 +55,19 @@ fn fix(time: DateTime<Utc>, lat: f64, lon: f64, accuracy_m: Option<f64>) -> Fix 
 }
 
 async fn store_fix(app: &App, device: &DeviceId, f: Fix, received_at: DateTime<Utc>) {
-    let batch = FixBatch { device: device.clone(), received_at, fixes: vec![NewFix { fix: f, late: false }] };
+    store_fixes(app, device, vec![f], received_at).await;
+}
+
+async fn store_fixes(app: &App, device: &DeviceId, fixes: Vec<Fix>, received_at: DateTime<Utc>) {
+    let fixes = fixes.into_iter().map(|fix| NewFix { fix, late: false }).collect();
+    let batch = FixBatch { device: device.clone(), received_at, fixes };
     app.state.store.insert_fixes(&[batch]).await.unwrap();
+}
+
+/// The access log entries of `what`, as (user, wearer, reason).
+async fn logged(app: &App, f: &Fixture, what: &str) -> Vec<(Uuid, WearerId, String)> {
+    let log = app.state.store.access_log(f.tenant, 1000).await.unwrap();
+    log.into_iter().filter(|e| e.what == what).map(|e| (e.user, e.wearer, e.reason)).collect()
 }
 
 /// Raises an alarm the way the engine does, as of `now`.
@@ -311,6 +328,143 @@ async fn the_detail_shows_the_last_position_with_age_and_accuracy_and_the_trail_
     assert!(entry.reason.contains(&id.to_string()), "{}", entry.reason);
 }
 
+async fn the_trail_holds_the_newest_fixes_and_ends_at_the_closing(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    let cw = f.token(Role::Caseworker);
+    // Whole seconds, so times read back from either backend compare equal.
+    let raised = DateTime::from_timestamp(Utc::now().timestamp() - 3600, 0).unwrap();
+    let trigger = raised - TimeDelta::seconds(5);
+    // A long search: a fix every 5 s from 5 minutes before the trigger, 520 in all (43 minutes).
+    let times: Vec<DateTime<Utc>> =
+        (0..520).map(|i| trigger - TimeDelta::minutes(5) + TimeDelta::seconds(5 * i)).collect();
+    let fixes = times.iter().enumerate().map(|(i, t)| fix(*t, 58.0 + i as f64 * 1e-4, 13.8, None)).collect();
+    store_fixes(&app, &f.device, fixes, Utc::now()).await;
+    let id = raise(&app, &f, f.wearer, AlarmKind::ZoneExit, raised).await;
+    let path = format!("/api/v1/alarms/{id}");
+    let trail_times = |d: &Value| -> Vec<DateTime<Utc>> {
+        d["trail"].as_array().unwrap().iter().map(|p| p["time"].as_str().unwrap().parse().unwrap()).collect()
+    };
+    let time_of = |p: &Value| p["time"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap();
+
+    let (status, open) = app.call("GET", &path, Some(cw), None).await;
+    assert_eq!(status, 200, "{open}");
+    assert_eq!(trail_times(&open), times[20..], "the newest 500, oldest first");
+    assert_eq!(time_of(&open["last_position"]), times[519]);
+
+    let closed_at = trigger + TimeDelta::minutes(30);
+    step(&app, &f, id, Step::Acknowledge, raised + TimeDelta::minutes(1)).await;
+    step(&app, &f, id, Step::Close(Outcome::NotFound), closed_at).await;
+    let (_, closed) = app.call("GET", &path, Some(cw), None).await;
+    let until: Vec<DateTime<Utc>> = times.iter().copied().filter(|t| *t <= closed_at).collect();
+    assert_eq!(trail_times(&closed), until, "up to the closing");
+    assert_eq!(time_of(&closed["last_position"]), closed_at, "the last fix before closing");
+}
+
+async fn staff_see_no_wearer_positions_of_a_closed_alarm_and_nothing_is_logged_for_it(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    let (colleague, colleague_token) = app.user(Some(f.tenant), Role::Staff).await;
+    team_up(&app, &f, &[f.staff, colleague]).await;
+    let (staff, cw) = (f.token(Role::Staff), f.token(Role::Caseworker));
+    let now = Utc::now();
+    store_fix(&app, &f.device, fix(now - TimeDelta::seconds(30), 58.39, 13.84, Some(9.0)), now).await;
+    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let base = format!("/api/v1/alarms/{id}");
+    let own = json!({ "position": { "lat": 58.4, "lon": 13.85, "accuracy_m": 8.0 } });
+    assert_eq!(app.call("POST", &format!("{base}/acknowledge"), Some(staff), Some(&own)).await.0, 200);
+    let near = json!({ "position": { "lat": 58.391, "lon": 13.841 } });
+    assert_eq!(
+        app.call("POST", &format!("{base}/on-site"), Some(&colleague_token), Some(&near)).await.0,
+        200
+    );
+    let done = json!({ "outcome": "assisted" });
+    let (status, answer) = app.call("POST", &format!("{base}/close"), Some(staff), Some(&done)).await;
+    assert_eq!((status, answer["position"].clone()), (StatusCode::OK, Value::Null), "{answer}");
+    let entries = app.state.store.access_log(f.tenant, 1000).await.unwrap().len();
+
+    let (_, list) = app.call("GET", "/api/v1/alarms?state=closed", Some(staff), None).await;
+    assert_eq!((list[0]["id"].clone(), list[0]["position"].clone()), (json!(id), Value::Null));
+    let (status, d) = app.call("GET", &base, Some(staff), None).await;
+    assert_eq!(status, 200, "the alarm itself stays readable");
+    assert_eq!(
+        (d["position"].clone(), d["last_position"].clone(), d["trail"].clone(), d["map_url"].clone()),
+        (Value::Null, Value::Null, json!([]), Value::Null)
+    );
+    let (_, events) = app.call("GET", &format!("{base}/events"), Some(staff), None).await;
+    let positions: Vec<(&str, Value)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["position"].clone()))
+        .collect();
+    assert_eq!(
+        positions,
+        [
+            ("raised", Value::Null),
+            ("acknowledged", json!({ "lat": 58.4, "lon": 13.85, "accuracy_m": 8.0 })),
+            ("on_site", Value::Null),
+            ("closed", Value::Null),
+        ],
+        "only the staff member's own position is left"
+    );
+    let after = app.state.store.access_log(f.tenant, 1000).await.unwrap().len();
+    assert_eq!(after, entries, "nothing shown, nothing logged");
+
+    let (_, list) = app.call("GET", "/api/v1/alarms?state=closed", Some(cw), None).await;
+    assert_eq!(list[0]["position"]["accuracy_m"], 25.0, "caseworkers still see it");
+    let (_, d) = app.call("GET", &base, Some(cw), None).await;
+    assert_eq!(
+        (d["last_position"]["lat"].clone(), d["trail"][0]["lat"].clone()),
+        (json!(58.39), json!(58.39))
+    );
+    let (_, events) = app.call("GET", &format!("{base}/events"), Some(cw), None).await;
+    assert_eq!(events[0]["position"]["lat"], 58.39);
+    for what in ["alarms", "alarm", "alarm events"] {
+        let entries = logged(&app, &f, what).await;
+        assert_eq!(entries.len(), 1, "{what}: {entries:?}");
+        assert_eq!((entries[0].0, entries[0].1), (f.tokens[1].1.0, f.wearer), "{what}");
+    }
+}
+
+async fn every_answer_showing_a_wearer_position_is_logged_once_per_wearer(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    team_up(&app, &f, &[f.staff]).await;
+    let (staff, cw) = (f.token(Role::Staff), f.token(Role::Caseworker));
+    let other = app.wearer(f.tenant).await;
+    let now = Utc::now();
+    let sos = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let fall = raise(&app, &f, f.wearer, AlarmKind::Fall, now).await;
+    let theirs = raise(&app, &f, other, AlarmKind::Sos, now).await;
+
+    let (_, list) = app.call("GET", "/api/v1/alarms", Some(cw), None).await;
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    let mut entries = logged(&app, &f, "alarms").await;
+    entries.sort_by_key(|e| e.1 != f.wearer);
+    assert_eq!(entries.len(), 2, "one per wearer: {entries:?}");
+    assert_eq!((entries[0].1, entries[1].1), (f.wearer, other));
+    for id in [sos, fall] {
+        assert!(entries[0].2.contains(&id.to_string()), "{entries:?}");
+    }
+    assert!(entries[1].2.contains(&theirs.to_string()), "{entries:?}");
+
+    let base = format!("/api/v1/alarms/{sos}");
+    let (_, events) = app.call("GET", &format!("{base}/events"), Some(staff), None).await;
+    assert!(events[0]["position"].is_object(), "{events}");
+    assert_eq!(logged(&app, &f, "alarm events").await, [(f.staff, f.wearer, format!("alarm {sos}"))]);
+
+    for step in ["acknowledge", "on-site"] {
+        let (status, answer) = app.call("POST", &format!("{base}/{step}"), Some(staff), None).await;
+        assert_eq!((status, answer["position"]["lat"].clone()), (StatusCode::OK, json!(58.39)), "{step}");
+    }
+    let close = json!({ "outcome": "assisted" });
+    assert_eq!(app.call("POST", &format!("{base}/close"), Some(staff), Some(&close)).await.0, 200);
+    let steps = logged(&app, &f, "alarm step").await;
+    assert_eq!(steps.len(), 2, "acknowledge and on site showed the position, the closed answer none");
+    assert!(steps.iter().all(|e| (e.0, e.1) == (f.staff, f.wearer)), "{steps:?}");
+}
+
 /// Reads a live stream's events (`event`, `data`), skipping keep-alive comments.
 struct Events {
     body: BodyDataStream,
@@ -389,6 +543,60 @@ async fn the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes(store: A
         1,
         "one entry per connection, none for the refused one"
     );
+}
+
+async fn the_live_stream_sends_a_fix_committed_after_one_received_later(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    let cw = f.token(Role::Caseworker);
+    let now = Utc::now();
+    store_fix(
+        &app,
+        &f.device,
+        fix(now - TimeDelta::seconds(10), 58.39, 13.84, None),
+        now - TimeDelta::seconds(9),
+    )
+    .await;
+    // Uploaded late: older than the last position but received after it; history, not news.
+    store_fix(&app, &f.device, fix(now - TimeDelta::seconds(60), 58.30, 13.80, None), now).await;
+    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+
+    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), cw, &[]).await;
+    let mut events = Events::new(resp.into_body());
+    assert_eq!(events.next().await.unwrap().1["lat"], 58.39);
+    let received = Utc::now();
+    store_fix(&app, &f.device, fix(received, 58.41, 13.86, None), received).await;
+    assert_eq!(events.next().await.unwrap().1["lat"], 58.41, "the late upload is not sent as news");
+    // Received before the one just sent, but committed after it (a position waiting for its
+    // group commit while a device alarm's fix committed directly).
+    let earlier = received - TimeDelta::seconds(2);
+    store_fix(&app, &f.device, fix(earlier, 58.40, 13.85, None), earlier).await;
+    let (kind, late) = events.next().await.unwrap();
+    assert_eq!((kind.as_str(), late["lat"].clone()), ("position", json!(58.40)));
+    store_fix(&app, &f.device, fix(Utc::now(), 58.42, 13.87, None), Utc::now()).await;
+    assert_eq!(events.next().await.unwrap().1["lat"], 58.42, "each fix once, nothing repeated");
+}
+
+async fn the_live_stream_ends_promptly_when_the_server_stops(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    let cw = f.token(Role::Caseworker);
+    let now = Utc::now();
+    store_fix(&app, &f.device, fix(now, 58.39, 13.84, None), now).await;
+    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+
+    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), cw, &[]).await;
+    let mut events = Events::new(resp.into_body());
+    assert_eq!(events.next().await.unwrap().0, "position");
+    tokio::time::sleep(LIVE_POLL * 3).await;
+    let asked = std::time::Instant::now();
+    app.stopping.send(true).unwrap();
+    let (kind, data) = events.next().await.unwrap();
+    assert_eq!((kind.as_str(), data), ("shutdown", json!({ "id": id })));
+    assert!(events.next().await.is_none(), "the stream ends");
+    assert!(asked.elapsed() < Duration::from_secs(1), "took {:?}", asked.elapsed());
+    let (_, alarm) = app.call("GET", &format!("/api/v1/alarms/{id}"), Some(cw), None).await;
+    assert_eq!(alarm["state"], "raised", "the alarm stays open for the next server");
 }
 
 async fn a_live_client_that_goes_away_leaves_nothing_running(store: Arc<dyn Store>) {
@@ -504,7 +712,10 @@ async fn the_report_adds_up_alarms_with_known_times_as_json_and_csv(store: Arc<d
     );
     assert_eq!(r["time_to_acknowledge_s"], json!({ "n": 4, "median": 45, "p90": 120 }));
     assert_eq!(r["time_to_on_site_s"], json!({ "n": 2, "median": 600, "p90": 4000 }));
-    assert_eq!(r["on_site_overdue"], 3, "the late fall, and the two alarms still open a day later");
+    assert_eq!(
+        r["on_site_overdue"], 2,
+        "the late fall, and the zone exit still open a day later (not the offline alert)"
+    );
 
     let empty = "/api/v1/reports/alarms?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z";
     let (_, e) = app.call("GET", empty, Some(cw), None).await;
@@ -540,6 +751,39 @@ async fn the_report_adds_up_alarms_with_known_times_as_json_and_csv(store: Arc<d
     assert_eq!(app.call("GET", "/api/v1/reports/alarms", Some(f.token(Role::Staff)), None).await.0, 403);
     let (status, _) = app.call("GET", "/api/v1/reports/alarms", Some(f.token(Role::TenantAdmin)), None).await;
     assert_eq!(status, 200, "the default period needs no parameters");
+}
+
+async fn report_periods_outside_the_years_1970_to_9999_are_refused(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    let cw = f.token(Role::Caseworker);
+    for (query, field) in [
+        ("to=-262143-01-01T00:00:00Z", "to"),
+        ("to=%2B262142-01-01T00:00:00Z", "to"),
+        ("to=%2B10000-01-01T00:00:00Z", "to"),
+        ("from=1969-12-31T23:59:59Z&to=1970-02-01T00:00:00Z", "from"),
+        ("from=-0001-01-01T00:00:00Z", "from"),
+    ] {
+        let (status, body) =
+            app.call("GET", &format!("/api/v1/reports/alarms?{query}"), Some(cw), None).await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert!(body["details"]["fields"][field].as_str().unwrap().contains("1970"), "{query}: {body}");
+    }
+    let beyond = "/api/v1/reports/alarms?to=-262144-01-01T00:00:00Z";
+    let (status, body) = app.call("GET", beyond, Some(cw), None).await;
+    assert_eq!(status, 400, "beyond what a time can hold: {body}");
+    assert!(body["error"].is_string() && body.get("details").is_some(), "{body}");
+    let (status, r) = app
+        .call(
+            "GET",
+            "/api/v1/reports/alarms?from=1970-01-01T00:00:00Z&to=9999-12-31T23:59:59Z",
+            Some(cw),
+            None,
+        )
+        .await;
+    assert_eq!((status, r["total"].clone()), (StatusCode::OK, json!(0)), "{r}");
+    let (status, r) = app.call("GET", "/api/v1/reports/alarms?to=1970-01-10T00:00:00Z", Some(cw), None).await;
+    assert_eq!((status, r["from"].clone()), (StatusCode::OK, json!("1970-01-01T00:00:00Z")), "{r}");
 }
 
 async fn bad_query_parameters_are_a_400_in_the_error_shape(store: Arc<dyn Store>) {

@@ -311,11 +311,13 @@ pub trait Alarms: Send + Sync {
     /// An alarm's events, oldest first.
     async fn alarm_events(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>, StoreError>;
 
-    /// A device's fixes from `from` (fix time) on, oldest first, at most `limit`.
-    async fn fixes_since(
+    /// A device's newest `limit` fixes with a fix time from `from` up to `until` (both
+    /// inclusive; no end if `None`), oldest first.
+    async fn fixes_between(
         &self,
         device: &DeviceId,
         from: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
         limit: u32,
     ) -> Result<Vec<StoredFix>, StoreError>;
     /// A device's fixes received after `after`, in the order received, at most `limit`.
@@ -664,22 +666,26 @@ macro_rules! impl_alarms {
                     .collect()
             }
 
-            async fn fixes_since(
+            async fn fixes_between(
                 &self,
                 device: &trygg_core::DeviceId,
                 from: chrono::DateTime<chrono::Utc>,
+                until: Option<chrono::DateTime<chrono::Utc>>,
                 limit: u32,
             ) -> Result<Vec<$crate::StoredFix>, $crate::StoreError> {
                 let rows = sqlx::query(concat!(
                     "select ", $fix_columns, " from fixes f where f.device_id = $1 and f.", $fix_time,
-                    " >= $2 order by f.", $fix_time, " limit $3"
+                    " >= $2 and ($3 is null or f.", $fix_time, " <= $3) order by f.", $fix_time,
+                    " desc limit $4"
                 ))
                 .bind(device.as_str())
                 .bind(db_time(from))
+                .bind(until.map(db_time))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|r| stored_fix(r, 0)).collect()
+                // Newest first to keep the newest; the caller wants them in time order.
+                rows.iter().rev().map(|r| stored_fix(r, 0)).collect()
             }
 
             async fn fixes_received_after(

@@ -4,9 +4,12 @@
 //!
 //! Staff see only the alarms the store says they may ([`AlarmFilter::viewer`]): anything else
 //! answers 404, like another tenant's alarm. Positions are what a responder needs and what the
-//! law protects, so the detail shows how old and how accurate they are, and every read of them
-//! (the detail, each live connection) is written to the access log before it is served. The
-//! response-time figures come from [`trygg_alarms::report`], the same functions the report uses.
+//! law protects: staff see the wearer's positions only while the alarm is open (a closed alarm
+//! shows them none; caseworkers and tenant admins still see them), the detail shows how old and
+//! how accurate they are, and every answer that shows a wearer's position (the list, the detail,
+//! the events, a step's answer, each live connection) is written to the access log, once per
+//! wearer, before it is served. The response-time figures come from [`trygg_alarms::report`],
+//! the same functions the report uses.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -18,11 +21,12 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::stream::{self, Stream};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::watch;
 use trygg_alarms::report;
 use trygg_core::{AlarmKind, AlarmState, DeviceId, Outcome, Step, TenantId, WearerId};
 use trygg_store::{
@@ -135,31 +139,35 @@ pub struct AlarmOut {
     pub time_to_acknowledge_s: Option<i64>,
     /// Seconds from raised to on site.
     pub time_to_on_site_s: Option<i64>,
-    /// Nobody on site within the tenant's `on_site_limit_secs` of the alarm being raised.
+    /// A critical alarm with nobody on site within the tenant's `on_site_limit_secs` of it
+    /// being raised (technical and test alarms are never overdue).
     pub on_site_overdue: bool,
 }
 
-/// What turns stored alarms into [`AlarmOut`]s: wearer names and the tenant's on-site limit.
+/// What turns stored alarms into [`AlarmOut`]s: wearer names, the tenant's on-site limit and
+/// whose positions the caller may see.
 struct Items {
     names: HashMap<WearerId, String>,
     on_site_limit_secs: u32,
     now: DateTime<Utc>,
+    role: Role,
 }
 
 impl Items {
     /// With the names of every wearer of the tenant (for lists).
-    async fn all(state: &ApiState, tenant: TenantId) -> Result<Self, ApiError> {
+    async fn all(state: &ApiState, caller: &Caller, tenant: TenantId) -> Result<Self, ApiError> {
         let names = state.store.wearers(tenant).await?.into_iter().map(|w| (w.id, w.fields.name)).collect();
-        Self::with(state, tenant, names).await
+        Self::with(state, caller, tenant, names).await
     }
 
     async fn with(
         state: &ApiState,
+        caller: &Caller,
         tenant: TenantId,
         names: HashMap<WearerId, String>,
     ) -> Result<Self, ApiError> {
         let on_site_limit_secs = Settings::load(state.store.as_ref(), tenant).await?.on_site_limit_secs;
-        Ok(Self { names, on_site_limit_secs, now: Utc::now() })
+        Ok(Self { names, on_site_limit_secs, now: Utc::now(), role: caller.role })
     }
 
     fn item(&self, a: &Alarm) -> AlarmOut {
@@ -171,7 +179,10 @@ impl Items {
             wearer: Named { id: a.wearer.0, name: self.names.get(&a.wearer).cloned().unwrap_or_default() },
             raised_at: a.raised_at,
             trigger_time: a.trigger_time,
-            position: a.position.map(|(p, t)| PositionOut::new(&p, t, self.now)),
+            position: a
+                .position
+                .filter(|_| shows_positions(self.role, a))
+                .map(|(p, t)| PositionOut::new(&p, t, self.now)),
             acknowledged: a.acknowledged.as_ref().map(StampOut::from),
             on_site: a.on_site.as_ref().map(StampOut::from),
             closed: a.closed.as_ref().map(StampOut::from),
@@ -186,14 +197,25 @@ impl Items {
 }
 
 /// The wearer's name, for one alarm.
-async fn item_of(state: &ApiState, tenant: TenantId, a: &Alarm) -> Result<AlarmOut, ApiError> {
+async fn item_of(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: TenantId,
+    a: &Alarm,
+) -> Result<AlarmOut, ApiError> {
     let name = state.store.wearer(tenant, a.wearer).await?.map(|w| w.fields.name).unwrap_or_default();
-    Ok(Items::with(state, tenant, HashMap::from([(a.wearer, name)])).await?.item(a))
+    Ok(Items::with(state, caller, tenant, HashMap::from([(a.wearer, name)])).await?.item(a))
 }
 
 /// Staff are restricted to the alarms they may see; the other tenant roles see every alarm.
 fn viewer(caller: &Caller) -> Option<Uuid> {
     (caller.role == Role::Staff).then_some(caller.user)
+}
+
+/// Whether `role` is shown the wearer's positions on `a`: staff only while it is open (their
+/// access to a wearer's whereabouts ends with the alarm), the other tenant roles always.
+fn shows_positions(role: Role, a: &Alarm) -> bool {
+    role != Role::Staff || a.state.is_open()
 }
 
 /// The alarm in the path, if the caller may see it; 404 otherwise.
@@ -202,23 +224,26 @@ async fn visible(state: &ApiState, caller: &Caller, tenant: TenantId, id: &str) 
     state.store.alarm(tenant, id, viewer(caller)).await?.ok_or(ApiError::NotFound("alarm"))
 }
 
-/// Records a read of the alarm's positions; a read that cannot be logged is not served.
-async fn log_read(
+/// Records that the caller is shown positions of the wearers of `alarms`: one entry per wearer,
+/// naming that wearer's alarms. A read that cannot be logged is not served.
+async fn log_reads(
     state: &ApiState,
     caller: &Caller,
     tenant: TenantId,
-    a: &Alarm,
+    alarms: &[&Alarm],
     what: &str,
 ) -> Result<(), ApiError> {
-    let entry = AccessEntry {
-        tenant,
-        user: caller.user,
-        wearer: a.wearer,
-        at: Utc::now(),
-        what: what.to_owned(),
-        reason: format!("alarm {}", a.id),
-    };
-    Ok(state.store.log_access(&entry).await?)
+    let mut per_wearer: HashMap<WearerId, Vec<String>> = HashMap::new();
+    for a in alarms {
+        per_wearer.entry(a.wearer).or_default().push(a.id.to_string());
+    }
+    let at = Utc::now();
+    for (wearer, ids) in per_wearer {
+        let reason = format!("{} {}", if ids.len() == 1 { "alarm" } else { "alarms" }, ids.join(", "));
+        let entry = AccessEntry { tenant, user: caller.user, wearer, at, what: what.to_owned(), reason };
+        state.store.log_access(&entry).await?;
+    }
+    Ok(())
 }
 
 /// Which alarms to list.
@@ -261,7 +286,9 @@ impl ListQuery {
 }
 
 /// Lists alarms, newest first: staff see those of their teams' wearers, of the wearers they
-/// respond for and those pushed to them; caseworkers and tenant admins see the tenant's.
+/// respond for and those pushed to them (a closed one without its position); caseworkers and
+/// tenant admins see the tenant's. Each wearer whose position is shown is recorded in the
+/// access log.
 #[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(ListQuery), security(("bearer" = [])),
     responses((status = 200, body = Vec<AlarmOut>), (status = 400), (status = 403)))]
 #[tracing::instrument(skip_all)]
@@ -273,8 +300,12 @@ pub async fn list(
     let tenant = caller.tenant_for(READERS)?;
     let filter = q.filter(viewer(&caller))?;
     let alarms = state.store.alarms(tenant, &filter).await?;
-    let items = Items::all(&state, tenant).await?;
-    Ok(Json(alarms.iter().map(|a| items.item(a)).collect()))
+    let items = Items::all(&state, &caller, tenant).await?;
+    let out: Vec<AlarmOut> = alarms.iter().map(|a| items.item(a)).collect();
+    let shown: Vec<&Alarm> =
+        alarms.iter().zip(&out).filter(|(_, o)| o.position.is_some()).map(|(a, _)| a).collect();
+    log_reads(&state, &caller, tenant, &shown, "alarms").await?;
+    Ok(Json(out))
 }
 
 /// One point of the trail.
@@ -303,10 +334,11 @@ pub struct AlarmDetail {
     pub contact_name: String,
     /// The contact person's phone.
     pub contact_phone: String,
-    /// The newest fix of the alarm's device (for a closed alarm: the newest up to its closing).
+    /// The newest fix of the alarm's device (for a closed alarm: the newest of the trail, up to
+    /// its closing; none for staff).
     pub last_position: Option<PositionOut>,
-    /// The device's fixes from ten minutes before the trigger on, oldest first, at most 500
-    /// (up to the closing for a closed alarm).
+    /// The device's newest 500 fixes from ten minutes before the trigger on (up to the closing
+    /// for a closed alarm), oldest first; empty for staff once the alarm is closed.
     pub trail: Vec<TrailPoint>,
     /// An OpenStreetMap link to the last position.
     pub map_url: Option<String>,
@@ -317,8 +349,8 @@ fn map_url(lat: f64, lon: f64) -> String {
     format!("https://www.openstreetmap.org/?mlat={lat:.6}&mlon={lon:.6}#map=17/{lat:.6}/{lon:.6}")
 }
 
-/// One alarm with the wearer's note and contact, the last position and the trail. Reading it
-/// is recorded in the access log.
+/// One alarm with the wearer's note and contact, the last position and the trail (for staff,
+/// only while the alarm is open). Reading positions is recorded in the access log.
 #[utoipa::path(get, path = "/api/v1/alarms/{id}", tag = "alarms", params(("id" = Uuid, Path)),
     security(("bearer" = [])), responses((status = 200, body = AlarmDetail), (status = 404)))]
 #[tracing::instrument(skip_all)]
@@ -334,22 +366,21 @@ pub async fn get(
     // A closed alarm shows where the wearer was while it was open, not where they are now.
     let until = a.closed.as_ref().map(|c| c.at);
     let (mut trail, mut last) = (Vec::new(), None);
-    if let Some(device) = &a.device {
-        trail = state
-            .store
-            .fixes_since(device, a.trigger_time - trygg_store::alarms::TRAIL_BEFORE, TRAIL_MAX)
-            .await?;
-        trail.retain(|f| until.is_none_or(|u| f.fix.time <= u));
+    if let Some(device) = a.device.as_ref().filter(|_| shows_positions(caller.role, &a)) {
+        let from = a.trigger_time - trygg_store::alarms::TRAIL_BEFORE;
+        trail = state.store.fixes_between(device, from, until, TRAIL_MAX).await?;
         last = match until {
             Some(_) => trail.last().cloned(),
             None => state.store.recent_fixes(device, 1).await?.pop(),
         };
     }
-    log_read(&state, &caller, tenant, &a, "alarm").await?;
     let names = HashMap::from([(a.wearer, wearer.fields.name.clone())]);
-    let items = Items::with(&state, tenant, names).await?;
+    let item = Items::with(&state, &caller, tenant, names).await?.item(&a);
+    if item.position.is_some() || last.is_some() || !trail.is_empty() {
+        log_reads(&state, &caller, tenant, &[&a], "alarm").await?;
+    }
     Ok(Json(AlarmDetail {
-        alarm: items.item(&a),
+        alarm: item,
         wearer_note: wearer.fields.note,
         contact_name: wearer.fields.contact_name,
         contact_phone: wearer.fields.contact_phone,
@@ -389,13 +420,15 @@ pub struct EventOut {
     pub kind: String,
     /// Who, if a person.
     pub actor: Option<Named>,
-    /// Where (the wearer's position, or the staff member's for their steps).
+    /// Where (the wearer's position, or the staff member's for their steps). Staff see none of
+    /// a closed alarm's positions except their own.
     pub position: Option<EventPosition>,
     /// Details.
     pub detail: String,
 }
 
-/// An alarm's events (its append-only audit trail), oldest first.
+/// An alarm's events (its append-only audit trail), oldest first. Showing the wearer's
+/// positions is recorded in the access log.
 #[utoipa::path(get, path = "/api/v1/alarms/{id}/events", tag = "alarms", params(("id" = Uuid, Path)),
     security(("bearer" = [])), responses((status = 200, body = Vec<EventOut>), (status = 404)))]
 #[tracing::instrument(skip_all)]
@@ -406,7 +439,17 @@ pub async fn events(
 ) -> Result<Json<Vec<EventOut>>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
     let a = visible(&state, &caller, tenant, &id).await?;
-    let events = state.store.alarm_events(tenant, a.id).await?;
+    let shows = shows_positions(caller.role, &a);
+    let mut events = state.store.alarm_events(tenant, a.id).await?;
+    // A person's step records where that person was; the system's events, where the wearer was.
+    for e in &mut events {
+        if !shows && e.event.actor != Some(caller.user) {
+            e.event.position = None;
+        }
+    }
+    if events.iter().any(|e| e.event.actor.is_none() && e.event.position.is_some()) {
+        log_reads(&state, &caller, tenant, &[&a], "alarm events").await?;
+    }
     Ok(Json(
         events
             .into_iter()
@@ -507,8 +550,8 @@ pub struct CloseIn {
     pub note: String,
 }
 
-/// Takes `step` for the caller on the alarm in the path: the alarm as it is now, or 409 saying
-/// why not (and who has it).
+/// Takes `step` for the caller on the alarm in the path: the alarm as it is now (its position
+/// logged as read when shown), or 409 saying why not (and who has it).
 async fn take_step(
     state: &ApiState,
     caller: &Caller,
@@ -521,7 +564,13 @@ async fn take_step(
     let a = visible(state, caller, tenant, id).await?;
     let req = StepRequest { step, actor: Some(caller.user), at: Utc::now(), position, note };
     match state.store.step_alarm(tenant, a.id, &req).await?.ok_or(ApiError::NotFound("alarm"))? {
-        StepOutcome::Done(a) => Ok(Json(item_of(state, tenant, &a).await?)),
+        StepOutcome::Done(a) => {
+            let out = item_of(state, caller, tenant, &a).await?;
+            if out.position.is_some() {
+                log_reads(state, caller, tenant, &[&a], "alarm step").await?;
+            }
+            Ok(Json(out))
+        }
         StepOutcome::Refused(a) => Err(refusal(step, &a)),
     }
 }
@@ -603,22 +652,34 @@ pub async fn close(
     take_step(&state, &caller, &id, Step::Close(outcome), None, body.note.trim().to_owned()).await
 }
 
+/// How far back each live poll re-reads, by received time. A fix is stamped when it arrives but
+/// is visible only once committed, and positions wait for a group commit while a device alarm's
+/// fix commits at once: a fix can become visible after one received later. Seconds are far more
+/// than a group commit takes.
+const LIVE_OVERLAP: TimeDelta = TimeDelta::seconds(5);
+
 /// The state of one live stream: where it is in the device's fixes and what it has to send.
 struct Live {
     store: Arc<dyn Store>,
     tenant: TenantId,
     alarm: Uuid,
     device: Option<DeviceId>,
-    /// Received time of the newest fix sent.
+    /// Newest received time of the fixes seen.
     cursor: DateTime<Utc>,
+    /// The fixes seen (sent, or summed up by the first position), by fix time (unique per
+    /// device) with their received time; only those a re-read can return again are kept, so the
+    /// set stays as small as what arrives within [`LIVE_OVERLAP`].
+    seen: HashMap<DateTime<Utc>, DateTime<Utc>>,
     poll: Duration,
+    stopping: watch::Receiver<bool>,
     pending: VecDeque<Event>,
-    /// The alarm closed: send what is pending, then end.
+    /// The alarm closed or the server is stopping: send what is pending, then end.
     done: bool,
 }
 
 impl Live {
-    /// The next event, waiting for one as long as the alarm is open; `None` ends the stream.
+    /// The next event, waiting for one as long as the alarm is open and the server runs; `None`
+    /// ends the stream.
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -627,7 +688,17 @@ impl Live {
             if self.done {
                 return None;
             }
-            tokio::time::sleep(self.poll).await;
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(self.poll) => false,
+                // An error means the sender is gone, and with it the server.
+                _ = self.stopping.wait_for(|stopping| *stopping) => true,
+            };
+            if stopping {
+                // The client reconnects to the next server and gets the last position again.
+                self.done = true;
+                let data = json!({ "id": self.alarm });
+                return Some(Event::default().event("shutdown").data(data.to_string()));
+            }
             if let Err(error) = self.poll_once().await {
                 // The client reconnects and gets the last position again: nothing is lost.
                 tracing::warn!(alarm = %self.alarm, %error, "Live alarm stream ends: the store failed");
@@ -636,14 +707,11 @@ impl Live {
         }
     }
 
-    /// Queues the fixes received since the last poll, then `closed` if the alarm closed.
+    /// Queues the fixes not sent yet, then `closed` if the alarm closed.
     async fn poll_once(&mut self) -> Result<(), StoreError> {
-        if let Some(device) = &self.device {
-            let now = Utc::now();
-            for f in self.store.fixes_received_after(device, self.cursor, LIVE_BATCH).await? {
-                self.cursor = self.cursor.max(f.received_at);
-                self.pending.push_back(position_event(&f, now));
-            }
+        let now = Utc::now();
+        for f in self.unseen().await? {
+            self.pending.push_back(position_event(&f, now));
         }
         let alarm = self.store.alarm(self.tenant, self.alarm, None).await?;
         if alarm.as_ref().is_none_or(|a| !a.state.is_open()) {
@@ -657,6 +725,32 @@ impl Live {
         }
         Ok(())
     }
+
+    /// The device's fixes received after `cursor − LIVE_OVERLAP` and not seen before, in the
+    /// order received, now marked seen. When a full batch holds only fixes already seen, it reads
+    /// on from the cursor itself, so a burst within the overlap cannot stall the stream.
+    async fn unseen(&mut self) -> Result<Vec<StoredFix>, StoreError> {
+        let Some(device) = &self.device else { return Ok(Vec::new()) };
+        let mut after = self.cursor - LIVE_OVERLAP;
+        loop {
+            let batch = self.store.fixes_received_after(device, after, LIVE_BATCH).await?;
+            let full = batch.len() == LIVE_BATCH as usize;
+            let mut fresh = Vec::new();
+            for f in batch {
+                if self.seen.insert(f.fix.time, f.received_at).is_none() {
+                    self.cursor = self.cursor.max(f.received_at);
+                    fresh.push(f);
+                }
+            }
+            if full && fresh.is_empty() && after < self.cursor {
+                after = self.cursor;
+                continue;
+            }
+            let horizon = self.cursor - LIVE_OVERLAP;
+            self.seen.retain(|_, received| *received > horizon);
+            return Ok(fresh);
+        }
+    }
 }
 
 fn position_event(f: &StoredFix, now: DateTime<Utc>) -> Event {
@@ -665,13 +759,15 @@ fn position_event(f: &StoredFix, now: DateTime<Utc>) -> Event {
 }
 
 /// Server-Sent Events of the wearer's position while the alarm is open: `position` with the
-/// last known position first, then one per new fix of the alarm's device in the order received,
-/// and `closed` when the alarm closes, which ends the stream. Each connection is recorded in
-/// the access log.
+/// last known position first, then one per fix of the alarm's device received from then on
+/// (fixes that arrive late are sent when they become visible), and `closed` when the alarm
+/// closes, or `shutdown` when the server stops; either ends the stream. Each connection is
+/// recorded in the access log.
 #[utoipa::path(get, path = "/api/v1/alarms/{id}/live", tag = "alarms", params(("id" = Uuid, Path)),
     security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream",
-            description = "events `position` (lat, lon, accuracy_m, time, age_s) and a final `closed`"),
+            description = "events `position` (lat, lon, accuracy_m, time, age_s), then a final `closed` \
+                (id, outcome, closed) or `shutdown` (id: reconnect later)"),
         (status = 404), (status = 409, description = "the alarm is closed")))]
 #[tracing::instrument(skip_all)]
 pub async fn live(
@@ -684,22 +780,30 @@ pub async fn live(
     if !a.state.is_open() {
         return Err(ApiError::Conflict("alarm is closed".to_owned()));
     }
-    log_read(&state, &caller, tenant, &a, "live").await?;
+    log_reads(&state, &caller, tenant, &[&a], "live").await?;
     let started = Utc::now();
     let last = match &a.device {
         Some(device) => state.store.recent_fixes(device, 1).await?.pop(),
         None => None,
     };
-    let live = Live {
+    let mut live = Live {
         store: state.store.clone(),
         tenant,
         alarm: a.id,
         device: a.device.clone(),
         cursor: last.as_ref().map_or(started, |f| f.received_at),
+        seen: HashMap::new(),
         poll: state.live_poll,
+        stopping: state.stopping.clone(),
         pending: last.iter().map(|f| position_event(f, started)).collect(),
         done: false,
     };
+    // What was committed before the stream began is history the last position sums up: reading
+    // it past marks it seen and moves the cursor to the newest received time. Fixes newer than
+    // the last position were committed meanwhile and are sent.
+    let newer = live.unseen().await?;
+    let newer = newer.iter().filter(|f| last.as_ref().is_none_or(|l| f.fix.time > l.fix.time));
+    live.pending.extend(newer.map(|f| position_event(f, started)));
     // Everything lives in the stream: a client that goes away drops it, and with it the poll.
     let events = stream::unfold(live, |mut live| async move {
         let event = live.next().await?;

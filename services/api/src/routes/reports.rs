@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use trygg_alarms::report::{self, AlarmReport, Spread};
 use trygg_store::AlarmFilter;
@@ -29,13 +29,17 @@ use crate::validate::Params;
 const DEFAULT_PERIOD: TimeDelta = TimeDelta::days(30);
 /// Most alarms one report covers; a longer period must be split.
 const MAX_ALARMS: u32 = 100_000;
+/// The years a period may fall in: no alarm is older than the Unix epoch, and both backends
+/// (and RFC 3339's four-digit years) handle every time in between.
+const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
 
 /// The report's period and format.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ReportQuery {
-    /// Start (RFC 3339), inclusive; default 30 days before `to`.
+    /// Start (RFC 3339), inclusive, in the years 1970 to 9999; default 30 days before `to`
+    /// (not before 1970).
     pub from: Option<DateTime<Utc>>,
-    /// End (RFC 3339), exclusive; default now.
+    /// End (RFC 3339), exclusive, in the years 1970 to 9999; default now.
     pub to: Option<DateTime<Utc>>,
     /// `json` (default) or `csv`; `Accept: text/csv` also asks for CSV.
     pub format: Option<String>,
@@ -94,7 +98,8 @@ pub struct ReportOut {
     pub time_to_acknowledge_s: SpreadOut,
     /// Seconds from raised to on site.
     pub time_to_on_site_s: SpreadOut,
-    /// Alarms where nobody was on site within the limit.
+    /// Critical alarms where nobody was on site within the limit (technical and test alarms
+    /// need nobody there).
     pub on_site_overdue: u64,
     /// The tenant's on-site limit the flag is measured against.
     pub on_site_limit_secs: u32,
@@ -179,6 +184,15 @@ fn cell(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
 }
 
+/// `t` if it falls in [`YEARS`]; a 422 on `field` otherwise.
+fn in_years(field: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    if YEARS.contains(&t.year()) {
+        Ok(t)
+    } else {
+        Err(ApiError::field(field, format!("must be in the years {} to {}", YEARS.start(), YEARS.end())))
+    }
+}
+
 /// Whether the caller asked for CSV, by `format` or by `Accept`; an unknown format is a 400.
 fn wants_csv(format: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiError> {
     match format {
@@ -196,7 +210,7 @@ fn wants_csv(format: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiError
 /// days), as JSON or as CSV with the header `section,key,value`.
 #[utoipa::path(get, path = "/api/v1/reports/alarms", tag = "reports", params(ReportQuery), security(("bearer" = [])),
     responses((status = 200, content((ReportOut = "application/json"), (String = "text/csv"))),
-        (status = 400), (status = 403), (status = 422, description = "from is not before to, or too many alarms")))]
+        (status = 400), (status = 403), (status = 422, description = "from is not before to, a year outside 1970 to 9999, or too many alarms")))]
 #[tracing::instrument(skip_all)]
 pub async fn alarms(
     State(state): State<ApiState>,
@@ -207,8 +221,14 @@ pub async fn alarms(
     let tenant = caller.tenant_for(EDITORS)?;
     let csv = wants_csv(q.format.as_deref(), &headers)?;
     let now = Utc::now();
-    let to = q.to.unwrap_or(now);
-    let from = q.from.unwrap_or(to - DEFAULT_PERIOD);
+    let to = in_years("to", q.to.unwrap_or(now))?;
+    let from = match q.from {
+        Some(from) => in_years("from", from)?,
+        None => {
+            let earliest = DateTime::<Utc>::UNIX_EPOCH;
+            to.checked_sub_signed(DEFAULT_PERIOD).map_or(earliest, |from| from.max(earliest))
+        }
+    };
     if from >= to {
         return Err(ApiError::field("from", "must be before to"));
     }

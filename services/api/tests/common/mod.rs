@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode};
 use chrono::Utc;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tower::ServiceExt;
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_core::{DeviceId, TenantId, WearerId};
@@ -26,18 +27,22 @@ pub const LIVE_POLL: Duration = Duration::from_millis(20);
 pub struct App {
     pub router: Router,
     pub state: ApiState,
+    /// Sends true to tell the API the server is stopping.
+    pub stopping: watch::Sender<bool>,
     counter: AtomicU32,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let (stopping, stopping_rx) = watch::channel(false);
         let state = ApiState {
             store,
             tokens: Arc::new(Tokens::new(SECRET, Duration::from_secs(3600)).unwrap()),
             zones: Arc::new(ZoneIndexes::default()),
             live_poll: LIVE_POLL,
+            stopping: stopping_rx,
         };
-        Self { router: trygg_api::router(state.clone()), state, counter: AtomicU32::new(0) }
+        Self { router: trygg_api::router(state.clone()), state, stopping, counter: AtomicU32::new(0) }
     }
 
     /// A number not used before in this app, for unique names.
