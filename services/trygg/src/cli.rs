@@ -132,8 +132,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Replay { .. });
-    init_tracing(if quiet { "warn" } else { "info" });
+    // The demo prints its own story (escalations included); replay prints events.
+    let level = match cli.command {
+        Command::Demo(_) => "error",
+        Command::Replay { .. } => "warn",
+        _ => "info",
+    };
+    init_tracing(level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

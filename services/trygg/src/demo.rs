@@ -4,9 +4,11 @@
 //! their watches, and runs simulated watches against the real HTTP API: one walking through
 //! Skövde who presses SOS (and, like real watches, sends it again), one sitting still with GPS
 //! jitter, one coming back into coverage with an hour of buffered fixes and one corrupt fix.
-//! Then the passive alarm: Dagny, set up by a caseworker through the API, walks out of her zone;
-//! the alarm engine raises a zone-exit alarm, and a staff member sees it with its position,
-//! acknowledges, marks on site and closes it, and the alarm's timeline is printed. Every step is
+//! Then the passive alarm, with pushes going to an in-process fake FCM that prints each one:
+//! Dagny, set up by a caseworker through the API, walks out of her zone while FCM is down; the
+//! alarm engine raises a zone-exit alarm, the push reaches Sven once FCM is back, nobody
+//! acknowledges, the alarm escalates to the whole team after 30 s, and Maja confirms the push,
+//! acknowledges, marks on site and closes it; the alarm's timeline is printed. Every step is
 //! printed as it happens, then what ended up in the database.
 
 use std::net::SocketAddr;
@@ -108,7 +110,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         upload_buffer(&client, &base, &buffered, started),
         stranger(&client, &base, started),
     )?;
-    passive_alarm(&client, &base, &dagny, started).await?;
+    passive_alarm(&client, &base, &fcm, &dagny, started).await?;
 
     let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
     say(started, "metrics:");
@@ -206,11 +208,17 @@ impl Api<'_> {
     }
 }
 
-/// What the caseworker set up for Dagny: her watch's token and the staff member's login.
+/// What the caseworker set up for Dagny: her watch's token and the staff members' password.
 struct Dagny {
     device_token: String,
     staff_password: String,
 }
+
+/// The staff the demo's admin creates: email, display name, phone's push token.
+const STAFF: [(&str, &str, &str); 2] = [
+    ("sven@demo.trygg", "Sven (personal)", "sven-phone-fcm-token"),
+    ("maja@demo.trygg", "Maja (personal)", "maja-phone-fcm-token"),
+];
 
 /// A caseworker's first wearer, through the API alone: accounts, wearer, consent, watch, a
 /// zone, a team and the responder order.
@@ -223,15 +231,18 @@ async fn caseworker_flow(
 ) -> anyhow::Result<Dagny> {
     use reqwest::Method;
     let api = Api { client, base, started };
-    say(started, "admin logs in and creates a caseworker and a staff member for Demo kommun:");
+    say(started, "admin logs in and creates a caseworker and two staff members for Demo kommun:");
     let admin = api.login(DEMO_ADMIN, admin_password).await?;
     let password = token::generate();
     let mut user = json!({ "email": "hanna@demo.trygg", "name": "Hanna (handläggare)", "role": "caseworker", "password": password, "tenant": tenant.0 });
     api.call(Method::POST, "users", Some(&admin), Some(user.clone())).await?;
     let staff_password = token::generate();
-    (user["email"], user["name"], user["role"], user["password"]) =
-        (json!(STAFF), json!("Sven (personal)"), json!("staff"), json!(staff_password));
-    let staff = api.call(Method::POST, "users", Some(&admin), Some(user)).await?["id"].clone();
+    let mut staff = Vec::new();
+    for (email, name, _) in STAFF {
+        (user["email"], user["name"], user["role"], user["password"]) =
+            (json!(email), json!(name), json!("staff"), json!(staff_password));
+        staff.push(api.call(Method::POST, "users", Some(&admin), Some(user.clone())).await?["id"].clone());
+    }
 
     say(started, "caseworker Hanna logs in and sets up Dagny:");
     let cw = api.login("hanna@demo.trygg", &password).await?;
@@ -266,26 +277,42 @@ async fn caseworker_flow(
         api.call(Method::POST, "teams", Some(&cw), Some(json!({ "name": "Nattpatrullen" }))).await?["id"]
             .clone();
     let members = format!("teams/{}/members", team.as_str().unwrap_or_default());
-    api.call(Method::PUT, &members, Some(&cw), Some(json!({ "members": [staff] }))).await?;
+    api.call(Method::PUT, &members, Some(&cw), Some(json!({ "members": staff }))).await?;
     let body = json!({ "name": "Dagny", "note": "Portkod 4711. Går gärna till parken.", "contact_name": "Erik (son)", "contact_phone": "+46 70 123 45 67", "team": team });
     api.call(Method::PUT, &format!("wearers/{id}"), Some(&cw), Some(body)).await?;
-    let steps = json!({ "steps": [{ "user": staff, "escalate_after_secs": 120 }, { "team": team, "escalate_after_secs": 300 }] });
+    // 30 s is the shortest delay a caseworker may set; in real use 2 minutes is common.
+    let steps = json!({ "steps": [{ "user": staff[0], "escalate_after_secs": 30 }, { "team": team, "escalate_after_secs": 300 }] });
     api.call(Method::PUT, &format!("wearers/{id}/responders"), Some(&cw), Some(steps)).await?;
-    say(started, "  responders: Sven first, Nattpatrullen after 2 min, next step after 5 min");
+    say(
+        started,
+        "  responders: Sven first; if he has not acknowledged within 30 s, all of Nattpatrullen (Sven, Maja)",
+    );
     Ok(Dagny { device_token, staff_password })
 }
 
-/// The staff member the demo's caseworker creates.
-const STAFF: &str = "sven@demo.trygg";
-
-/// Dagny walks out of her zone; Sven sees the alarm, takes it, goes there and closes it.
+/// Dagny walks out of her zone while FCM is down. The push reaches Sven once FCM is back; he
+/// does not answer, so the alarm escalates to the whole team; Maja takes it, goes there and
+/// closes it.
 async fn passive_alarm(
     client: &reqwest::Client,
     base: &str,
+    fcm: &FakeFcm,
     dagny: &Dagny,
     started: Instant,
 ) -> anyhow::Result<()> {
     use reqwest::Method;
+    let api = Api { client, base, started };
+    say(started, "Sven and Maja log in on their phones and register them for push:");
+    let mut tokens = Vec::new();
+    for (email, _, phone) in STAFF {
+        let token = api.login(email, &dagny.staff_password).await?;
+        let body = json!({ "token": phone, "platform": "android" });
+        api.call(Method::POST, "push-tokens", Some(&token), Some(body)).await?;
+        tokens.push(token);
+    }
+    let (sven, maja) = (&tokens[0], &tokens[1]);
+    say(started, "FCM goes down for 5 s (pushes are retried with backoff, nothing is dropped)");
+    fcm.go_down_for(Duration::from_secs(5));
     say(started, "Dagny (dagny-watch) leaves home; her watch reports every 10 s (timestamps compressed):");
     for (i, north_m) in [0.0, 40.0, 180.0, 260.0, 340.0].into_iter().enumerate() {
         let secs_ago = 50 - 10 * i as i64;
@@ -293,12 +320,10 @@ async fn passive_alarm(
         let (status, _) = post_fixes(client, base, "dagny-watch", &dagny.device_token, vec![f]).await?;
         say(started, &format!("  dagny-watch → fix {north_m:>3} m north of home ±8 m … {status}"));
     }
-    let api = Api { client, base, started };
-    say(started, "Sven (staff) logs in and watches his alarm list:");
-    let sven = api.login(STAFF, &dagny.staff_password).await?;
+    say(started, "Sven's alarm list:");
     let deadline = Instant::now() + Duration::from_secs(10);
     let alarm = loop {
-        let list = api.call(Method::GET, "alarms", Some(&sven), None).await?;
+        let list = api.call(Method::GET, "alarms", Some(sven), None).await?;
         if let Some(a) = list.as_array().and_then(|l| l.iter().find(|a| a["kind"] == "zone_exit")) {
             break a.clone();
         }
@@ -320,16 +345,31 @@ async fn passive_alarm(
             p["age_s"]
         ),
     );
-    let detail = api.call(Method::GET, &format!("alarms/{id}"), Some(&sven), None).await?;
+    let detail = api.call(Method::GET, &format!("alarms/{id}"), Some(maja), None).await?;
     let trail = detail["trail"].as_array().map_or(0, Vec::len);
     say(started, &format!("  trail: {trail} fixes; map: {}", detail["map_url"]));
-    api.call(Method::POST, &format!("alarms/{id}/acknowledge"), Some(&sven), None).await?;
-    let here = json!({ "position": { "lat": p["lat"], "lon": p["lon"], "accuracy_m": 6.0 } });
-    api.call(Method::POST, &format!("alarms/{id}/on-site"), Some(&sven), Some(here)).await?;
+    say(
+        started,
+        "Sven's phone is in his pocket: nobody acknowledges; after 30 s the alarm escalates to the team",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fcm.count_for_token(STAFF[1].2) == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the alarm did not escalate to the team");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    say(started, "Maja's phone confirms the push, she takes the alarm, goes out and finds Dagny:");
+    let (received, here) = (
+        format!("alarms/{id}/received"),
+        json!({ "position": { "lat": p["lat"], "lon": p["lon"], "accuracy_m": 6.0 } }),
+    );
+    let status = client.post(format!("{base}/api/v1/{received}")).bearer_auth(maja).send().await?.status();
+    say(started, &format!("  POST /api/v1/{received} … {}", status.as_u16()));
+    api.call(Method::POST, &format!("alarms/{id}/acknowledge"), Some(maja), None).await?;
+    api.call(Method::POST, &format!("alarms/{id}/on-site"), Some(maja), Some(here)).await?;
     let close = json!({ "outcome": "assisted", "note": "Dagny var på väg till parken, följde henne hem." });
-    api.call(Method::POST, &format!("alarms/{id}/close"), Some(&sven), Some(close)).await?;
+    api.call(Method::POST, &format!("alarms/{id}/close"), Some(maja), Some(close)).await?;
     say(started, "  the closed alarm's timeline:");
-    let events = api.call(Method::GET, &format!("alarms/{id}/events"), Some(&sven), None).await?;
+    let events = api.call(Method::GET, &format!("alarms/{id}/events"), Some(maja), None).await?;
     for e in events.as_array().into_iter().flatten() {
         let who = e["actor"]["name"].as_str().unwrap_or("trygg");
         println!(

@@ -40,6 +40,8 @@ pub struct Server {
     committer: JoinHandle<()>,
     engine: JoinHandle<()>,
     push: Worker,
+    /// Flipped to true when shutdown starts, so live streams end instead of holding the drain.
+    stopping: tokio::sync::watch::Sender<bool>,
     api: ApiState,
     config: ServeConfig,
 }
@@ -67,11 +69,13 @@ impl Server {
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_bind))?;
 
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let api = ApiState {
             store: store.clone(),
             tokens: Arc::new(Tokens::new(&config.api.jwt_secret, config.api.token_ttl)?),
             zones: Arc::new(ZoneIndexes::default()),
             live_poll: trygg_api::DEFAULT_LIVE_POLL,
+            stopping: stopping_rx,
         };
         if let Some(admin) = &config.api.bootstrap_admin {
             admin.ensure(&store).await.context("creating the bootstrap admin")?;
@@ -123,7 +127,7 @@ impl Server {
             .fallback(|| async {
                 (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
             });
-        Ok(Self { listener, app, store, committer, engine, push, api, config })
+        Ok(Self { listener, app, store, committer, engine, push, stopping, api, config })
     }
 
     /// The address actually bound.
@@ -133,7 +137,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains and closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, app, store, committer, engine, push, api, config } = self;
+        let Self { listener, app, store, committer, engine, push, stopping, api, config } = self;
         let maintenance = tokio::spawn(maintain(api, config.api.purge_interval));
         let (stop_push, push_stopped) = tokio::sync::oneshot::channel::<()>();
         let pusher = tokio::spawn(push.run(async {
@@ -148,6 +152,7 @@ impl Server {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("Shutdown requested: refusing new connections, draining");
+            stopping.send_replace(true);
             let _ = stopping_tx.send(());
         });
         let drain_timeout = config.drain_timeout;
