@@ -60,6 +60,15 @@ fn cases() -> Vec<Case> {
         case("GET", "/api/v1/settings", None, EDITORS, 200, false),
         case("PUT", "/api/v1/settings", Some(json!({ "battery_low_pct": 25 })), &[TenantAdmin], 200, false),
         case("GET", "/api/v1/access-log", None, &[TenantAdmin], 200, false),
+        case("GET", "/api/v1/settings/push", None, &[TenantAdmin], 200, false),
+        case(
+            "PUT",
+            "/api/v1/settings/push",
+            Some(json!({ "wearer_name_in_push": false })),
+            &[TenantAdmin],
+            200,
+            false,
+        ),
         case("GET", "/api/v1/alarms", None, READERS, 200, false),
         case("GET", "/api/v1/reports/alarms", None, EDITORS, 200, false),
         case(

@@ -44,6 +44,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(tenants::get))
         .routes(routes!(users::create, users::list))
         .routes(routes!(settings::get, settings::put))
+        .routes(routes!(settings::get_push, settings::put_push))
         .routes(routes!(access_log::list))
         .routes(routes!(wearers::create, wearers::list))
         .routes(routes!(wearers::get, wearers::update))

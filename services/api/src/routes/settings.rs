@@ -1,10 +1,12 @@
-//! `GET`/`PUT /api/v1/settings`: the caller's tenant's settings.
+//! `GET`/`PUT /api/v1/settings`: the caller's tenant's settings; `GET`/`PUT
+//! /api/v1/settings/push`: what pushes may carry and the alarm-centre webhook's signing key.
 
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use trygg_geofence::Policy;
+use trygg_store::PushSettings;
 use utoipa::ToSchema;
 
 use super::{EDITORS, TENANT_ADMINS};
@@ -89,4 +91,69 @@ fn check_policy(check: &mut Check, p: &Policy) {
             "exit_policy.min_accuracy_m",
             "must not exceed max_accuracy_m",
         );
+}
+
+/// The tenant's push settings as shown: the webhook key itself is never sent back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushSettingsOut {
+    /// Critical pushes carry the wearer's name (off by default: the app fetches details).
+    pub wearer_name_in_push: bool,
+    /// A key for signing alarm-centre webhook bodies is set (without one none is sent).
+    pub alarm_centre_secret_set: bool,
+}
+
+impl From<&PushSettings> for PushSettingsOut {
+    fn from(s: &PushSettings) -> Self {
+        Self {
+            wearer_name_in_push: s.wearer_name_in_push,
+            alarm_centre_secret_set: s.alarm_centre_secret.is_some(),
+        }
+    }
+}
+
+/// A push settings change; fields left out keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettingsPatch {
+    /// Put the wearer's name in critical pushes.
+    pub wearer_name_in_push: Option<bool>,
+    /// The HMAC-SHA256 key (32..=256 characters) the alarm centre verifies webhook bodies with;
+    /// an empty string removes it.
+    pub alarm_centre_secret: Option<String>,
+}
+
+/// The tenant's push settings (tenant admin).
+#[utoipa::path(get, path = "/api/v1/settings/push", tag = "settings", security(("bearer" = [])),
+    responses((status = 200, body = PushSettingsOut)))]
+#[tracing::instrument(skip_all)]
+pub async fn get_push(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<PushSettingsOut>, ApiError> {
+    let tenant = caller.tenant_for(TENANT_ADMINS)?;
+    Ok(Json((&state.store.push_settings(tenant).await?).into()))
+}
+
+/// Changes the tenant's push settings (tenant admin).
+#[utoipa::path(put, path = "/api/v1/settings/push", tag = "settings", request_body = PushSettingsPatch,
+    security(("bearer" = [])), responses((status = 200, body = PushSettingsOut), (status = 422)))]
+#[tracing::instrument(skip_all)]
+pub async fn put_push(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Body(patch): Body<PushSettingsPatch>,
+) -> Result<Json<PushSettingsOut>, ApiError> {
+    let tenant = caller.tenant_for(TENANT_ADMINS)?;
+    let mut s = state.store.push_settings(tenant).await?;
+    s.wearer_name_in_push = patch.wearer_name_in_push.unwrap_or(s.wearer_name_in_push);
+    match patch.alarm_centre_secret {
+        Some(secret) if secret.is_empty() => s.alarm_centre_secret = None,
+        Some(secret) => {
+            Check::default().text("alarm_centre_secret", &secret, 32, 256).done()?;
+            s.alarm_centre_secret = Some(secret);
+        }
+        None => {}
+    }
+    state.store.put_push_settings(tenant, &s).await?;
+    Ok(Json((&s).into()))
 }
