@@ -305,11 +305,7 @@ macro_rules! impl_outbox {
             }
 
             async fn outbox_sent(&self, id: i64) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query("update outbox set status = 'sent' where id = $1 and status = 'pending'")
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
+                settle(&self.pool, "outbox", id, "sent", None).await
             }
 
             async fn outbox_retry(
@@ -318,27 +314,11 @@ macro_rules! impl_outbox {
                 due: chrono::DateTime<chrono::Utc>,
                 error: &str,
             ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update outbox set attempts = attempts + 1, due_at = $2, last_error = $3 \
-                     where id = $1 and status = 'pending'",
-                )
-                .bind(id)
-                .bind(db_time(due))
-                .bind(error)
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                postpone(&self.pool, "outbox", id, due, error).await
             }
 
             async fn outbox_failed(&self, id: i64, error: &str) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update outbox set status = 'failed', last_error = $2 where id = $1 and status = 'pending'",
-                )
-                .bind(id)
-                .bind(error)
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                settle(&self.pool, "outbox", id, "failed", Some(error)).await
             }
 
             async fn outbox_tokens_sent(&self, id: i64) -> Result<Vec<String>, $crate::StoreError> {
@@ -521,12 +501,7 @@ macro_rules! impl_outbox {
             }
 
             async fn timer_done(&self, id: i64) -> Result<bool, $crate::StoreError> {
-                let done =
-                    sqlx::query("update alarm_timers set status = 'done' where id = $1 and status = 'pending'")
-                        .bind(id)
-                        .execute(&self.pool)
-                        .await?;
-                Ok(done.rows_affected() == 1)
+                settle(&self.pool, "alarm_timers", id, "done", None).await
             }
 
             async fn timer_retry(
@@ -535,27 +510,11 @@ macro_rules! impl_outbox {
                 due: chrono::DateTime<chrono::Utc>,
                 error: &str,
             ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update alarm_timers set attempts = attempts + 1, due_at = $2, last_error = $3 \
-                     where id = $1 and status = 'pending'",
-                )
-                .bind(id)
-                .bind(db_time(due))
-                .bind(error)
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                postpone(&self.pool, "alarm_timers", id, due, error).await
             }
 
             async fn timer_failed(&self, id: i64, error: &str) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update alarm_timers set status = 'failed', last_error = $2 where id = $1 and status = 'pending'",
-                )
-                .bind(id)
-                .bind(error)
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                settle(&self.pool, "alarm_timers", id, "failed", Some(error)).await
             }
 
             async fn escalate(
@@ -733,6 +692,40 @@ macro_rules! impl_outbox {
                 .map_err($crate::conflict("push settings"))?;
                 Ok(())
             }
+        }
+
+        /// Ends a pending outbox row or timer (`table`) with `status`; false if it was not pending.
+        /// The table and status are our own fixed names.
+        async fn settle(
+            pool: &sqlx::Pool<$db>,
+            table: &'static str,
+            id: i64,
+            status: &'static str,
+            error: Option<&str>,
+        ) -> Result<bool, $crate::StoreError> {
+            let sql = format!(
+                "update {table} set status = '{status}', last_error = coalesce($2, last_error) \
+                 where id = $1 and status = 'pending'"
+            );
+            let done = sqlx::query(&sql).bind(id).bind(error).execute(pool).await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        /// Counts a failed attempt on a pending outbox row or timer (`table`) and moves it to
+        /// `due`; false if it was not pending.
+        async fn postpone(
+            pool: &sqlx::Pool<$db>,
+            table: &'static str,
+            id: i64,
+            due: chrono::DateTime<chrono::Utc>,
+            error: &str,
+        ) -> Result<bool, $crate::StoreError> {
+            let sql = format!(
+                "update {table} set attempts = attempts + 1, due_at = $2, last_error = $3 \
+                 where id = $1 and status = 'pending'"
+            );
+            let done = sqlx::query(&sql).bind(id).bind(db_time(due)).bind(error).execute(pool).await?;
+            Ok(done.rows_affected() == 1)
         }
 
         /// Adds a timer unless the alarm has one of this kind for this step. True if added.
