@@ -232,7 +232,7 @@ pub enum StepOutcome {
 pub struct NewAlarmEvent {
     /// When.
     pub at: DateTime<Utc>,
-    /// What, e.g. `received`, `push_sent`, `escalated`.
+    /// What, e.g. `raised`, `acknowledged`, `push_sent`, `escalated`.
     pub kind: String,
     /// Who, if a person.
     pub actor: Option<Uuid>,
@@ -301,13 +301,6 @@ pub trait Alarms: Send + Sync {
         id: Uuid,
         step: &StepRequest,
     ) -> Result<Option<StepOutcome>, StoreError>;
-    /// Appends an event; false if there is no such alarm in the tenant.
-    async fn add_alarm_event(
-        &self,
-        tenant: TenantId,
-        id: Uuid,
-        event: &NewAlarmEvent,
-    ) -> Result<bool, StoreError>;
     /// An alarm's events, oldest first.
     async fn alarm_events(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>, StoreError>;
 
@@ -613,26 +606,6 @@ macro_rules! impl_alarms {
                 } else {
                     $crate::alarms::StepOutcome::Refused(alarm)
                 }))
-            }
-
-            async fn add_alarm_event(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: uuid::Uuid,
-                event: &$crate::alarms::NewAlarmEvent,
-            ) -> Result<bool, $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
-                let exists = sqlx::query("select 1 from alarms where id = $1 and tenant_id = $2")
-                    .bind(db_id(id))
-                    .bind(db_id(tenant.0))
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-                if exists {
-                    event_in(&mut tx, id, event).await?;
-                }
-                tx.commit().await?;
-                Ok(exists)
             }
 
             async fn alarm_events(
