@@ -175,7 +175,13 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self.http.request(method.clone(), format!("{}/api/v1/{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -193,8 +199,9 @@ impl Api {
     }
 
     async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
-        let answer =
-            self.call(Method::POST, "auth/login", None, Some(json!({ "email": email, "password": password }))).await?;
+        let answer = self
+            .call(Method::POST, "auth/login", None, Some(json!({ "email": email, "password": password })))
+            .await?;
         Ok(answer["token"].as_str().context("login token")?.to_owned())
     }
 
@@ -242,7 +249,10 @@ const CONFIRM_OUT_M: f64 = 215.0;
 
 async fn set_up(api: &Api, args: &Args) -> anyhow::Result<(Vec<Watch>, Vec<String>)> {
     let admin = api.login(ADMIN_EMAIL, PASSWORD).await?;
-    let tenant = api.call(Method::POST, "tenants", Some(&admin), Some(json!({ "name": "Benchmark kommun" }))).await?["id"].clone();
+    let tenant = api
+        .call(Method::POST, "tenants", Some(&admin), Some(json!({ "name": "Benchmark kommun" })))
+        .await?["id"]
+        .clone();
     let user = |email: &str, role: &str| json!({ "email": email, "name": email.split('@').next().unwrap_or(email), "role": role, "password": PASSWORD, "tenant": tenant });
     api.call(Method::POST, "users", Some(&admin), Some(user("cw@bench.test", "caseworker"))).await?;
     let cw = api.login("cw@bench.test", PASSWORD).await?;
@@ -250,12 +260,21 @@ async fn set_up(api: &Api, args: &Args) -> anyhow::Result<(Vec<Watch>, Vec<Strin
     let mut push_tokens = Vec::new();
     for k in 0..args.teams {
         let email = format!("staff{k}@bench.test");
-        let staff = api.call(Method::POST, "users", Some(&admin), Some(user(&email, "staff"))).await?["id"].clone();
-        let team = api.call(Method::POST, "teams", Some(&cw), Some(json!({ "name": format!("Team {k}") }))).await?["id"]
+        let staff =
+            api.call(Method::POST, "users", Some(&admin), Some(user(&email, "staff"))).await?["id"].clone();
+        let team = api
+            .call(Method::POST, "teams", Some(&cw), Some(json!({ "name": format!("Team {k}") })))
+            .await?["id"]
             .as_str()
             .context("team id")?
             .to_owned();
-        api.call(Method::PUT, &format!("teams/{team}/members"), Some(&cw), Some(json!({ "members": [staff] }))).await?;
+        api.call(
+            Method::PUT,
+            &format!("teams/{team}/members"),
+            Some(&cw),
+            Some(json!({ "members": [staff] })),
+        )
+        .await?;
         let staff_token = api.login(&email, PASSWORD).await?;
         let push_token = format!("bench-fcm-registration-token-staff-{k}");
         api.call(
@@ -322,7 +341,8 @@ struct Background {
 
 impl Background {
     fn start(base: &str, watches: Vec<Watch>, rate: f64, clients: usize) -> Self {
-        let (stop, sent, errors) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (stop, sent, errors) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let watches = Arc::new(watches);
         let per_client = Duration::from_secs_f64(clients as f64 / rate);
         let tasks = (0..clients)
@@ -380,6 +400,7 @@ fn client() -> reqwest::Client {
 struct Exit {
     key: String,
     sent_at: Instant,
+    sent_wall: chrono::DateTime<Utc>,
     http: Duration,
 }
 
@@ -390,9 +411,9 @@ async fn walk_out(api: Api, watch: Watch) -> anyhow::Result<Exit> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let confirm = fix(watch.home, CONFIRM_OUT_M, Utc::now());
     let key = position_key(confirm["lat"].as_f64().unwrap_or_default(), watch.home.1);
-    let sent_at = Instant::now();
+    let (sent_at, sent_wall) = (Instant::now(), Utc::now());
     let http = api.fixes(&watch, json!([confirm])).await?;
-    Ok(Exit { key, sent_at, http })
+    Ok(Exit { key, sent_at, sent_wall, http })
 }
 
 /// Walks `watches` out at `rate` per second; the exits as they were sent.
@@ -459,7 +480,15 @@ struct Tally {
 
 fn tally(inbox: &Inbox, exits: &[Exit]) -> Tally {
     let by_key = pushes_by_key(inbox);
-    let mut t = Tally { delivered: 0, lost: 0, duplicates: 0, extra_alarms: 0, latencies_ms: Vec::new(), first: None, last: None };
+    let mut t = Tally {
+        delivered: 0,
+        lost: 0,
+        duplicates: 0,
+        extra_alarms: 0,
+        latencies_ms: Vec::new(),
+        first: None,
+        last: None,
+    };
     for e in exits {
         let pushes = by_key.get(&e.key).map(Vec::as_slice).unwrap_or_default();
         if pushes.is_empty() {
@@ -498,7 +527,13 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
-async fn measure(args: &Args, backend: &str, fake: &FakeFcm, inbox: &Inbox, server: &Server) -> anyhow::Result<Value> {
+async fn measure(
+    args: &Args,
+    backend: &str,
+    fake: &FakeFcm,
+    inbox: &Inbox,
+    server: &Server,
+) -> anyhow::Result<Value> {
     let api = Api { http: client(), base: server.base.clone() };
     let started = Instant::now();
     let (watches, push_tokens) = set_up(&api, args).await?;
@@ -518,9 +553,11 @@ async fn measure(args: &Args, backend: &str, fake: &FakeFcm, inbox: &Inbox, serv
     let background = Background::start(&server.base, bg, args.bg_rate, args.bg_clients);
     // Background alone for a while: its CPU cost, to separate it from the alarms'.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (cpu0, sent0, t0) = (process_cpu_seconds(pid)?, background.sent.load(Ordering::Relaxed), Instant::now());
+    let (cpu0, sent0, t0) =
+        (process_cpu_seconds(pid)?, background.sent.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let (cpu1, sent1, t1) = (process_cpu_seconds(pid)?, background.sent.load(Ordering::Relaxed), Instant::now());
+    let (cpu1, sent1, t1) =
+        (process_cpu_seconds(pid)?, background.sent.load(Ordering::Relaxed), Instant::now());
     let bg_only_rate = (sent1 - sent0) as f64 / (t1 - t0).as_secs_f64();
     let bg_cpu_per_s = (cpu1 - cpu0) / (t1 - t0).as_secs_f64();
     eprintln!("   background alone: {bg_only_rate:.0} fixes/s, server CPU {bg_cpu_per_s:.2} s/s");
@@ -528,10 +565,28 @@ async fn measure(args: &Args, backend: &str, fake: &FakeFcm, inbox: &Inbox, serv
     // Phase 1: wearers walk out under background load, FCM up.
     let exits = walk_out_all(&server.base, exit1, args.exit_rate).await?;
     let all_in = wait_for_pushes(inbox, &exits, Duration::from_secs(30)).await;
-    let (cpu2, sent2, t2) = (process_cpu_seconds(pid)?, background.sent.load(Ordering::Relaxed), Instant::now());
+    let (cpu2, sent2, t2) =
+        (process_cpu_seconds(pid)?, background.sent.load(Ordering::Relaxed), Instant::now());
     // Late duplicates would show up here.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let p1 = tally(inbox, &exits);
+    if let Some(path) = std::env::var_os("PUSH_BENCH_TRACE") {
+        // Per exit: wall-clock send time, HTTP ack and push latency, alarm id (for server logs).
+        let by_key = pushes_by_key(inbox);
+        let mut lines = String::new();
+        for e in &exits {
+            if let Some(p) = by_key.get(&e.key).and_then(|v| v.first()) {
+                lines.push_str(&format!(
+                    "{} {} http_ms={:.1} push_ms={:.1}\n",
+                    e.sent_wall.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    p.1,
+                    e.http.as_secs_f64() * 1000.0,
+                    p.0.saturating_duration_since(e.sent_at).as_secs_f64() * 1000.0
+                ));
+            }
+        }
+        std::fs::write(path, lines)?;
+    }
     let phase1_s = (t2 - t1).as_secs_f64();
     let bg_rate_phase1 = (sent2 - sent1) as f64 / phase1_s;
     let cpu_phase1 = cpu2 - cpu1;
@@ -581,7 +636,11 @@ async fn measure(args: &Args, backend: &str, fake: &FakeFcm, inbox: &Inbox, serv
     // The exits spread over the first third of the outage.
     let rate2 = args.outage_wearers as f64 / (args.outage_secs as f64 / 3.0).max(1.0);
     let exits2 = walk_out_all(&server.base, exit2, rate2).await?;
-    eprintln!("   phase 2: FCM down for {} s, {} exits sent; waiting for it to come back", args.outage_secs, exits2.len());
+    eprintln!(
+        "   phase 2: FCM down for {} s, {} exits sent; waiting for it to come back",
+        args.outage_secs,
+        exits2.len()
+    );
     tokio::time::sleep_until(up_at.into()).await;
     let during = inbox.lock().expect("inbox").len() - before;
     let all_in2 = wait_for_pushes(inbox, &exits2, Duration::from_secs(args.drain_limit_secs)).await;
@@ -608,7 +667,8 @@ async fn measure(args: &Args, backend: &str, fake: &FakeFcm, inbox: &Inbox, serv
     let messages = fake.messages();
     let mut per: HashMap<(String, String), usize> = HashMap::new();
     for m in &messages {
-        *per.entry((m.collapse_key.clone().unwrap_or_default(), m.token.clone().unwrap_or_default())).or_default() += 1;
+        *per.entry((m.collapse_key.clone().unwrap_or_default(), m.token.clone().unwrap_or_default()))
+            .or_default() += 1;
     }
     let dup_total: usize = per.values().map(|n| n - 1).sum();
     let mut bg_lat: Vec<f64> = bg_lat.into_iter().map(|us| f64::from(us) / 1000.0).collect();
@@ -674,7 +734,8 @@ impl Database {
 
 async fn psql(admin: &str, sql: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(admin).await.with_context(|| format!("PostgreSQL at {admin}"))?;
+    let mut conn =
+        sqlx::PgConnection::connect(admin).await.with_context(|| format!("PostgreSQL at {admin}"))?;
     sqlx::query(sql).execute(&mut conn).await?;
     Ok(())
 }
@@ -693,7 +754,15 @@ impl Server {
         log: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
-            .args(["serve", "--http-bind", "127.0.0.1:0", "--database-url", url, "--db-max-connections", "16"])
+            .args([
+                "serve",
+                "--http-bind",
+                "127.0.0.1:0",
+                "--database-url",
+                url,
+                "--db-max-connections",
+                "16",
+            ])
             .args(["--bootstrap-admin", &format!("{ADMIN_EMAIL}:{PASSWORD}")])
             .env("TRYGG_LOG", std::env::var("PUSH_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .env("TRYGG_JWT_SECRET", "push-benchmark-signing-key-not-secret-at-all")
@@ -708,7 +777,12 @@ impl Server {
         let base = line
             .trim()
             .strip_prefix("trygg listening on ")
-            .with_context(|| format!("unexpected {line:?}; server log: {}", std::fs::read_to_string(log).unwrap_or_default()))?
+            .with_context(|| {
+                format!(
+                    "unexpected {line:?}; server log: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })?
             .to_owned();
         Ok(Self { child, base })
     }
@@ -750,7 +824,9 @@ fn clock_ticks_per_second() -> f64 {
 
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-        s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
     });
     let load = std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned());
     json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "loadavg_at_end": load })
@@ -781,8 +857,15 @@ fn markdown(report: &Value) -> String {
         s.push_str(&format!(
             "| {} | {} | {} / {} / {} ms | {} | {} | {} fixes/s | {} s / {} s |\n",
             r["backend"].as_str().unwrap_or(""),
-            p["exits"], l["p50"], l["p99"], l["max"], p["lost"], p["duplicates"], p["background_fixes_per_s"],
-            p["server_cpu_s_per_1k_alarms_gross"], p["server_cpu_s_per_1k_alarms_net_of_background"],
+            p["exits"],
+            l["p50"],
+            l["p99"],
+            l["max"],
+            p["lost"],
+            p["duplicates"],
+            p["background_fixes_per_s"],
+            p["server_cpu_s_per_1k_alarms_gross"],
+            p["server_cpu_s_per_1k_alarms_net_of_background"],
         ));
     }
     s.push_str("\n| backend | FCM down | exits while down | delivered | lost | duplicates (whole run, per collapse key & token) | first / last push after FCM back |\n|---|---|---|---|---|---|---|\n");
@@ -791,8 +874,13 @@ fn markdown(report: &Value) -> String {
         s.push_str(&format!(
             "| {} | {} s | {} | {} | {} | {} | {} s / {} s |\n",
             r["backend"].as_str().unwrap_or(""),
-            p["outage_s"], p["exits_during_outage"], p["delivered"], p["lost"],
-            r["duplicates_per_collapse_key_and_token_whole_run"], p["first_push_after_fcm_back_s"], p["drain_s_after_fcm_back"],
+            p["outage_s"],
+            p["exits_during_outage"],
+            p["delivered"],
+            p["lost"],
+            r["duplicates_per_collapse_key_and_token_whole_run"],
+            p["first_push_after_fcm_back_s"],
+            p["drain_s_after_fcm_back"],
         ));
     }
     s
