@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -37,7 +38,7 @@ use trygg_store::{
 };
 
 use crate::Backoff;
-use crate::client::{FcmClient, SendOutcome, parse_retry_after};
+use crate::client::{FcmClient, RetryCause, SendOutcome, parse_retry_after};
 use crate::message::{AlarmPush, Message, MessageBuilder, Position};
 
 /// The header carrying an alarm-centre body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
@@ -138,6 +139,9 @@ struct Inner {
     config: WorkerConfig,
     metrics: PushMetrics,
     wake: Arc<Notify>,
+    /// FCM failed on its side or could not be reached since the last accepted push: rows
+    /// are backing off, and the next accepted push brings them all forward.
+    outage: AtomicBool,
 }
 
 /// What one pass of the worker did.
@@ -167,6 +171,7 @@ impl Worker {
             config,
             metrics,
             wake: Arc::new(Notify::new()),
+            outage: AtomicBool::new(false),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -322,10 +327,18 @@ impl Inner {
         let (kind, detail) = match outcome {
             SendOutcome::Delivered { .. } => {
                 store.outbox_token_sent(row.id, &token.token, now).await?;
+                if self.outage.swap(false, Ordering::SeqCst) {
+                    let hastened = store.hasten_retries(now).await?;
+                    tracing::info!(hastened, "FCM accepts pushes again: retrying the waiting ones now");
+                    self.wake.notify_one();
+                }
                 result.delivered += 1;
                 ("push_sent", to)
             }
-            SendOutcome::Retry { retry_after, detail, .. } => {
+            SendOutcome::Retry { retry_after, detail, cause } => {
+                if !matches!(cause, RetryCause::Throttled) {
+                    self.outage.store(true, Ordering::SeqCst);
+                }
                 result.retry = true;
                 result.retry_after = result.retry_after.max(*retry_after);
                 result.last_error = Some(detail.clone());

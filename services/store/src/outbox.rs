@@ -184,6 +184,9 @@ pub trait Outbox: Send + Sync {
     async fn outbox_tokens_sent(&self, id: i64) -> Result<Vec<String>, StoreError>;
     /// FCM accepted the row's push to `token`.
     async fn outbox_token_sent(&self, id: i64, token: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Makes every pending row waiting on a retry due at `now` (FCM is back after an outage:
+    /// their back-off would only delay alarms). Returns how many.
+    async fn hasten_retries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
     /// If no outbox row of the alarm's step `step` is pending or sent (every push failed),
     /// brings the step's escalation deadline forward to `now`. True if it did.
     async fn hasten_escalation(&self, alarm: Uuid, step: u32, now: DateTime<Utc>)
@@ -326,6 +329,16 @@ macro_rules! impl_outbox {
                     .bind(id)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn hasten_retries(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64, $crate::StoreError> {
+                let done = sqlx::query(
+                    "update outbox set due_at = $1 where status = 'pending' and attempts > 0 and due_at > $1",
+                )
+                .bind(db_time(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
             }
 
             async fn outbox_token_sent(
