@@ -16,6 +16,7 @@
 //! The engine wakes the worker through [`Worker::waker`] right after it commits an alarm;
 //! otherwise the worker polls.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,7 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use trygg_core::AlarmState;
+use trygg_core::{AlarmState, TenantId};
 use trygg_store::{
     Alarm, EscalateOutcome, Escalation, NewAlarmEvent, OutboxRow, PushToken, Store, Timer, TimerKind,
 };
@@ -207,12 +208,16 @@ impl Worker {
         let rows = self.inner.store.claim_outbox(now, config.lease, config.batch).await?;
         let timers = self.inner.store.claim_timers(now, config.lease, config.batch).await?;
         let pass = Pass { pushes: rows.len(), timers: timers.len() };
-        let mut tasks = JoinSet::new();
+        // One task per recipient, so that recipient's technical alerts go out as one bundle.
+        let mut per_recipient: HashMap<(TenantId, uuid::Uuid), Vec<OutboxRow>> = HashMap::new();
         for row in rows {
+            per_recipient.entry((row.tenant, row.recipient)).or_default().push(row);
+        }
+        let mut tasks = JoinSet::new();
+        for ((_, recipient), rows) in per_recipient {
             let inner = self.inner.clone();
             tasks.spawn(async move {
-                let id = row.id;
-                inner.deliver(row, now).await.with_context(|| format!("outbox row {id}"))
+                inner.deliver(rows, now).await.with_context(|| format!("outbox rows of {recipient}"))
             });
         }
         for timer in timers {
@@ -238,6 +243,8 @@ impl Worker {
 /// How the sends of one outbox row went.
 #[derive(Debug, Default)]
 struct RowResult {
+    /// A message for it was built or sent to at least one phone.
+    attempted: bool,
     delivered: usize,
     /// Some send failed transiently: try the row again.
     retry: bool,
@@ -247,49 +254,100 @@ struct RowResult {
 }
 
 impl Inner {
-    async fn deliver(&self, row: OutboxRow, now: DateTime<Utc>) -> anyhow::Result<()> {
+    /// Pushes the claimed rows of one recipient: each critical alarm in its own message, the
+    /// technical alerts bundled into one message per phone.
+    async fn deliver(&self, rows: Vec<OutboxRow>, now: DateTime<Utc>) -> anyhow::Result<()> {
         let store = &self.store;
-        let Some(alarm) = store.alarm(row.tenant, row.alarm, None).await? else {
-            store.outbox_failed(row.id, "alarm not found").await?;
-            return Ok(());
-        };
-        if !matches!(alarm.state, AlarmState::Raised | AlarmState::Notified) {
-            // Someone has it: further pushes would only alarm staff for nothing.
-            store.outbox_failed(row.id, &format!("not pushed: the alarm is {}", alarm.state)).await?;
-            return Ok(());
+        let (mut critical, mut technical) = (Vec::new(), Vec::new());
+        for row in rows {
+            let Some(alarm) = store.alarm(row.tenant, row.alarm, None).await? else {
+                store.outbox_failed(row.id, "alarm not found").await?;
+                continue;
+            };
+            if !matches!(alarm.state, AlarmState::Raised | AlarmState::Notified) {
+                // Someone has it: further pushes would only alarm staff for nothing.
+                store.outbox_failed(row.id, &format!("not pushed: the alarm is {}", alarm.state)).await?;
+                continue;
+            }
+            if alarm.kind.is_technical() {
+                technical.push((row, alarm));
+            } else {
+                critical.push(vec![(row, alarm)]);
+            }
         }
+        for group in critical.into_iter().chain((!technical.is_empty()).then_some(technical)) {
+            self.deliver_group(&group, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one message per phone of the group's recipient covering every row of the group
+    /// that phone has not had yet, then settles each row.
+    async fn deliver_group(&self, group: &[(OutboxRow, Alarm)], now: DateTime<Utc>) -> anyhow::Result<()> {
+        let store = &self.store;
         let Some(fcm) = &self.fcm else {
-            return self.give_up(&row, &alarm, "push is off: no FCM credentials configured", true, now).await;
+            for (row, alarm) in group {
+                self.give_up(row, alarm, "push is off: no FCM credentials configured", true, now).await?;
+            }
+            return Ok(());
         };
-        let already = store.outbox_tokens_sent(row.id).await?;
-        let tokens: Vec<PushToken> = store
-            .active_push_tokens(row.tenant, row.recipient)
-            .await?
-            .into_iter()
-            .filter(|t| !already.contains(&t.token))
-            .collect();
-        if tokens.is_empty() && already.is_empty() {
-            return self.give_up(&row, &alarm, "the recipient has no active push token", true, now).await;
+        let (tenant, recipient) = (group[0].0.tenant, group[0].0.recipient);
+        // The phones a row already reached (a row resumed after a crash) do not get it again.
+        let mut already = Vec::with_capacity(group.len());
+        let mut pushes = Vec::with_capacity(group.len());
+        for (row, alarm) in group {
+            already.push(store.outbox_tokens_sent(row.id).await?);
+            pushes.push(self.alarm_push(alarm).await?);
         }
-        let push = self.alarm_push(&alarm).await?;
-        let mut result = RowResult::default();
-        for token in &tokens {
-            let message = match self.message(&push, &token.token, now) {
-                Ok(message) => message,
+        let mut results: Vec<RowResult> = group.iter().map(|_| RowResult::default()).collect();
+        for token in store.active_push_tokens(tenant, recipient).await? {
+            let due: Vec<usize> = (0..group.len()).filter(|&i| !already[i].contains(&token.token)).collect();
+            if due.is_empty() {
+                continue;
+            }
+            let bundle: Vec<AlarmPush> = due
+                .iter()
+                .map(|&i| AlarmPush { push_token: token.token.clone(), ..pushes[i].clone() })
+                .collect();
+            let outcome = match self.message(&bundle, now) {
+                Ok(message) => fcm.send(&message).await,
                 Err(error) => {
-                    let detail = format!("recipient {}, step {}: {error}", row.recipient, row.step);
-                    event(store.as_ref(), &row, "push_failed", detail, now).await?;
-                    result.last_error = Some(error);
+                    for &i in &due {
+                        let (row, _) = &group[i];
+                        let detail = format!("recipient {}, step {}: {error}", row.recipient, row.step);
+                        event(store.as_ref(), row, "push_failed", detail, now).await?;
+                        (results[i].attempted, results[i].last_error) = (true, Some(error.clone()));
+                    }
                     continue;
                 }
             };
-            let outcome = fcm.send(&message).await;
             self.metrics.sends.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
-            self.record(&row, token, &outcome, &mut result, now).await?;
+            for &i in &due {
+                self.record(&group[i].0, &token, &outcome, &mut results[i], now).await?;
+            }
         }
-        // A row resumed after a crash may have reached every token already: notify all the same.
-        if result.delivered > 0 || !already.is_empty() {
-            self.notified(&row, &alarm, now).await?;
+        for (((row, alarm), result), already) in group.iter().zip(results).zip(&already) {
+            self.settle(row, alarm, result, !already.is_empty(), now).await?;
+        }
+        Ok(())
+    }
+
+    /// After the sends: the row is sent, retried later, or given up (escalation takes over).
+    async fn settle(
+        &self,
+        row: &OutboxRow,
+        alarm: &Alarm,
+        result: RowResult,
+        reached_before: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let store = &self.store;
+        if !result.attempted && !reached_before {
+            return self.give_up(row, alarm, "the recipient has no active push token", true, now).await;
+        }
+        // A row resumed after a crash may have reached every phone already: notify all the same.
+        if result.delivered > 0 || reached_before {
+            self.notified(row, alarm, now).await?;
         }
         match result.retry {
             true if row.attempts + 1 < self.config.max_attempts => {
@@ -301,14 +359,14 @@ impl Inner {
                 tracing::info!(alarm = %row.alarm, attempt = row.attempts + 1, delay_ms = delay.as_millis() as u64, %error, "Push will be retried");
                 Ok(())
             }
-            _ if result.delivered > 0 || !already.is_empty() => {
+            _ if result.delivered > 0 || reached_before => {
                 store.outbox_sent(row.id).await?;
                 Ok(())
             }
             _ => {
                 let error = result.last_error.unwrap_or_else(|| "no push could be sent".to_owned());
                 // Each failed send is already on the alarm's log.
-                self.give_up(&row, &alarm, &error, false, now).await
+                self.give_up(row, alarm, &error, false, now).await
             }
         }
     }
@@ -323,6 +381,7 @@ impl Inner {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let store = &self.store;
+        result.attempted = true;
         let to = format!("recipient {} ({}), step {}", row.recipient, token.platform, row.step);
         let (kind, detail) = match outcome {
             SendOutcome::Delivered { .. } => {
@@ -425,14 +484,13 @@ impl Inner {
         })
     }
 
-    fn message(&self, push: &AlarmPush, token: &str, now: DateTime<Utc>) -> Result<Message, String> {
-        let push = AlarmPush { push_token: token.to_owned(), ..push.clone() };
+    /// One message for `bundle` (one phone): a critical alarm alone, or technical alerts bundled.
+    fn message(&self, bundle: &[AlarmPush], now: DateTime<Utc>) -> Result<Message, String> {
         let mut builder = self.messages.clone();
-        builder.include_wearer_name = push.wearer_name.is_some();
-        let built = if push.kind.is_technical() {
-            builder.technical(std::slice::from_ref(&push), now)
-        } else {
-            builder.critical(&push, now)
+        builder.include_wearer_name = bundle.iter().any(|p| p.wearer_name.is_some());
+        let built = match bundle {
+            [alarm] if !alarm.kind.is_technical() => builder.critical(alarm, now),
+            _ => builder.technical(bundle, now),
         };
         built.map_err(|e| e.to_string())
     }

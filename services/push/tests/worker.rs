@@ -35,6 +35,7 @@ on_both_backends!(
     escalation_follows_the_responder_order_then_signs_the_alarm_centre_webhook,
     an_acknowledged_alarm_stops_escalating_and_pushing,
     a_second_worker_resends_an_unsent_claim_after_the_lease_but_never_a_sent_one,
+    technical_alerts_for_one_recipient_go_out_bundled_at_normal_priority,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -418,4 +419,30 @@ async fn a_second_worker_resends_an_unsent_claim_after_the_lease_but_never_a_sen
     third.pass(at(100.0)).await.unwrap();
     restarted.pass(at(200.0)).await.unwrap();
     assert_eq!(w.fake.count_for_collapse_key(&alarm.to_string()), 1);
+}
+
+async fn technical_alerts_for_one_recipient_go_out_bundled_at_normal_priority(store: Arc<dyn Store>) {
+    let w = world(store, 1).await;
+    let low = w.raise(AlarmKind::LowBattery, None, &w.staff, t0()).await;
+    let offline = w.raise(AlarmKind::DeviceOffline, None, &w.staff, t0()).await;
+    let sos = w.raise(AlarmKind::Sos, None, &w.staff, t0()).await;
+    w.pass(t0()).await;
+
+    let messages = w.fake.messages();
+    assert_eq!(messages.len(), 2, "the SOS alone, both technical alerts in one message");
+    let bundle =
+        messages.iter().find(|m| m.message["data"]["type"] == "technical").expect("a technical bundle");
+    assert_eq!(bundle.message["android"]["priority"], "NORMAL");
+    assert_eq!(bundle.message["data"]["count"], "2");
+    let ids = bundle.message["data"]["alarm_ids"].as_str().unwrap();
+    assert!(ids.contains(&low.to_string()) && ids.contains(&offline.to_string()), "{ids}");
+    let critical =
+        messages.iter().find(|m| m.collapse_key.as_deref() == Some(sos.to_string().as_str())).unwrap();
+    assert_eq!(critical.message["android"]["priority"], "HIGH");
+    for alarm in [low, offline, sos] {
+        assert_eq!(w.state(alarm).await, AlarmState::Notified);
+        assert_eq!(count(&w.events(alarm).await, "push_sent"), 1);
+    }
+    w.pass(at(31.0)).await;
+    assert_eq!(w.fake.messages().len(), 2, "technical alerts never escalate nor repeat");
 }
