@@ -7,7 +7,9 @@
 //! runs [`Engine::recover`], which finds in the database every fix newer than a device's stored
 //! zone state and every device alarm not yet handled. Both paths end in one
 //! [`Alarms::engine_commit`](trygg_store::Alarms::engine_commit) per batch, and the in-memory zone
-//! states are updated only after it succeeds, so memory and database never disagree.
+//! states are updated only after it succeeds. A device's state is stored when it decides
+//! something new and otherwise every few minutes of fix time; what lies between is rebuilt by
+//! replaying the fixes since, which gives the same decisions.
 //!
 //! Device alarms are always read back from the database ([`pending_device_alarms`]), never taken
 //! from the queue: whichever path sees one first raises it and marks it handled in the same
@@ -41,6 +43,10 @@ use crate::{EngineError, ZoneIndexes};
 const MAX_BATCH: usize = 1024;
 /// How long after a failure the engine tries again from the database.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A device's zone state is stored when it decides something new (a side confirmed, an alarm
+/// raised or ended), and otherwise at least this often in fix time, which bounds how many of its
+/// fixes a restart replays. Storing every fix's state would double the writes of ingest.
+const STORE_STATE_EVERY: chrono::Duration = chrono::Duration::minutes(5);
 /// How far back recovery looks for fixes of devices the engine has never evaluated (devices
 /// with a stored zone state are caught up from it, however long ago that was).
 const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
@@ -59,6 +65,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     zones: Arc<ZoneIndexes>,
     states: HashMap<DeviceId, DeviceState>,
+    /// The `last_fix_at` of each device's stored state.
+    stored_at: HashMap<DeviceId, DateTime<Utc>>,
     /// Woken after a commit that raised an alarm: the push worker, so a push does not wait
     /// for its next poll.
     raised: Option<Arc<Notify>>,
@@ -67,13 +75,14 @@ pub struct Engine {
 impl Engine {
     /// Loads every device's stored zone state.
     pub async fn load(store: Arc<dyn Store>, zones: Arc<ZoneIndexes>) -> Result<Self, EngineError> {
-        let mut states = HashMap::new();
+        let (mut states, mut stored_at) = (HashMap::new(), HashMap::new());
         for row in store.zone_states().await? {
             let state: DeviceState = serde_json::from_str(&row.state)
                 .map_err(|e| EngineError::Corrupt(format!("stored zone state of {}: {e}", row.device)))?;
+            stored_at.insert(row.device.clone(), row.last_fix_at);
             states.insert(row.device, state);
         }
-        Ok(Self { store, zones, states, raised: None })
+        Ok(Self { store, zones, states, stored_at, raised: None })
     }
 
     /// Wakes `waker` after every commit that raised an alarm.
@@ -139,7 +148,8 @@ impl Engine {
         for alarm in pending {
             signals.push(self.device_alarm_signal(alarm).await?);
         }
-        let mut touched: HashMap<DeviceId, DeviceState> = HashMap::new();
+        // Changed states, and whether each decided something new.
+        let mut touched: HashMap<DeviceId, (DeviceState, bool)> = HashMap::new();
         let mut policies: HashMap<TenantId, Policy> = HashMap::new();
         for (device, mut batch) in fixes {
             batch.fixes.sort_by_key(|f| f.time);
@@ -164,22 +174,31 @@ impl Engine {
                 }
             }
             if state != before {
-                touched.insert(device, state);
+                let decided = !before.decides_as(&state);
+                touched.insert(device, (state, decided));
             }
         }
         let mut states = Vec::with_capacity(touched.len());
-        for (device, state) in &touched {
+        for (device, (state, decided)) in &touched {
             let Some(last_fix_at) = state.last_time() else { continue };
+            let due = self.stored_at.get(device).is_none_or(|at| last_fix_at - *at >= STORE_STATE_EVERY);
+            if !(*decided || due) {
+                continue;
+            }
             let state = serde_json::to_string(state)
                 .map_err(|e| EngineError::Corrupt(format!("encoding the zone state of {device}: {e}")))?;
             states.push(ZoneStateRow { device: device.clone(), state, last_fix_at });
         }
-        if states.is_empty() && signals.is_empty() {
-            return Ok(Vec::new());
-        }
         let commit = EngineCommit { states, signals };
-        let outcomes = self.store.engine_commit(&commit, now).await?;
-        self.states.extend(touched);
+        let outcomes = if commit.states.is_empty() && commit.signals.is_empty() {
+            Vec::new()
+        } else {
+            self.store.engine_commit(&commit, now).await?
+        };
+        for row in &commit.states {
+            self.stored_at.insert(row.device.clone(), row.last_fix_at);
+        }
+        self.states.extend(touched.into_iter().map(|(device, (state, _))| (device, state)));
         if let Some(waker) = &self.raised
             && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
         {

@@ -24,6 +24,7 @@ on_both_backends!(
     late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
     a_restart_recovers_unevaluated_fixes_and_pending_device_alarms_without_repeating,
     the_trail_of_an_alarm_outlives_the_retention_period,
+    a_state_is_stored_when_it_decides_and_a_restart_replays_the_fixes_since,
 );
 
 /// Skövde: the zone's centre.
@@ -350,4 +351,29 @@ async fn the_trail_of_an_alarm_outlives_the_retention_period(store: Arc<dyn Stor
         s.store.recent_fixes(&s.device, 100).await.unwrap().iter().rev().map(|f| f.fix.time).collect();
     let minutes: Vec<i64> = kept.iter().map(|t| (*t - s.t0).num_minutes()).collect();
     assert_eq!(minutes, [-5, 0, 4, 5], "the trail from 10 minutes before the alarm stays with it");
+}
+
+async fn a_state_is_stored_when_it_decides_and_a_restart_replays_the_fixes_since(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    // Home (the first confirmed side: stored), still home, then the first fix outside (a count
+    // toward an exit: not stored).
+    for f in [s.fix(0, 0.0), s.fix(1, 20.0), s.fix(2, 250.0)] {
+        assert!(engine.process(vec![s.commit_fixes(&[f]).await], Utc::now()).await.unwrap().is_empty());
+    }
+    let stored = s.store.zone_states().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].last_fix_at, s.t0, "only the state that decided something was written");
+    // A crash loses the count; the restart replays the two fixes since and the next fix outside
+    // confirms the exit, exactly as without the crash.
+    let mut engine = s.engine().await;
+    assert!(engine.recover(Utc::now()).await.unwrap().is_empty());
+    let out = engine.process(vec![s.commit_fixes(&[s.fix(3, 400.0)]).await], Utc::now()).await.unwrap();
+    assert_eq!(raised(&out).len(), 1, "{out:?}");
+    assert_eq!(s.store.zone_states().await.unwrap()[0].last_fix_at, s.t0 + TimeDelta::minutes(3));
+    // Quiet minutes are stored at least every five minutes of fix time.
+    for m in 4..=9 {
+        engine.process(vec![s.commit_fixes(&[s.fix(m, 500.0)]).await], Utc::now()).await.unwrap();
+    }
+    assert_eq!(s.store.zone_states().await.unwrap()[0].last_fix_at, s.t0 + TimeDelta::minutes(8));
 }

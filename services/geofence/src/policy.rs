@@ -116,6 +116,19 @@ impl DeviceState {
     pub fn last_time(&self) -> Option<DateTime<Utc>> {
         self.last_time
     }
+
+    /// Whether both states have decided the same: the same zones, each on the same confirmed
+    /// side and with the same alarm raised. States that differ only in what replaying the
+    /// fixes since would rebuild (the last fix, the speed anchor, counts toward a change of
+    /// side) decide the same, so the engine need not store every fix's state.
+    pub fn decides_as(&self, other: &Self) -> bool {
+        self.zones.len() == other.zones.len()
+            && self
+                .zones
+                .iter()
+                .zip(&other.zones)
+                .all(|((a, x), (b, y))| a == b && x.side == y.side && x.alarmed == y.alarmed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
