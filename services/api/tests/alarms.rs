@@ -32,6 +32,7 @@ on_both_backends!(
     every_answer_showing_a_wearer_position_is_logged_once_per_wearer,
     the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes,
     the_live_stream_sends_a_fix_committed_after_one_received_later,
+    the_live_stream_ends_for_staff_taken_off_the_team,
     the_live_stream_ends_promptly_when_the_server_stops,
     a_live_client_that_goes_away_leaves_nothing_running,
     push_tokens_are_registered_listed_and_deleted_by_their_owner_only,
@@ -543,6 +544,24 @@ async fn the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes(store: A
         1,
         "one entry per connection, none for the refused one"
     );
+}
+
+async fn the_live_stream_ends_for_staff_taken_off_the_team(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    team_up(&app, &f, &[f.staff]).await;
+    let now = Utc::now();
+    store_fix(&app, &f.device, fix(now - TimeDelta::seconds(30), 58.39, 13.84, Some(20.0)), now).await;
+    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), f.token(Role::Staff), &[]).await;
+    let mut events = Events::new(resp.into_body());
+    assert_eq!(events.next().await.unwrap().0, "position");
+
+    assert!(app.state.store.set_team_members(f.tenant, f.team, &[]).await.unwrap());
+    store_fix(&app, &f.device, fix(Utc::now(), 58.41, 13.86, Some(7.0)), Utc::now()).await;
+    let (kind, ended) = events.next().await.unwrap();
+    assert_eq!(kind, "ended", "no position after the staff member left the team: {ended}");
+    assert!(events.next().await.is_none());
 }
 
 async fn the_live_stream_sends_a_fix_committed_after_one_received_later(store: Arc<dyn Store>) {

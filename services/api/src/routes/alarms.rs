@@ -663,6 +663,8 @@ struct Live {
     store: Arc<dyn Store>,
     tenant: TenantId,
     alarm: Uuid,
+    /// The staff member watching, whose right to see the alarm is checked at every poll.
+    viewer: Option<Uuid>,
     device: Option<DeviceId>,
     /// Newest received time of the fixes seen.
     cursor: DateTime<Utc>,
@@ -707,9 +709,17 @@ impl Live {
         }
     }
 
-    /// Queues the fixes not sent yet, then `closed` if the alarm closed.
+    /// Queues the fixes not sent yet, then `closed` if the alarm closed. A caller who may no
+    /// longer see the alarm (taken off the team, the wearer's responders changed) gets no more
+    /// positions: `ended` and the end of the stream.
     async fn poll_once(&mut self) -> Result<(), StoreError> {
         let now = Utc::now();
+        if self.viewer.is_some() && self.store.alarm(self.tenant, self.alarm, self.viewer).await?.is_none() {
+            let data = json!({ "id": self.alarm, "reason": "you may no longer see this alarm" });
+            self.pending.push_back(Event::default().event("ended").data(data.to_string()));
+            self.done = true;
+            return Ok(());
+        }
         for f in self.unseen().await? {
             self.pending.push_back(position_event(&f, now));
         }
@@ -790,6 +800,7 @@ pub async fn live(
         store: state.store.clone(),
         tenant,
         alarm: a.id,
+        viewer: viewer(&caller),
         device: a.device.clone(),
         cursor: last.as_ref().map_or(started, |f| f.received_at),
         seen: HashMap::new(),
