@@ -169,10 +169,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             let server = Server::build(args.config()?).await?;
+            let shutdown = shutdown_signal().context("listening for SIGINT/SIGTERM")?;
             // The one line scripts and tests read to find the port (useful with port 0).
             println!("trygg listening on http://{}", server.local_addr());
             std::io::stdout().flush()?;
-            server.run(shutdown_signal()).await?;
+            server.run(shutdown).await?;
         }
         Command::Migrate(db) => {
             let store = open(&db).await?;
@@ -184,6 +185,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("binding the fake FCM on {bind}"))?;
+            let shutdown = shutdown_signal().context("listening for SIGINT/SIGTERM")?;
             // The first line says where to point trygg; then one JSON line per push received.
             println!(
                 "fake FCM listening on http://{}: TRYGG_FCM_ENDPOINT=http://{0} TRYGG_FCM_CREDENTIALS={}",
@@ -191,11 +193,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 credentials_out.display()
             );
             std::io::stdout().flush()?;
-            trygg_push::fake::run_printing(listener, &credentials_out, shutdown_signal())
-                .await
-                .with_context(|| {
-                    format!("running the fake FCM (credentials file {})", credentials_out.display())
-                })?;
+            trygg_push::fake::run_printing(listener, &credentials_out, shutdown).await.with_context(
+                || format!("running the fake FCM (credentials file {})", credentials_out.display()),
+            )?;
         }
         Command::Replay { zones, fixes } => return replay(&zones, &fixes),
         Command::Tenant { command: TenantCommand::Create { db, name } } => {

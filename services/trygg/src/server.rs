@@ -205,23 +205,18 @@ async fn maintain(api: ApiState, every: std::time::Duration) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed by this call, not
+/// when the future is first polled: call it before announcing the server, so a signal sent the
+/// moment the address is printed stops it gracefully instead of killing it.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut terminate, mut interrupt) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
+    })
 }
 
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
