@@ -1,10 +1,14 @@
-//! Shared pieces of trygg's benchmarks: a seeded random source and generators of realistic
-//! zones around Swedish towns.
+//! Shared pieces of trygg's benchmarks: a seeded random source, generators of realistic
+//! zones around Swedish towns, and ([`server`]) the `trygg serve` process the HTTP benchmarks
+//! drive with CPU time from `/proc`.
 //!
 //! Fixtures are generated, not stored: the same seed gives the same zones and points on every
 //! machine, so the repository stays small and a run can be reproduced exactly.
 
 use geo::{Coord, Destination, Haversine, LineString, Point, Polygon};
+
+pub mod server;
+pub use server::cpu_seconds;
 
 /// Metres per degree of latitude (mean earth radius, as geo's haversine).
 pub const M_PER_DEG: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
@@ -151,17 +155,6 @@ pub fn circle_polygon(centre: Coord, radius_m: f64, n: usize) -> Polygon<f64> {
         .collect();
     ring.push(ring[0]);
     Polygon::new(LineString::new(ring), vec![])
-}
-
-/// Process CPU time (user + system) in seconds, from `/proc/self/stat` (Linux).
-pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[cfg(test)]

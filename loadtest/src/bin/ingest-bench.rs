@@ -12,15 +12,14 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 use trygg_core::DeviceId;
+use trygg_loadtest::server::{Server, machine, process_cpu_seconds};
 use trygg_store::{ConnectOptions, NewDevice, Protocol, token};
 
 struct Args {
@@ -90,7 +89,12 @@ async fn main() -> anyhow::Result<()> {
                 "== {backend}, {mode}: {} devices, {} connections, {} s",
                 args.devices, args.clients, args.seconds
             );
-            let mut server = Server::start(&args.trygg, &db.url, extra)?;
+            let mut server = Server::start(&args.trygg, &db.url, None, |c| {
+                c.args(extra)
+                    .env("TRYGG_LOG", "error")
+                    // Required by `serve` for the staff/caseworker API, which this benchmark does not use.
+                    .env("TRYGG_JWT_SECRET", "ingest-benchmark-signing-key-not-secret");
+            })?;
             let run = drive(&server.base, &tokens, &args, backend, mode, server.pid()).await?;
             eprintln!(
                 "   {:.0} fixes/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, server CPU {:.3} s per 1k fixes",
@@ -250,76 +254,4 @@ async fn psql(admin: &str, sql: &str) -> anyhow::Result<()> {
         sqlx::PgConnection::connect(admin).await.with_context(|| format!("PostgreSQL at {admin}"))?;
     sqlx::query(sql).execute(&mut conn).await?;
     Ok(())
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(bin: &str, url: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--http-bind",
-                "127.0.0.1:0",
-                "--database-url",
-                url,
-                "--db-max-connections",
-                "16",
-            ])
-            .args(extra)
-            .env("TRYGG_LOG", "error")
-            // Required by `serve` for the staff/caseworker API, which this benchmark does not use.
-            .env("TRYGG_JWT_SECRET", "ingest-benchmark-signing-key-not-secret")
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {bin}"))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let base = line
-            .trim()
-            .strip_prefix("trygg listening on ")
-            .with_context(|| format!("unexpected {line:?}"))?
-            .to_owned();
-        Ok(Self { child, base })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
-/// User + system CPU seconds of a process, from /proc.
-fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("model name"))
-            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-    });
-    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) })
 }

@@ -16,8 +16,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +25,7 @@ use chrono::{TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, broadcast};
+use trygg_loadtest::server::{Server, machine, process_cpu_seconds};
 use trygg_push::fake::{FakeFcm, ReceivedMessage};
 
 const ADMIN_EMAIL: &str = "admin@bench.test";
@@ -101,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let report = json!({
         "date": Utc::now().to_rfc3339(),
-        "machine": machine(),
+        "machine": machine_at_end(),
         "target": "M4: p99 ≤ 100 ms exit fix received → push request at FCM, under M3 load; 0 lost, 0 duplicated with FCM down 60 s",
         "peer": "none: no external peer exists for M4; the DESIGN target is the bar",
         "latency": "from sending the confirming (second outside) fix's HTTP request to the fake FCM accepting the push, both clocks in this process",
@@ -151,7 +150,14 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Value> {
     let credentials = db.dir.path().join("fcm-service-account.json");
     std::fs::write(&credentials, fake.service_account_json())?;
     let log = db.dir.path().join("trygg.log");
-    let mut server = Server::start(&args.trygg, &db.url, &credentials, &fake.endpoint(), &log)?;
+    let endpoint = fake.endpoint();
+    let mut server = Server::start(&args.trygg, &db.url, Some(&log), |c| {
+        c.args(["--bootstrap-admin", &format!("{ADMIN_EMAIL}:{PASSWORD}")])
+            .env("TRYGG_LOG", std::env::var("PUSH_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("TRYGG_JWT_SECRET", "push-benchmark-signing-key-not-secret-at-all")
+            .env("TRYGG_FCM_CREDENTIALS", &credentials)
+            .env("TRYGG_FCM_ENDPOINT", &endpoint);
+    })?;
     let result = measure(args, backend, &fake, &inbox, &server).await;
     let cpu_total = process_cpu_seconds(server.pid()).unwrap_or(f64::NAN);
     server.stop();
@@ -740,98 +746,6 @@ async fn psql(admin: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(
-        bin: &str,
-        url: &str,
-        credentials: &std::path::Path,
-        endpoint: &str,
-        log: &std::path::Path,
-    ) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--http-bind",
-                "127.0.0.1:0",
-                "--database-url",
-                url,
-                "--db-max-connections",
-                "16",
-            ])
-            .args(["--bootstrap-admin", &format!("{ADMIN_EMAIL}:{PASSWORD}")])
-            .env("TRYGG_LOG", std::env::var("PUSH_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
-            .env("TRYGG_JWT_SECRET", "push-benchmark-signing-key-not-secret-at-all")
-            .env("TRYGG_FCM_CREDENTIALS", credentials)
-            .env("TRYGG_FCM_ENDPOINT", endpoint)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()
-            .with_context(|| format!("starting {bin}"))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let base = line
-            .trim()
-            .strip_prefix("trygg listening on ")
-            .with_context(|| {
-                format!(
-                    "unexpected {line:?}; server log: {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            })?
-            .to_owned();
-        Ok(Self { child, base })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// User + system CPU seconds of a process, from /proc.
-fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("model name"))
-            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-    });
-    let load = std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned());
-    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "loadavg_at_end": load })
-}
-
 /// The short Markdown summary.
 fn markdown(report: &Value) -> String {
     let mut s = String::new();
@@ -884,4 +798,11 @@ fn markdown(report: &Value) -> String {
         ));
     }
     s
+}
+
+/// The machine, with its load average as the run ends (other work on the shared cores).
+fn machine_at_end() -> Value {
+    let mut m = machine();
+    m["loadavg_at_end"] = json!(std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned()));
+    m
 }

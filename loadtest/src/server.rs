@@ -1,0 +1,120 @@
+//! The real `trygg serve` the HTTP benchmarks drive, and CPU time from `/proc`: one copy for
+//! every benchmark, so they start, measure and stop the server alike.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+/// A `trygg serve` child process on a free port; killed if still running when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Server {
+    /// Starts `bin serve` on 127.0.0.1:0 against `url` with 16 database connections, after
+    /// `configure` added its flags and environment, and waits for the address line. With `log`,
+    /// the server's stderr goes there and a failed start quotes it.
+    pub fn start(
+        bin: &str,
+        url: &str,
+        log: Option<&Path>,
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(bin);
+        command
+            .args([
+                "serve",
+                "--http-bind",
+                "127.0.0.1:0",
+                "--database-url",
+                url,
+                "--db-max-connections",
+                "16",
+            ])
+            .stdout(Stdio::piped());
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log)?);
+        }
+        configure(&mut command);
+        let mut child = command.spawn().with_context(|| format!("starting {bin}"))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let base = line
+            .trim()
+            .strip_prefix("trygg listening on ")
+            .with_context(|| {
+                let log = log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
+                format!("unexpected {line:?}; server log: {log}")
+            })?
+            .to_owned();
+        Ok(Self { child, base })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, and waits for the exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User + system CPU seconds of process `pid`, from `/proc/PID/stat`.
+pub fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds of this process, 0 if `/proc` cannot be read.
+pub fn cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/self/stat").unwrap_or(0.0)
+}
+
+fn stat_cpu_seconds(path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
+    // Fields after the parenthesised command name (which may hold spaces); utime and stime are
+    // the 14th and 15th of the line, 11 and 12 after the name.
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+    Ok(ticks / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The CPU model and core count, for a results file.
+pub fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) })
+}
