@@ -723,28 +723,41 @@ macro_rules! impl_alarms {
                 tenant: trygg_core::TenantId,
                 user: uuid::Uuid,
             ) -> Result<Vec<$crate::alarms::PushToken>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select token, platform, created_at, disabled_at from push_tokens \
-                     where tenant_id = $1 and user_id = $2 order by created_at desc",
-                )
-                .bind(db_id(tenant.0))
-                .bind(db_id(user))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::alarms::PushToken {
-                            token: r.get(0),
-                            platform: r.get(1),
-                            created_at: get_time(r, 2)?,
-                            disabled_at: get_opt_time(r, 3)?,
-                        })
-                    })
-                    .collect()
+                push_tokens_in(&self.pool, tenant, user, false).await
             }
         }
 
         type AlarmTx = sqlx::Transaction<'static, $db>;
+
+        /// An account's push tokens, newest first; with `active_only`, those FCM has not
+        /// declared dead.
+        async fn push_tokens_in(
+            pool: &sqlx::Pool<$db>,
+            tenant: trygg_core::TenantId,
+            user: uuid::Uuid,
+            active_only: bool,
+        ) -> Result<Vec<$crate::alarms::PushToken>, $crate::StoreError> {
+            let rows = sqlx::query(
+                "select token, platform, created_at, disabled_at from push_tokens \
+                 where tenant_id = $1 and user_id = $2 and ($3 = false or disabled_at is null) \
+                 order by created_at desc",
+            )
+            .bind(db_id(tenant.0))
+            .bind(db_id(user))
+            .bind(active_only)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok($crate::alarms::PushToken {
+                        token: r.get(0),
+                        platform: r.get(1),
+                        created_at: get_time(r, 2)?,
+                        disabled_at: get_opt_time(r, 3)?,
+                    })
+                })
+                .collect()
+        }
 
         /// The open alarm of a wearer with this kind and zone (`''` for none).
         async fn open_alarm_in(

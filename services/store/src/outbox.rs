@@ -270,7 +270,7 @@ pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
 
 /// Expands to `impl Outbox for $store` (backend `$db`) and `escalation_deadline_in`, which
 /// [`raise_in`](crate::alarms) calls. The invoking module provides the value conversions of
-/// [`impl_directory`](crate::directory) and the alarms' `event_in` and `AlarmTx`;
+/// [`impl_directory`](crate::directory) and the alarms' `event_in`, `push_tokens_in` and `AlarmTx`;
 /// `$skip_locked` ends the claim's row selection (`for update skip locked` on PostgreSQL).
 macro_rules! impl_outbox {
     ($store:ty, $db:ty, skip_locked = $skip_locked:literal) => {
@@ -436,24 +436,7 @@ macro_rules! impl_outbox {
                 tenant: trygg_core::TenantId,
                 user: uuid::Uuid,
             ) -> Result<Vec<$crate::alarms::PushToken>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select token, platform, created_at from push_tokens \
-                     where tenant_id = $1 and user_id = $2 and disabled_at is null order by created_at desc",
-                )
-                .bind(db_id(tenant.0))
-                .bind(db_id(user))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::alarms::PushToken {
-                            token: r.get(0),
-                            platform: r.get(1),
-                            created_at: get_time(r, 2)?,
-                            disabled_at: None,
-                        })
-                    })
-                    .collect()
+                push_tokens_in(&self.pool, tenant, user, true).await
             }
 
             async fn disable_push_token(
