@@ -19,6 +19,13 @@ use crate::{StoreError, StoredFix};
 /// (through the alarm's close) are kept past the retention period, with the alarm.
 pub const TRAIL_BEFORE: chrono::Duration = chrono::Duration::minutes(10);
 
+/// The critical alarm kinds as an SQL list (`'sos', 'fall', …`), from
+/// [`AlarmKind::is_critical`]: our own fixed names, safe to inline.
+pub(crate) fn critical_kinds_sql() -> String {
+    let critical = AlarmKind::ALL.iter().filter(|k| k.is_critical());
+    critical.map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+}
+
 /// A position attached to an alarm or an event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Position {

@@ -185,18 +185,20 @@ impl Store for PgStore {
     }
 
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let sql = format!(
             "delete from fixes f where f.time < $1 - make_interval(days => coalesce((select s.fix_retention_days \
              from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = f.device_id), $2)::int) \
              and not exists (select 1 from device_alarms a where a.device_id = f.device_id and a.fix_time = f.time) \
-             and not exists (select 1 from alarms al where al.device_id = f.device_id and al.kind in ('sos', 'fall', 'zone_exit', 'zone_enter', 'watch_removed') \
+             and not exists (select 1 from alarms al where al.device_id = f.device_id and al.kind in ({critical}) \
              and f.time >= al.trigger_time - make_interval(secs => $3) and (al.closed_at is null or f.time <= al.closed_at))",
-        )
-        .bind(now)
-        .bind(i64::from(default_retention_days))
-        .bind(crate::alarms::TRAIL_BEFORE.num_seconds() as f64)
-        .execute(&self.pool)
-        .await?;
+            critical = crate::alarms::critical_kinds_sql()
+        );
+        let done = sqlx::query(&sql)
+            .bind(now)
+            .bind(i64::from(default_retention_days))
+            .bind(crate::alarms::TRAIL_BEFORE.num_seconds() as f64)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

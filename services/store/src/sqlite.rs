@@ -231,19 +231,21 @@ impl Store for SqliteStore {
     }
 
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let sql = format!(
             "delete from fixes where time_ms < ?1 - 86400000 * coalesce((select s.fix_retention_days \
              from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = fixes.device_id), ?2) \
              and not exists (select 1 from device_alarms a \
              where a.device_id = fixes.device_id and a.fix_time_ms = fixes.time_ms) \
-             and not exists (select 1 from alarms al where al.device_id = fixes.device_id and al.kind in ('sos', 'fall', 'zone_exit', 'zone_enter', 'watch_removed') \
+             and not exists (select 1 from alarms al where al.device_id = fixes.device_id and al.kind in ({critical}) \
              and fixes.time_ms >= al.trigger_time - ?3 and (al.closed_at is null or fixes.time_ms <= al.closed_at))",
-        )
-        .bind(ms(now))
-        .bind(i64::from(default_retention_days))
-        .bind(crate::alarms::TRAIL_BEFORE.num_milliseconds())
-        .execute(&self.pool)
-        .await?;
+            critical = crate::alarms::critical_kinds_sql()
+        );
+        let done = sqlx::query(&sql)
+            .bind(ms(now))
+            .bind(i64::from(default_retention_days))
+            .bind(crate::alarms::TRAIL_BEFORE.num_milliseconds())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
