@@ -714,21 +714,21 @@ impl Live {
     /// positions: `ended` and the end of the stream.
     async fn poll_once(&mut self) -> Result<(), StoreError> {
         let now = Utc::now();
-        if self.viewer.is_some() && self.store.alarm(self.tenant, self.alarm, self.viewer).await?.is_none() {
+        // Alarms are never deleted: `None` means the caller may no longer see this one.
+        let Some(alarm) = self.store.alarm(self.tenant, self.alarm, self.viewer).await? else {
             let data = json!({ "id": self.alarm, "reason": "you may no longer see this alarm" });
             self.pending.push_back(Event::default().event("ended").data(data.to_string()));
             self.done = true;
             return Ok(());
-        }
+        };
         for f in self.unseen().await? {
             self.pending.push_back(position_event(&f, now));
         }
-        let alarm = self.store.alarm(self.tenant, self.alarm, None).await?;
-        if alarm.as_ref().is_none_or(|a| !a.state.is_open()) {
+        if !alarm.state.is_open() {
             let data = json!({
                 "id": self.alarm,
-                "outcome": alarm.as_ref().and_then(|a| a.outcome).map(Outcome::as_str),
-                "closed": alarm.as_ref().and_then(|a| a.closed.as_ref()).map(StampOut::from),
+                "outcome": alarm.outcome.map(Outcome::as_str),
+                "closed": alarm.closed.as_ref().map(StampOut::from),
             });
             self.pending.push_back(Event::default().event("closed").data(data.to_string()));
             self.done = true;
