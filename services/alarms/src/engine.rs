@@ -32,10 +32,9 @@ use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_ingest::{Committed, CommittedSink};
 use trygg_store::{
-    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, ResponderTarget, Signal, SignalOutcome, Store,
+    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store,
     ZoneStateRow,
 };
-use uuid::Uuid;
 
 use crate::{EngineError, ZoneIndexes};
 
@@ -206,26 +205,38 @@ impl Engine {
         }
         for (signal, outcome) in commit.signals.iter().zip(&outcomes) {
             if let (Signal::Raise(a), SignalOutcome::Raised(id)) = (signal, outcome) {
-                tracing::info!(alarm = %id, kind = %a.kind, wearer = %a.wearer, recipients = a.recipients.len(), "Alarm raised");
+                tracing::info!(alarm = %id, kind = %a.kind, wearer = ?a.wearer, device = ?a.device, recipients = a.recipients.len(), "Alarm raised");
             }
         }
         Ok(outcomes)
     }
 
     async fn device_alarm_signal(&self, alarm: PendingDeviceAlarm) -> Result<Signal, EngineError> {
-        let Some(wearer) = alarm.wearer else {
-            tracing::warn!(device = %alarm.device, kind = %alarm.kind, "Device alarm from a device bound to nobody: no alarm raised");
-            return Ok(Signal::Ignored { device_alarm: alarm.id });
+        // A person pressed the button: a watch bound to nobody still raises an alarm, keyed by
+        // its device and pushed to the tenant's fallback responders.
+        if alarm.wearer.is_none() {
+            tracing::warn!(device = %alarm.device, kind = %alarm.kind, "Device alarm from a device bound to nobody: alerting the fallback responders");
+        }
+        // An SOS without a GPS fix is still an alarm: staff get the last known position, with
+        // its own time so its age shows, never nothing.
+        let (fix, last_known_position) = match alarm.fix {
+            Some(fix) => (Some(fix), false),
+            None => {
+                let last = self.store.recent_fixes(&alarm.device, 1).await?.pop().map(|s| s.fix);
+                let found = last.is_some();
+                (last, found)
+            }
         };
         Ok(Signal::Raise(NewAlarm {
             tenant: alarm.tenant,
-            wearer,
+            wearer: alarm.wearer,
             device: Some(alarm.device),
             kind: alarm.kind.into(),
             zone: None,
             trigger_time: alarm.time,
-            position: alarm.fix.as_ref().map(|f| (Position::of(f), f.time)),
-            recipients: recipients(self.store.as_ref(), alarm.tenant, wearer, 0).await?.unwrap_or_default(),
+            position: fix.as_ref().map(|f| (Position::of(f), f.time)),
+            last_known_position,
+            recipients: self.store.alarm_recipients(alarm.tenant, alarm.wearer, 0).await?.unwrap_or_default(),
             device_alarm: Some(alarm.id),
         }))
     }
@@ -264,13 +275,14 @@ impl Engine {
         }
         Ok(Some(Signal::Raise(NewAlarm {
             tenant,
-            wearer,
+            wearer: Some(wearer),
             device: Some(device.clone()),
             kind,
             zone: Some(event.zone.to_string()),
             trigger_time: event.time,
             position: Some((Position::of(fix), fix.time)),
-            recipients: recipients(self.store.as_ref(), tenant, wearer, 0).await?.unwrap_or_default(),
+            last_known_position: false,
+            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
             device_alarm: None,
         })))
     }
@@ -322,39 +334,6 @@ impl Engine {
         });
         (sink, task)
     }
-}
-
-/// The staff a responder step alerts: step `step` of the wearer's responder order (a user, or
-/// every member of a team). Without an order, step 0 is the wearer's team. `None` when there
-/// is no such step.
-pub async fn recipients(
-    store: &dyn Store,
-    tenant: TenantId,
-    wearer: WearerId,
-    step: usize,
-) -> Result<Option<Vec<Uuid>>, EngineError> {
-    let plan = store.responders(tenant, wearer).await?;
-    let target = match plan.steps.get(step) {
-        Some(s) => s.target,
-        None if plan.steps.is_empty() && step == 0 => {
-            let team = store.wearer(tenant, wearer).await?.and_then(|w| w.fields.team);
-            match team {
-                Some(t) => ResponderTarget::Team(t),
-                None => return Ok(None),
-            }
-        }
-        None => return Ok(None),
-    };
-    Ok(Some(match target {
-        ResponderTarget::User(u) => vec![u],
-        ResponderTarget::Team(t) => store
-            .teams(tenant)
-            .await?
-            .into_iter()
-            .find(|team| team.id == t)
-            .map(|t| t.members)
-            .unwrap_or_default(),
-    }))
 }
 
 /// Ingest's handle on the engine: queues committed data without ever blocking.

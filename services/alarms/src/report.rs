@@ -108,7 +108,10 @@ pub fn report(alarms: &[Alarm], on_site_limit_secs: u32, now: DateTime<Utc>) -> 
     for a in alarms {
         r.total += 1;
         *per_kind.entry(a.kind).or_default() += 1;
-        *per_wearer.entry(a.wearer).or_default() += 1;
+        // Alarms from watches bound to nobody count in the totals, not for any wearer.
+        if let Some(w) = a.wearer {
+            *per_wearer.entry(w).or_default() += 1;
+        }
         technical += u64::from(a.kind.is_technical());
         if a.state.is_open() {
             r.open += 1;
@@ -171,7 +174,7 @@ mod tests {
         Alarm {
             id: Uuid::new_v4(),
             tenant: TenantId(Uuid::nil()),
-            wearer: WearerId(Uuid::from_u128(wearer)),
+            wearer: Some(WearerId(Uuid::from_u128(wearer))),
             device: None,
             kind,
             zone: None,

@@ -11,14 +11,19 @@ use trygg_core::{
 use trygg_ingest::Committed;
 use trygg_store::{
     AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
-    Role, SignalOutcome, StepOutcome, StepRequest, Store, WearerFields, ZoneFields, on_both_backends,
+    Role, SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
+    on_both_backends,
 };
 use uuid::Uuid;
 
 on_both_backends!(
     an_sos_raises_a_critical_alarm_with_outbox_rows_for_the_team,
     a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing,
-    a_device_alarm_from_an_unbound_device_raises_nothing_but_is_handled,
+    an_sos_from_a_watch_bound_to_nobody_alerts_the_fallback_team,
+    a_wearer_without_responders_or_team_is_covered_by_the_fallback_team,
+    a_forgotten_sos_left_on_site_does_not_swallow_the_next_one,
+    a_repeat_joins_an_acknowledged_alarm_only_within_the_window_and_is_pushed_to_its_holder,
+    an_sos_without_a_position_carries_the_last_known_one,
     leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it,
     no_consent_no_zone_alarm,
     late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
@@ -189,7 +194,7 @@ async fn an_sos_raises_a_critical_alarm_with_outbox_rows_for_the_team(store: Arc
     let out = engine.process(vec![sos], Utc::now()).await.unwrap();
     let [id] = raised(&out)[..] else { panic!("one alarm expected, got {out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
-    assert_eq!((alarm.kind, alarm.state, alarm.wearer), (AlarmKind::Sos, AlarmState::Raised, s.wearer));
+    assert_eq!((alarm.kind, alarm.state, alarm.wearer), (AlarmKind::Sos, AlarmState::Raised, Some(s.wearer)));
     assert!(alarm.kind.is_critical());
     let (position, at) = alarm.position.expect("the SOS position");
     assert_eq!((position.lat, at), (HOME.0, s.t0 + TimeDelta::minutes(5)));
@@ -231,8 +236,51 @@ async fn a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing(store: Ar
     assert_eq!(s.event_kinds(id).await, ["raised", "repeated"]);
 }
 
-async fn a_device_alarm_from_an_unbound_device_raises_nothing_but_is_handled(store: Arc<dyn Store>) {
+/// A team of its own, set as the tenant's fallback; its one member.
+async fn fallback_team(s: &Setup) -> Uuid {
+    let user = NewUser {
+        tenant: Some(s.tenant),
+        email: "jour@skovde.se".into(),
+        name: "Jour".into(),
+        role: Role::Staff,
+        password_hash: "x".into(),
+    };
+    let on_call = s.store.add_user(&user).await.unwrap();
+    let team = s.store.add_team(s.tenant, "Larmjour").await.unwrap();
+    assert!(s.store.set_team_members(s.tenant, team, &[on_call]).await.unwrap());
+    let settings = TenantSettings {
+        time_zone: "Europe/Stockholm".into(),
+        exit_policy: "{}".into(),
+        offline_after_secs: 900,
+        battery_low_pct: 20,
+        fix_retention_days: 30,
+        on_site_limit_secs: 3600,
+        repeat_join_secs: 900,
+        fallback_team: Some(team),
+        fallback_alarm_centre_url: None,
+    };
+    s.store.put_settings(s.tenant, &settings, Utc::now()).await.unwrap();
+    on_call
+}
+
+/// Who the pending outbox rows due by `now` are addressed to, each claimed and marked sent.
+async fn pushed_to(s: &Setup, now: DateTime<Utc>) -> Vec<(Uuid, Uuid)> {
+    let rows = s.store.claim_outbox(now, std::time::Duration::from_secs(30), 100).await.unwrap();
+    for row in &rows {
+        s.store.outbox_sent(row.id).await.unwrap();
+    }
+    rows.iter().map(|r| (r.alarm, r.recipient)).collect()
+}
+
+async fn step(s: &Setup, alarm: Uuid, step: Step, actor: Uuid, at: DateTime<Utc>) {
+    let req = StepRequest { step, actor: Some(actor), at, position: None, note: String::new() };
+    let done = s.store.step_alarm(s.tenant, alarm, &req).await.unwrap();
+    assert!(matches!(done, Some(StepOutcome::Done(_))), "{done:?}");
+}
+
+async fn an_sos_from_a_watch_bound_to_nobody_alerts_the_fallback_team(store: Arc<dyn Store>) {
     let s = setup(store, true).await;
+    let on_call = fallback_team(&s).await;
     s.store.unbind_device(s.tenant, &s.device, Utc::now()).await.unwrap();
     let mut engine = s.engine().await;
     let mut sos = s.commit_sos(5).await;
@@ -240,10 +288,126 @@ async fn a_device_alarm_from_an_unbound_device_raises_nothing_but_is_handled(sto
         *wearer = None;
     }
     let out = engine.process(vec![sos], Utc::now()).await.unwrap();
-    assert_eq!(out, [SignalOutcome::Nothing]);
-    assert!(s.all_alarms().await.is_empty());
+    let [id] = raised(&out)[..] else { panic!("a person pressed the button: an alarm, got {out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.wearer, alarm.device), (AlarmKind::Sos, None, Some(s.device.clone())));
+    assert_eq!(alarm.position.map(|(p, _)| p.lat), Some(HOME.0), "listed with its position");
+    assert_eq!(pushed_to(&s, Utc::now()).await, [(id, on_call)], "pushed to the fallback team");
+    assert!(s.store.alarm(s.tenant, id, Some(on_call)).await.unwrap().is_some(), "the on-call sees it");
     assert!(s.store.pending_device_alarms().await.unwrap().is_empty(), "handled, so not retried forever");
-    assert_eq!(s.store.device_alarms(&s.device).await.unwrap().len(), 1, "the device alarm itself is kept");
+    // The watch presses again: the same open alarm, keyed by the device.
+    let again = NewDeviceAlarm {
+        device: s.device.clone(),
+        kind: DeviceAlarmKind::Sos,
+        time: s.fix(6, 0.0).time,
+        received_at: Utc::now(),
+        clock_suspect: false,
+        fix: None,
+    };
+    let stored = s.store.insert_device_alarm(&again).await.unwrap();
+    let committed = Committed::Alarm {
+        tenant: s.tenant,
+        wearer: None,
+        device: s.device.clone(),
+        alarm_id: stored.id,
+        kind: DeviceAlarmKind::Sos,
+        duplicate: false,
+        fix: None,
+    };
+    assert_eq!(engine.process(vec![committed], Utc::now()).await.unwrap(), [SignalOutcome::Joined(id)]);
+}
+
+async fn a_wearer_without_responders_or_team_is_covered_by_the_fallback_team(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let on_call = fallback_team(&s).await;
+    let mut fields = s.store.wearer(s.tenant, s.wearer).await.unwrap().unwrap().fields;
+    fields.team = None;
+    assert!(s.store.update_wearer(s.tenant, s.wearer, &fields).await.unwrap());
+    let mut engine = s.engine().await;
+    let out = engine.process(vec![s.commit_sos(5).await], Utc::now()).await.unwrap();
+    let [id] = raised(&out)[..] else { panic!("{out:?}") };
+    assert_eq!(pushed_to(&s, Utc::now()).await, [(id, on_call)]);
+}
+
+async fn a_forgotten_sos_left_on_site_does_not_swallow_the_next_one(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    let yesterday = Utc::now() - TimeDelta::days(1);
+    let out = engine.process(vec![s.commit_sos(5).await], yesterday).await.unwrap();
+    let [old] = raised(&out)[..] else { panic!("{out:?}") };
+    pushed_to(&s, yesterday).await;
+    step(&s, old, Step::Acknowledge, s.staff[0], yesterday).await;
+    step(&s, old, Step::OnSite, s.staff[0], yesterday).await;
+    // Never closed. Today she presses again, within the same minute of fix time as before
+    // would not matter: a person on site yesterday is not with her now.
+    let out = engine.process(vec![s.commit_sos(50).await], Utc::now()).await.unwrap();
+    let [new] = raised(&out)[..] else { panic!("a new alarm, not a repeat: {out:?}") };
+    assert_ne!(new, old);
+    let mut pushed = pushed_to(&s, Utc::now()).await;
+    pushed.sort();
+    let mut team: Vec<(Uuid, Uuid)> = s.staff.iter().map(|u| (new, *u)).collect();
+    team.sort();
+    assert_eq!(pushed, team, "its own pushes to the whole team");
+    assert_eq!(s.event_kinds(old).await.last().map(String::as_str), Some("superseded"));
+    let superseded = s.store.alarm_events(s.tenant, old).await.unwrap().pop().unwrap();
+    assert!(superseded.event.detail.contains(&new.to_string()), "{:?}", superseded.event.detail);
+    assert_eq!(s.event_kinds(new).await, ["raised"]);
+}
+
+async fn a_repeat_joins_an_acknowledged_alarm_only_within_the_window_and_is_pushed_to_its_holder(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    let t = Utc::now() - TimeDelta::hours(1);
+    let out = engine.process(vec![s.commit_sos(5).await], t).await.unwrap();
+    let [id] = raised(&out)[..] else { panic!("{out:?}") };
+    assert_eq!(pushed_to(&s, t).await.len(), 2);
+    step(&s, id, Step::Acknowledge, s.staff[1], t + TimeDelta::seconds(30)).await;
+    // Ten minutes later she presses again ("trycker igen"): joined, and pushed to Staff 1 only.
+    let at = t + TimeDelta::minutes(10);
+    let out = engine.process(vec![s.commit_sos(15).await], at).await.unwrap();
+    assert_eq!(out, [SignalOutcome::Joined(id)]);
+    assert_eq!(pushed_to(&s, at).await, [(id, s.staff[1])]);
+    // Sixteen minutes after that repeat (the default window is 15): a new alarm.
+    let at = at + TimeDelta::minutes(16);
+    let out = engine.process(vec![s.commit_sos(31).await], at).await.unwrap();
+    let [new] = raised(&out)[..] else { panic!("{out:?}") };
+    assert_ne!(new, id);
+    assert_eq!(pushed_to(&s, at).await.len(), 2, "the new alarm goes to the team again");
+    assert_eq!(s.event_kinds(id).await, ["raised", "acknowledged", "repeated", "superseded"]);
+}
+
+async fn an_sos_without_a_position_carries_the_last_known_one(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let mut engine = s.engine().await;
+    let last = s.fix(3, 20.0);
+    engine.process(vec![s.commit_fixes(std::slice::from_ref(&last)).await], Utc::now()).await.unwrap();
+    let alarm = NewDeviceAlarm {
+        device: s.device.clone(),
+        kind: DeviceAlarmKind::Sos,
+        time: s.fix(9, 0.0).time,
+        received_at: Utc::now(),
+        clock_suspect: false,
+        fix: None,
+    };
+    let stored = s.store.insert_device_alarm(&alarm).await.unwrap();
+    let committed = Committed::Alarm {
+        tenant: s.tenant,
+        wearer: Some(s.wearer),
+        device: s.device.clone(),
+        alarm_id: stored.id,
+        kind: DeviceAlarmKind::Sos,
+        duplicate: false,
+        fix: None,
+    };
+    let out = engine.process(vec![committed], Utc::now()).await.unwrap();
+    let [id] = raised(&out)[..] else { panic!("{out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    let (position, at) = alarm.position.expect("the last known position");
+    assert_eq!((position.lat, at), (last.lat, last.time), "with that fix's own time, so its age shows");
+    let raised_event = s.store.alarm_events(s.tenant, id).await.unwrap().remove(0);
+    assert!(raised_event.event.detail.contains("last known position"), "{:?}", raised_event.event.detail);
 }
 
 async fn leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it(store: Arc<dyn Store>) {

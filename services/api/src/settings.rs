@@ -21,6 +21,7 @@ pub const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
 pub const DEFAULT_FIX_RETENTION_DAYS: u32 = 30;
 /// Time from raised to on site (inställelsetid) after which an alarm is flagged as late.
 pub const DEFAULT_ON_SITE_LIMIT_SECS: u32 = 60 * 60;
+pub use trygg_store::DEFAULT_REPEAT_JOIN_SECS;
 
 /// A tenant's settings as the API shows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -38,6 +39,16 @@ pub struct Settings {
     pub fix_retention_days: u32,
     /// Seconds from raised to on site after which an alarm is flagged as late.
     pub on_site_limit_secs: u32,
+    /// Seconds after an acknowledged alarm was last triggered during which a repeat (same
+    /// wearer, kind and zone) joins it and is pushed to whoever has it; later, or once the
+    /// alarm is on site, a repeat raises a new alarm.
+    pub repeat_join_secs: u32,
+    /// The team alerted for alarms nobody else would get: an SOS from a watch bound to nobody,
+    /// or from a wearer with neither responders nor a team.
+    pub fallback_team_id: Option<uuid::Uuid>,
+    /// The alarm centre (https) alerted after the fallback team, and for wearers without an
+    /// alarm centre of their own.
+    pub fallback_alarm_centre_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -49,6 +60,9 @@ impl Default for Settings {
             battery_low_pct: DEFAULT_BATTERY_LOW_PCT,
             fix_retention_days: DEFAULT_FIX_RETENTION_DAYS,
             on_site_limit_secs: DEFAULT_ON_SITE_LIMIT_SECS,
+            repeat_join_secs: DEFAULT_REPEAT_JOIN_SECS,
+            fallback_team_id: None,
+            fallback_alarm_centre_url: None,
         }
     }
 }
@@ -66,6 +80,9 @@ impl Settings {
             battery_low_pct: s.battery_low_pct,
             fix_retention_days: s.fix_retention_days,
             on_site_limit_secs: s.on_site_limit_secs,
+            repeat_join_secs: s.repeat_join_secs,
+            fallback_team_id: s.fallback_team,
+            fallback_alarm_centre_url: s.fallback_alarm_centre_url,
         })
     }
 
@@ -79,6 +96,9 @@ impl Settings {
             battery_low_pct: self.battery_low_pct,
             fix_retention_days: self.fix_retention_days,
             on_site_limit_secs: self.on_site_limit_secs,
+            repeat_join_secs: self.repeat_join_secs,
+            fallback_team: self.fallback_team_id,
+            fallback_alarm_centre_url: self.fallback_alarm_centre_url.clone(),
         })
     }
 }

@@ -79,6 +79,13 @@ impl Check {
         self.ensure(range.contains(&value), field, message)
     }
 
+    /// A webhook URL with one of `schemes`, a host, no whitespace, at most 2,000 characters.
+    pub(crate) fn webhook_url(&mut self, field: &str, url: &str, schemes: &[&str]) -> &mut Self {
+        let rest = url.split_once("://").filter(|(scheme, _)| schemes.contains(scheme)).map(|(_, rest)| rest);
+        let ok = rest.is_some_and(|r| !r.is_empty()) && url.len() <= 2000 && !url.contains(char::is_whitespace);
+        self.ensure(ok, field, format!("must be a {} URL", schemes.join(" or ")))
+    }
+
     /// Parses `value` as `T`, recording the parse error under `field`.
     pub(crate) fn parse<T: std::str::FromStr>(&mut self, field: &str, value: &str) -> Option<T>
     where

@@ -75,7 +75,7 @@ async fn logged(app: &App, f: &Fixture, what: &str) -> Vec<(Uuid, WearerId, Stri
 async fn raise(app: &App, f: &Fixture, wearer: WearerId, kind: AlarmKind, now: DateTime<Utc>) -> Uuid {
     let alarm = NewAlarm {
         tenant: f.tenant,
-        wearer,
+        wearer: Some(wearer),
         device: (wearer == f.wearer).then(|| f.device.clone()),
         kind,
         zone: None,
@@ -84,6 +84,7 @@ async fn raise(app: &App, f: &Fixture, wearer: WearerId, kind: AlarmKind, now: D
             Position { lat: 58.39, lon: 13.84, accuracy_m: Some(25.0) },
             now - TimeDelta::seconds(5),
         )),
+        last_known_position: false,
         recipients: Vec::new(),
         device_alarm: None,
     };

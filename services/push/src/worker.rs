@@ -264,7 +264,10 @@ impl Inner {
                 store.outbox_failed(row.id, "alarm not found").await?;
                 continue;
             };
-            if !matches!(alarm.state, AlarmState::Raised | AlarmState::Notified) {
+            // A repeat of an acknowledged alarm is pushed to the one who has it ("trycker igen").
+            let repeat_for_holder =
+                alarm.state == AlarmState::Acknowledged && alarm.acknowledged.as_ref().is_some_and(|a| a.user == row.recipient);
+            if !matches!(alarm.state, AlarmState::Raised | AlarmState::Notified) && !repeat_for_holder {
                 // Someone has it: further pushes would only alarm staff for nothing.
                 store.outbox_failed(row.id, &format!("not pushed: the alarm is {}", alarm.state)).await?;
                 continue;
@@ -466,7 +469,10 @@ impl Inner {
     async fn alarm_push(&self, alarm: &Alarm) -> anyhow::Result<AlarmPush> {
         let settings = self.store.push_settings(alarm.tenant).await?;
         let wearer_name = if settings.wearer_name_in_push {
-            self.store.wearer(alarm.tenant, alarm.wearer).await?.map(|w| w.fields.name)
+            match alarm.wearer {
+                Some(w) => self.store.wearer(alarm.tenant, w).await?.map(|w| w.fields.name),
+                None => None,
+            }
         } else {
             None
         };
@@ -510,13 +516,13 @@ impl Inner {
         };
         let step = timer.step + 1;
         let index = usize::try_from(step)?;
-        let next = match trygg_alarms::engine::recipients(store, alarm.tenant, alarm.wearer, index).await? {
+        let next = match store.alarm_recipients(alarm.tenant, alarm.wearer, index).await? {
             Some(recipients) => {
-                let plan = store.responders(alarm.tenant, alarm.wearer).await?;
-                let wait = plan
-                    .steps
-                    .get(index)
-                    .map_or(trygg_store::outbox::DEFAULT_ESCALATE_AFTER_SECS, |s| s.escalate_after_secs);
+                let wait = match alarm.wearer {
+                    Some(w) => store.responders(alarm.tenant, w).await?.steps.get(index).map(|s| s.escalate_after_secs),
+                    None => None,
+                };
+                let wait = wait.unwrap_or(trygg_store::outbox::DEFAULT_ESCALATE_AFTER_SECS);
                 Escalation::Responders { step, recipients, escalate_after: Duration::from_secs(wait.into()) }
             }
             None => Escalation::AlarmCentre { step },
@@ -541,7 +547,7 @@ impl Inner {
             store.timer_done(timer.id).await?;
             return Ok(());
         }
-        let url = store.responders(alarm.tenant, alarm.wearer).await?.alarm_centre_url;
+        let url = store.alarm_centre_url(alarm.tenant, alarm.wearer).await?;
         let secret = store.push_settings(alarm.tenant).await?.alarm_centre_secret;
         let (url, secret) = match (url, secret) {
             (Some(url), Some(secret)) => (url, secret),
@@ -645,7 +651,8 @@ fn alarm_centre_body(alarm: &Alarm, step: u32, now: DateTime<Utc>) -> Vec<u8> {
         "type": "trygg.alarm.escalated",
         "alarm_id": alarm.id,
         "tenant_id": alarm.tenant.0,
-        "wearer_id": alarm.wearer.0,
+        "wearer_id": alarm.wearer.map(|w| w.0),
+        "device_id": alarm.device.as_ref().map(|d| d.as_str()),
         "kind": alarm.kind.as_str(),
         "critical": alarm.kind.is_critical(),
         "state": alarm.state.to_string(),

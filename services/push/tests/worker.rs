@@ -94,12 +94,13 @@ impl World {
         let position = Position { lat: 57.708_87, lon: 11.974_56, accuracy_m: Some(12.0) };
         let alarm = NewAlarm {
             tenant: self.tenant,
-            wearer: self.wearer,
+            wearer: Some(self.wearer),
             device: None,
             kind,
             zone: zone.map(str::to_owned),
             trigger_time: now,
             position: Some((position, now - TimeDelta::seconds(40))),
+            last_known_position: false,
             recipients: recipients.to_vec(),
             device_alarm: None,
         };

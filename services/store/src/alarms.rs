@@ -44,13 +44,14 @@ impl Position {
     }
 }
 
-/// An alarm the engine wants raised (or joined to the open alarm of the same wearer, kind and zone).
+/// An alarm the engine wants raised, or joined to the open alarm of the same wearer, kind and
+/// zone while that alarm still takes repeats (see [`Alarms::engine_commit`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAlarm {
     /// The tenant.
     pub tenant: TenantId,
-    /// Whose alarm it is.
-    pub wearer: WearerId,
+    /// Whose alarm it is; `None` for a device bound to nobody (then its device is the key).
+    pub wearer: Option<WearerId>,
     /// The device that caused it.
     pub device: Option<DeviceId>,
     /// What kind.
@@ -61,6 +62,9 @@ pub struct NewAlarm {
     pub trigger_time: DateTime<Utc>,
     /// Where the wearer was, with the fix's own time.
     pub position: Option<(Position, DateTime<Utc>)>,
+    /// `position` is not the alarm's own but the device's last known one (the alarm came
+    /// without a fix); said on the alarm's `raised` event.
+    pub last_known_position: bool,
     /// Who is pushed first (escalation step 0); each gets one outbox row.
     pub recipients: Vec<Uuid>,
     /// The stored device alarm it comes from, marked handled in the same transaction.
@@ -70,7 +74,7 @@ pub struct NewAlarm {
 /// One thing the engine concluded from its input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
-    /// Raise an alarm, or add a `repeated` event to the open one.
+    /// Raise an alarm, or add a `repeated` event to the open one if it still takes repeats.
     Raise(NewAlarm),
     /// The wearer is back inside a zone: record it on the open exit alarm, if any (a human
     /// closes alarms, a return does not).
@@ -83,11 +87,6 @@ pub enum Signal {
         at: DateTime<Utc>,
         /// Where.
         position: Position,
-    },
-    /// A device alarm that raises nothing (its device is bound to nobody): marked handled.
-    Ignored {
-        /// The stored device alarm.
-        device_alarm: i64,
     },
 }
 
@@ -118,7 +117,7 @@ pub enum SignalOutcome {
     Raised(Uuid),
     /// The signal was added to this open alarm.
     Joined(Uuid),
-    /// Nothing to attach it to (a return without an open exit alarm, an ignored device alarm).
+    /// Nothing to attach it to (a return without an open exit alarm).
     Nothing,
 }
 
@@ -159,8 +158,8 @@ pub struct Alarm {
     pub id: Uuid,
     /// Its tenant.
     pub tenant: TenantId,
-    /// Whose alarm it is.
-    pub wearer: WearerId,
+    /// Whose alarm it is; `None` for an alarm from a device bound to nobody.
+    pub wearer: Option<WearerId>,
     /// The device that caused it.
     pub device: Option<DeviceId>,
     /// What kind.
@@ -277,6 +276,13 @@ pub struct PushToken {
 #[async_trait]
 pub trait Alarms: Send + Sync {
     /// Stores one engine batch in one transaction; one outcome per signal, in order.
+    ///
+    /// A [`Signal::Raise`] joins the newest open alarm of the same wearer (or, without one, the
+    /// same device), kind and zone only while that alarm is `raised` or `notified`, or
+    /// `acknowledged` and last triggered within the tenant's `repeat_join_secs`; a repeat joined
+    /// to an acknowledged alarm is pushed again to the staff member who has it. Anything else —
+    /// an alarm left on site, or acknowledged long ago and never closed — raises a new alarm with
+    /// its own pushes and timers, and the old one gets a `superseded` event naming the new one.
     async fn engine_commit(
         &self,
         commit: &EngineCommit,
@@ -341,6 +347,38 @@ pub trait Alarms: Send + Sync {
     async fn delete_push_token(&self, tenant: TenantId, user: Uuid, token: &str) -> Result<bool, StoreError>;
     /// An account's tokens, newest first.
     async fn push_tokens(&self, tenant: TenantId, user: Uuid) -> Result<Vec<PushToken>, StoreError>;
+}
+
+/// What identifies "the same alarm again": the wearer (or, for a device bound to nobody, the
+/// device), the kind and the zone (`""` for none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenKey<'a> {
+    pub(crate) wearer: Option<WearerId>,
+    pub(crate) device: Option<&'a DeviceId>,
+    pub(crate) kind: AlarmKind,
+    pub(crate) zone: &'a str,
+}
+
+/// The newest open alarm with an [`OpenKey`], as far as the repeat rule needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenAlarm {
+    pub(crate) id: Uuid,
+    pub(crate) state: AlarmState,
+    pub(crate) last_triggered_at: DateTime<Utc>,
+    pub(crate) acknowledged_by: Option<Uuid>,
+}
+
+impl OpenAlarm {
+    /// Whether a repeat at `now` joins this alarm: while nobody has taken it, or while it is
+    /// acknowledged and was last triggered less than `join_window` ago. An alarm on site, or
+    /// acknowledged and forgotten, must not silence a new one.
+    pub(crate) fn takes_repeat(&self, now: DateTime<Utc>, join_window: chrono::Duration) -> bool {
+        match self.state {
+            AlarmState::Raised | AlarmState::Notified => true,
+            AlarmState::Acknowledged => now - self.last_triggered_at <= join_window,
+            AlarmState::OnSite | AlarmState::Closed => false,
+        }
+    }
 }
 
 /// The columns [`alarm_row`](impl_alarms) reads, in order, from `alarms a` joined with the
@@ -424,9 +462,9 @@ macro_rules! impl_alarms {
                     let outcome = match signal {
                         Signal::Raise(a) => raise_in(&mut tx, a, now).await?,
                         Signal::Returned { wearer, zone, at, position } => {
-                            let open = open_alarm_in(&mut tx, *wearer, trygg_core::AlarmKind::ZoneExit, zone).await?;
-                            match open {
-                                Some(id) => {
+                            let key = $crate::alarms::OpenKey { wearer: Some(*wearer), device: None, kind: trygg_core::AlarmKind::ZoneExit, zone };
+                            match open_alarm_in(&mut tx, &key).await? {
+                                Some($crate::alarms::OpenAlarm { id, .. }) => {
                                     sqlx::query("update alarms set returned_at = $1 where id = $2")
                                         .bind(db_time(*at))
                                         .bind(db_id(id))
@@ -444,10 +482,6 @@ macro_rules! impl_alarms {
                                 }
                                 None => SignalOutcome::Nothing,
                             }
-                        }
-                        Signal::Ignored { device_alarm } => {
-                            handled_in(&mut tx, *device_alarm, None, now).await?;
-                            SignalOutcome::Nothing
                         }
                     };
                     outcomes.push(outcome);
@@ -766,25 +800,37 @@ macro_rules! impl_alarms {
                 .collect()
         }
 
-        /// The open alarm of a wearer with this kind and zone (`''` for none).
+        /// The newest open alarm with `key`.
         async fn open_alarm_in(
             tx: &mut AlarmTx,
-            wearer: trygg_core::WearerId,
-            kind: trygg_core::AlarmKind,
-            zone: &str,
-        ) -> Result<Option<uuid::Uuid>, $crate::StoreError> {
+            key: &$crate::alarms::OpenKey<'_>,
+        ) -> Result<Option<$crate::alarms::OpenAlarm>, $crate::StoreError> {
+            // Without a wearer the device is the key (a watch bound to nobody).
             let row = sqlx::query(
-                "select id from alarms where wearer_id = $1 and kind = $2 and zone_id = $3 and state <> 'closed'",
+                "select id, state, last_triggered_at, acknowledged_by from alarms \
+                 where ((wearer_id = $1) or ($1 is null and wearer_id is null and device_id = $2)) \
+                 and kind = $3 and zone_id = $4 and state <> 'closed' \
+                 order by raised_at desc limit 1",
             )
-            .bind(db_id(wearer.0))
-            .bind(kind.as_str())
-            .bind(zone)
+            .bind(key.wearer.map(|w| db_id(w.0)))
+            .bind(key.device.map(|d| d.as_str()))
+            .bind(key.kind.as_str())
+            .bind(key.zone)
             .fetch_optional(&mut **tx)
             .await?;
-            row.map(|r| get_uuid(&r, 0)).transpose()
+            row.map(|r| {
+                Ok($crate::alarms::OpenAlarm {
+                    id: get_uuid(&r, 0)?,
+                    state: $crate::parse_text("alarm state", r.get(1))?,
+                    last_triggered_at: get_time(&r, 2)?,
+                    acknowledged_by: get_opt_uuid(&r, 3)?,
+                })
+            })
+            .transpose()
         }
 
-        /// Raises `a`, or joins it to the open alarm of the same wearer, kind and zone.
+        /// Raises `a`, or joins it to the open alarm of the same key while that still takes
+        /// repeats (the rule is on [`Alarms::engine_commit`](crate::Alarms::engine_commit)).
         async fn raise_in(
             tx: &mut AlarmTx,
             a: &$crate::alarms::NewAlarm,
@@ -793,24 +839,47 @@ macro_rules! impl_alarms {
             use $crate::alarms::{NewAlarmEvent, SignalOutcome};
             let zone = a.zone.as_deref().unwrap_or("");
             let position = a.position.map(|(p, _)| p);
-            let detail = a.device.as_ref().map(|d| format!("device {d}")).unwrap_or_default();
-            if let Some(id) = open_alarm_in(tx, a.wearer, a.kind, zone).await? {
-                let event = NewAlarmEvent { at: now, kind: "repeated".into(), actor: None, position, detail };
-                event_in(tx, id, &event).await?;
-                if let Some(da) = a.device_alarm {
-                    handled_in(tx, da, Some(id), now).await?;
+            let mut detail = a.device.as_ref().map(|d| format!("device {d}")).unwrap_or_default();
+            if a.last_known_position {
+                detail.push_str("; sent without a position: the last known position is shown");
+            }
+            let key = $crate::alarms::OpenKey { wearer: a.wearer, device: a.device.as_ref(), kind: a.kind, zone };
+            let open = open_alarm_in(tx, &key).await?;
+            if let Some(open) = &open {
+                let join_secs: i64 = sqlx::query_scalar(
+                    "select coalesce((select repeat_join_secs from tenant_settings where tenant_id = $1), $2)",
+                )
+                .bind(db_id(a.tenant.0))
+                .bind(i64::from($crate::DEFAULT_REPEAT_JOIN_SECS))
+                .fetch_one(&mut **tx)
+                .await?;
+                if open.takes_repeat(now, chrono::Duration::seconds(join_secs)) {
+                    let event = NewAlarmEvent { at: now, kind: "repeated".into(), actor: None, position, detail };
+                    event_in(tx, open.id, &event).await?;
+                    sqlx::query("update alarms set last_triggered_at = $1 where id = $2")
+                        .bind(db_time(now))
+                        .bind(db_id(open.id))
+                        .execute(&mut **tx)
+                        .await?;
+                    // "Trycker igen": the staff member who has it hears of the repeat.
+                    if let (trygg_core::AlarmState::Acknowledged, Some(user)) = (open.state, open.acknowledged_by) {
+                        repush_in(tx, a.tenant, open.id, user, now).await?;
+                    }
+                    if let Some(da) = a.device_alarm {
+                        handled_in(tx, da, Some(open.id), now).await?;
+                    }
+                    return Ok(SignalOutcome::Joined(open.id));
                 }
-                return Ok(SignalOutcome::Joined(id));
             }
             let id = uuid::Uuid::new_v4();
             sqlx::query(
                 "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
-                 trigger_time, lat, lon, accuracy_m, position_time) \
-                 values ($1, $2, $3, $4, $5, $6, 'raised', $7, $8, $9, $10, $11, $12)",
+                 trigger_time, lat, lon, accuracy_m, position_time, last_triggered_at) \
+                 values ($1, $2, $3, $4, $5, $6, 'raised', $7, $8, $9, $10, $11, $12, $7)",
             )
             .bind(db_id(id))
             .bind(db_id(a.tenant.0))
-            .bind(db_id(a.wearer.0))
+            .bind(a.wearer.map(|w| db_id(w.0)))
             .bind(a.device.as_ref().map(|d| d.as_str()))
             .bind(a.kind.as_str())
             .bind(zone)
@@ -824,6 +893,16 @@ macro_rules! impl_alarms {
             .await?;
             let event = NewAlarmEvent { at: now, kind: "raised".into(), actor: None, position, detail };
             event_in(tx, id, &event).await?;
+            if let Some(old) = open {
+                let event = NewAlarmEvent {
+                    at: now,
+                    kind: "superseded".into(),
+                    actor: None,
+                    position,
+                    detail: format!("superseded by alarm {id}: this one was {} when the same alarm came again", old.state),
+                };
+                event_in(tx, old.id, &event).await?;
+            }
             for recipient in &a.recipients {
                 sqlx::query(
                     "insert into outbox (tenant_id, alarm_id, step, recipient, created_at, due_at) \
@@ -841,6 +920,30 @@ macro_rules! impl_alarms {
                 handled_in(tx, da, Some(id), now).await?;
             }
             Ok(SignalOutcome::Raised(id))
+        }
+
+        /// Pushes `alarm` again to `user`: their step-0 outbox row is (re)armed due now and
+        /// forgets the phones it reached, so every phone of theirs hears the repeat.
+        async fn repush_in(
+            tx: &mut AlarmTx,
+            tenant: trygg_core::TenantId,
+            alarm: uuid::Uuid,
+            user: uuid::Uuid,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), $crate::StoreError> {
+            let id: i64 = sqlx::query_scalar(
+                "insert into outbox (tenant_id, alarm_id, step, recipient, created_at, due_at) \
+                 values ($1, $2, 0, $3, $4, $4) on conflict (alarm_id, step, recipient) do update set \
+                 status = 'pending', due_at = excluded.due_at, attempts = 0, last_error = null returning id",
+            )
+            .bind(db_id(tenant.0))
+            .bind(db_id(alarm))
+            .bind(db_id(user))
+            .bind(db_time(now))
+            .fetch_one(&mut **tx)
+            .await?;
+            sqlx::query("delete from outbox_tokens where outbox_id = $1").bind(id).execute(&mut **tx).await?;
+            Ok(())
         }
 
         async fn handled_in(
@@ -917,7 +1020,7 @@ macro_rules! impl_alarms {
             Ok($crate::alarms::Alarm {
                 id: get_uuid(r, 0)?,
                 tenant: trygg_core::TenantId(get_uuid(r, 1)?),
-                wearer: trygg_core::WearerId(get_uuid(r, 2)?),
+                wearer: get_opt_uuid(r, 2)?.map(trygg_core::WearerId),
                 device: r.get::<Option<String>, _>(3).map($crate::parse_device).transpose()?,
                 kind: $crate::parse_text("alarm kind", r.get(4))?,
                 zone: (!zone.is_empty()).then_some(zone),

@@ -294,7 +294,17 @@ pub struct TenantSettings {
     pub fix_retention_days: u32,
     /// An alarm not on site within this many seconds of being raised is flagged.
     pub on_site_limit_secs: u32,
+    /// A repeat joins an acknowledged alarm only this long after it was last triggered.
+    pub repeat_join_secs: u32,
+    /// The team alerted for alarms nobody else would get: a watch bound to nobody, a wearer with
+    /// no responders and no team.
+    pub fallback_team: Option<Uuid>,
+    /// The alarm centre alerted after the fallback team, and for wearers without one of their own.
+    pub fallback_alarm_centre_url: Option<String>,
 }
+
+/// How long after its last trigger an acknowledged alarm takes repeats, unless the tenant says.
+pub const DEFAULT_REPEAT_JOIN_SECS: u32 = 900;
 
 /// One read of a wearer's positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,6 +450,68 @@ pub trait Directory: Send + Sync {
 
     /// The tenant's settings, if any were saved.
     async fn settings(&self, tenant: TenantId) -> Result<Option<TenantSettings>, StoreError>;
+
+    /// The staff an alarm's escalation step `step` alerts: step `step` of the wearer's responder
+    /// order (a user, or every member of a team); without an order, step 0 is the wearer's team.
+    /// Nobody-to-alert is an alarm too: for a device bound to nobody (`wearer` `None`), or a
+    /// wearer with neither responders nor a team, step 0 is the tenant's fallback team. `None`
+    /// when there is no such step (the alarm centre is next).
+    async fn alarm_recipients(
+        &self,
+        tenant: TenantId,
+        wearer: Option<WearerId>,
+        step: usize,
+    ) -> Result<Option<Vec<Uuid>>, StoreError> {
+        let plan = match wearer {
+            Some(w) => self.responders(tenant, w).await?,
+            None => ResponderPlan::default(),
+        };
+        let target = match plan.steps.get(step) {
+            Some(s) => s.target,
+            None if plan.steps.is_empty() && step == 0 => {
+                let team = match wearer {
+                    Some(w) => self.wearer(tenant, w).await?.and_then(|w| w.fields.team),
+                    None => None,
+                };
+                let team = match team {
+                    Some(t) => Some(t),
+                    None => self.settings(tenant).await?.and_then(|s| s.fallback_team),
+                };
+                match team {
+                    Some(t) => ResponderTarget::Team(t),
+                    None => return Ok(None),
+                }
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(match target {
+            ResponderTarget::User(u) => vec![u],
+            ResponderTarget::Team(t) => self
+                .teams(tenant)
+                .await?
+                .into_iter()
+                .find(|team| team.id == t)
+                .map(|t| t.members)
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// The alarm centre an alarm escalates to after its last step: the wearer's own, else the
+    /// tenant's fallback.
+    async fn alarm_centre_url(
+        &self,
+        tenant: TenantId,
+        wearer: Option<WearerId>,
+    ) -> Result<Option<String>, StoreError> {
+        let own = match wearer {
+            Some(w) => self.responders(tenant, w).await?.alarm_centre_url,
+            None => None,
+        };
+        match own {
+            Some(url) => Ok(Some(url)),
+            None => Ok(self.settings(tenant).await?.and_then(|s| s.fallback_alarm_centre_url)),
+        }
+    }
     /// Saves the tenant's settings.
     async fn put_settings(
         &self,
@@ -1024,7 +1096,8 @@ macro_rules! impl_directory {
             ) -> Result<Option<$crate::TenantSettings>, $crate::StoreError> {
                 let row = sqlx::query(
                     "select time_zone, exit_policy, offline_after_secs, battery_low_pct, fix_retention_days, \
-                     on_site_limit_secs from tenant_settings where tenant_id = $1",
+                     on_site_limit_secs, repeat_join_secs, fallback_team_id, fallback_alarm_centre_url \
+                     from tenant_settings where tenant_id = $1",
                 )
                 .bind(db_id(tenant.0))
                 .fetch_optional(&self.pool)
@@ -1037,6 +1110,9 @@ macro_rules! impl_directory {
                         battery_low_pct: $crate::narrow("battery threshold", r.get(3))?,
                         fix_retention_days: $crate::narrow("retention", r.get(4))?,
                         on_site_limit_secs: $crate::narrow("on-site limit", r.get(5))?,
+                        repeat_join_secs: $crate::narrow("repeat join window", r.get(6))?,
+                        fallback_team: get_opt_uuid(&r, 7)?,
+                        fallback_alarm_centre_url: r.get(8),
                     })
                 })
                 .transpose()
@@ -1050,12 +1126,15 @@ macro_rules! impl_directory {
             ) -> Result<(), $crate::StoreError> {
                 sqlx::query(
                     "insert into tenant_settings (tenant_id, time_zone, exit_policy, offline_after_secs, \
-                     battery_low_pct, fix_retention_days, updated_at, on_site_limit_secs) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     battery_low_pct, fix_retention_days, updated_at, on_site_limit_secs, repeat_join_secs, \
+                     fallback_team_id, fallback_alarm_centre_url) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                      on conflict (tenant_id) do update set time_zone = excluded.time_zone, \
                      exit_policy = excluded.exit_policy, offline_after_secs = excluded.offline_after_secs, \
                      battery_low_pct = excluded.battery_low_pct, fix_retention_days = excluded.fix_retention_days, \
-                     updated_at = excluded.updated_at, on_site_limit_secs = excluded.on_site_limit_secs",
+                     updated_at = excluded.updated_at, on_site_limit_secs = excluded.on_site_limit_secs, \
+                     repeat_join_secs = excluded.repeat_join_secs, fallback_team_id = excluded.fallback_team_id, \
+                     fallback_alarm_centre_url = excluded.fallback_alarm_centre_url",
                 )
                 .bind(db_id(tenant.0))
                 .bind(&s.time_zone)
@@ -1065,6 +1144,9 @@ macro_rules! impl_directory {
                 .bind(i64::from(s.fix_retention_days))
                 .bind(db_time(at))
                 .bind(i64::from(s.on_site_limit_secs))
+                .bind(i64::from(s.repeat_join_secs))
+                .bind(s.fallback_team.map(db_id))
+                .bind(s.fallback_alarm_centre_url.as_deref())
                 .execute(&self.pool)
                 .await
                 .map_err($crate::conflict("settings"))?;

@@ -31,7 +31,8 @@ pub use alarms::{
 };
 pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
-    ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User, Wearer,
+    DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
+    Wearer,
     WearerFields, ZoneFields,
 };
 pub use outbox::{

@@ -764,7 +764,7 @@ macro_rules! impl_outbox {
             let wait: Option<i64> = sqlx::query_scalar(
                 "select escalate_after_secs from responders where wearer_id = $1 order by position limit 1",
             )
-            .bind(db_id(a.wearer.0))
+            .bind(a.wearer.map(|w| db_id(w.0)))
             .fetch_optional(&mut **tx)
             .await?;
             let wait = wait.unwrap_or(i64::from($crate::outbox::DEFAULT_ESCALATE_AFTER_SECS));

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, SqlitePool};
+use sqlx::{ConnectOptions as _, Connection as _, QueryBuilder, Row, SqlitePool};
 use trygg_core::{DeviceId, Fix, TenantId, WearerId};
 use uuid::Uuid;
 
@@ -63,16 +63,31 @@ impl SqliteStore {
                 Synchronous::Full => SqliteSynchronous::Full,
                 Synchronous::Normal => SqliteSynchronous::Normal,
             })
-            .busy_timeout(options.busy_timeout)
-            .foreign_keys(true);
+            .busy_timeout(options.busy_timeout);
+        migrate(&connect).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.busy_timeout)
-            .connect_with(connect)
+            .connect_with(connect.foreign_keys(true))
             .await?;
-        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+/// Applies the migrations on a connection of their own with foreign keys off: SQLite changes a
+/// column's constraints only by rebuilding its table (create, copy, drop, rename), and with
+/// foreign keys on, dropping the old table would check (and renaming would rewrite) every other
+/// table's references to it. `foreign_key_check` afterwards proves every reference still holds.
+async fn migrate(connect: &SqliteConnectOptions) -> Result<(), StoreError> {
+    let mut conn = connect.clone().foreign_keys(false).connect().await?;
+    sqlx::migrate!("../../migrations/sqlite").run(&mut conn).await?;
+    let broken = sqlx::query("pragma foreign_key_check").fetch_all(&mut conn).await?;
+    if let Some(row) = broken.first() {
+        let table: String = row.get(0);
+        return Err(StoreError::Corrupt { what: "reference after migrating", value: table });
+    }
+    conn.close().await?;
+    Ok(())
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {

@@ -225,11 +225,16 @@ async fn settings_are_saved_and_replaced(store: Arc<dyn Store>) {
         battery_low_pct: 20,
         fix_retention_days: 30,
         on_site_limit_secs: 3600,
+        repeat_join_secs: 900,
+        fallback_team: None,
+        fallback_alarm_centre_url: None,
     };
     store.put_settings(tenant, &s, now()).await.unwrap();
     s.fix_retention_days = 7;
     s.on_site_limit_secs = 1800;
     s.time_zone = "Europe/Helsinki".into();
+    s.repeat_join_secs = 60;
+    s.fallback_alarm_centre_url = Some("https://larmcentral.example/trygg".into());
     store.put_settings(tenant, &s, now()).await.unwrap();
     assert_eq!(store.settings(tenant).await.unwrap(), Some(s));
 }
@@ -292,6 +297,9 @@ async fn purge_deletes_old_fixes_but_keeps_alarm_fixes_and_honours_tenant_retent
         battery_low_pct: 20,
         fix_retention_days: 5,
         on_site_limit_secs: 3600,
+        repeat_join_secs: 900,
+        fallback_team: None,
+        fallback_alarm_centre_url: None,
     };
     store.put_settings(short_tenant, &settings, t).await.unwrap();
     let a = device(&store, default_tenant, "a").await;

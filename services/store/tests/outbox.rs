@@ -66,12 +66,13 @@ async fn raise(
 ) -> Uuid {
     let alarm = NewAlarm {
         tenant: s.tenant,
-        wearer: s.wearer,
+        wearer: Some(s.wearer),
         device: None,
         kind,
         zone: None,
         trigger_time: at,
         position: None,
+        last_known_position: false,
         recipients: recipients.to_vec(),
         device_alarm: None,
     };

@@ -115,8 +115,10 @@ pub struct AlarmOut {
     pub state: &'static str,
     /// The zone of a zone alarm.
     pub zone: Option<String>,
-    /// Whose alarm it is.
-    pub wearer: Named,
+    /// Whose alarm it is; null for an alarm from a watch bound to nobody.
+    pub wearer: Option<Named>,
+    /// The device that raised it (for an alarm without a wearer, the only clue to whose it is).
+    pub device_id: Option<String>,
     /// When the server raised it.
     pub raised_at: DateTime<Utc>,
     /// The device's time of what raised it.
@@ -176,7 +178,8 @@ impl Items {
             kind: a.kind.as_str(),
             state: a.state.as_str(),
             zone: a.zone.clone(),
-            wearer: Named { id: a.wearer.0, name: self.names.get(&a.wearer).cloned().unwrap_or_default() },
+            wearer: a.wearer.map(|w| Named { id: w.0, name: self.names.get(&w).cloned().unwrap_or_default() }),
+            device_id: a.device.as_ref().map(|d| d.to_string()),
             raised_at: a.raised_at,
             trigger_time: a.trigger_time,
             position: a
@@ -203,8 +206,11 @@ async fn item_of(
     tenant: TenantId,
     a: &Alarm,
 ) -> Result<AlarmOut, ApiError> {
-    let name = state.store.wearer(tenant, a.wearer).await?.map(|w| w.fields.name).unwrap_or_default();
-    Ok(Items::with(state, caller, tenant, HashMap::from([(a.wearer, name)])).await?.item(a))
+    let mut names = HashMap::new();
+    if let Some(w) = a.wearer {
+        names.insert(w, state.store.wearer(tenant, w).await?.map(|w| w.fields.name).unwrap_or_default());
+    }
+    Ok(Items::with(state, caller, tenant, names).await?.item(a))
 }
 
 /// Staff are restricted to the alarms they may see; the other tenant roles see every alarm.
@@ -234,8 +240,11 @@ async fn log_reads(
     what: &str,
 ) -> Result<(), ApiError> {
     let mut per_wearer: HashMap<WearerId, Vec<String>> = HashMap::new();
+    // An alarm from a watch bound to nobody shows no wearer's positions: nobody's to log.
     for a in alarms {
-        per_wearer.entry(a.wearer).or_default().push(a.id.to_string());
+        if let Some(w) = a.wearer {
+            per_wearer.entry(w).or_default().push(a.id.to_string());
+        }
     }
     let at = Utc::now();
     for (wearer, ids) in per_wearer {
@@ -361,7 +370,10 @@ pub async fn get(
 ) -> Result<Json<AlarmDetail>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
     let a = visible(&state, &caller, tenant, &id).await?;
-    let wearer = state.store.wearer(tenant, a.wearer).await?.ok_or(ApiError::NotFound("alarm"))?;
+    let wearer = match a.wearer {
+        Some(w) => Some(state.store.wearer(tenant, w).await?.ok_or(ApiError::NotFound("alarm"))?),
+        None => None,
+    };
     let now = Utc::now();
     // A closed alarm shows where the wearer was while it was open, not where they are now.
     let until = a.closed.as_ref().map(|c| c.at);
@@ -374,16 +386,16 @@ pub async fn get(
             None => state.store.recent_fixes(device, 1).await?.pop(),
         };
     }
-    let names = HashMap::from([(a.wearer, wearer.fields.name.clone())]);
+    let names = wearer.iter().map(|w| (w.id, w.fields.name.clone())).collect();
     let item = Items::with(&state, &caller, tenant, names).await?.item(&a);
     if item.position.is_some() || last.is_some() || !trail.is_empty() {
         log_reads(&state, &caller, tenant, &[&a], "alarm").await?;
     }
     Ok(Json(AlarmDetail {
         alarm: item,
-        wearer_note: wearer.fields.note,
-        contact_name: wearer.fields.contact_name,
-        contact_phone: wearer.fields.contact_phone,
+        wearer_note: wearer.as_ref().map(|w| w.fields.note.clone()).unwrap_or_default(),
+        contact_name: wearer.as_ref().map(|w| w.fields.contact_name.clone()).unwrap_or_default(),
+        contact_phone: wearer.map(|w| w.fields.contact_phone).unwrap_or_default(),
         map_url: last.as_ref().map(|f| map_url(f.fix.lat, f.fix.lon)),
         last_position: last.as_ref().map(|f| PositionOut::of_fix(f, now)),
         trail: trail

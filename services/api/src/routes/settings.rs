@@ -33,6 +33,12 @@ pub struct SettingsPatch {
     pub fix_retention_days: Option<u32>,
     /// Seconds from raised to on site before an alarm is flagged as late, 60..=86400.
     pub on_site_limit_secs: Option<u32>,
+    /// Seconds an acknowledged alarm takes repeats after its last trigger, 0..=86400.
+    pub repeat_join_secs: Option<u32>,
+    /// The fallback team's id (a team of the tenant); an empty string removes it.
+    pub fallback_team_id: Option<String>,
+    /// The fallback alarm centre's https URL; an empty string removes it.
+    pub fallback_alarm_centre_url: Option<String>,
 }
 
 /// The tenant's settings (defaults until saved).
@@ -68,11 +74,32 @@ pub async fn put(
     s.battery_low_pct = patch.battery_low_pct.unwrap_or(s.battery_low_pct);
     s.fix_retention_days = patch.fix_retention_days.unwrap_or(s.fix_retention_days);
     s.on_site_limit_secs = patch.on_site_limit_secs.unwrap_or(s.on_site_limit_secs);
+    s.repeat_join_secs = patch.repeat_join_secs.unwrap_or(s.repeat_join_secs);
+    match patch.fallback_team_id.as_deref() {
+        Some("") => s.fallback_team_id = None,
+        Some(id) => {
+            let teams = state.store.teams(tenant).await?;
+            let team = check.parse::<uuid::Uuid>("fallback_team_id", id);
+            let known = team.is_some_and(|t| teams.iter().any(|x| x.id == t));
+            check.ensure(team.is_none() || known, "fallback_team_id", "no such team");
+            s.fallback_team_id = team;
+        }
+        None => {}
+    }
+    match patch.fallback_alarm_centre_url {
+        Some(url) if url.is_empty() => s.fallback_alarm_centre_url = None,
+        Some(url) => {
+            check.webhook_url("fallback_alarm_centre_url", &url, &["https"]);
+            s.fallback_alarm_centre_url = Some(url);
+        }
+        None => {}
+    }
     check
         .range("offline_after_secs", s.offline_after_secs, 60..=7 * 86_400)
         .range("battery_low_pct", s.battery_low_pct, 1..=99)
         .range("fix_retention_days", s.fix_retention_days, 1..=3650)
         .range("on_site_limit_secs", s.on_site_limit_secs, 60..=86_400)
+        .range("repeat_join_secs", s.repeat_join_secs, 0..=86_400)
         .done()?;
     state.store.put_settings(tenant, &s.to_stored()?, Utc::now()).await?;
     Ok(Json(s))

@@ -444,11 +444,7 @@ pub async fn put_responders(
         steps.extend(target.map(|target| Responder { target, escalate_after_secs: s.escalate_after_secs }));
     }
     if let Some(url) = &body.alarm_centre_url {
-        let ok = (url.starts_with("https://") || url.starts_with("http://"))
-            && url.len() <= 2000
-            && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
-            && !url.contains(char::is_whitespace);
-        check.ensure(ok, "alarm_centre_url", "must be an http(s) URL");
+        check.webhook_url("alarm_centre_url", url, &["https", "http"]);
     }
     check.done()?;
     let plan = ResponderPlan { steps, alarm_centre_url: body.alarm_centre_url };
