@@ -61,6 +61,16 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// The delay between tries.
     pub backoff: Backoff,
+    /// Most deliveries in flight at once (each one recipient's claimed rows); timers have as
+    /// many again of their own.
+    pub concurrency: usize,
+    /// Longest wait for one FCM send (OAuth2 token included) or alarm-centre POST; a send
+    /// without an answer by then is a transient failure, retried like a network error.
+    pub send_timeout: Duration,
+    /// While FCM fails on its side or cannot be reached, a critical push waiting in back-off
+    /// is tried again at most this long after its last try (never before FCM's `Retry-After`),
+    /// so FCM's return is noticed within it.
+    pub outage_probe: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +82,9 @@ impl Default for WorkerConfig {
             receipt_timeout: Duration::from_secs(30),
             max_attempts: 30,
             backoff: Backoff::default(),
+            concurrency: 32,
+            send_timeout: Duration::from_secs(10),
+            outage_probe: Duration::from_secs(5),
         }
     }
 }
