@@ -508,7 +508,8 @@ async fn an_escalation_fires_on_time_while_fcm_hangs(store: Arc<dyn Store>) {
 
     // Step 0 has a second to acknowledge; its push hangs, the escalation must not wait for it.
     let escalated =
-        within(Duration::from_secs(15), || async move { count(&w.events(alarm).await, "escalated") >= 1 }).await;
+        within(Duration::from_secs(15), || async move { count(&w.events(alarm).await, "escalated") >= 1 })
+            .await;
     assert!(escalated.is_some_and(|t| t < Duration::from_millis(1500)), "escalated after {escalated:?}");
     assert!(w.fake.messages().is_empty(), "FCM hangs");
 
@@ -539,11 +540,13 @@ async fn a_hanging_send_does_not_hold_up_another_recipients_push(store: Arc<dyn 
     worker.waker().notify_one();
     let w = &w;
 
-    let took = within(Duration::from_secs(10), || async move { w.fake.count_for_token("phone-1") == 1 }).await;
+    let took =
+        within(Duration::from_secs(10), || async move { w.fake.count_for_token("phone-1") == 1 }).await;
     assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "phone-1 pushed after {took:?}");
     assert_eq!(w.fake.count_for_token("phone-0"), 0, "still hanging");
     // After the send timeout the hanging push is tried again and goes out.
-    let took = within(Duration::from_secs(10), || async move { w.fake.count_for_token("phone-0") == 1 }).await;
+    let took =
+        within(Duration::from_secs(10), || async move { w.fake.count_for_token("phone-0") == 1 }).await;
     assert!(took.is_some(), "{:?}", w.events(first).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!((w.fake.count_for_token("phone-0"), w.fake.count_for_token("phone-1")), (1, 1));
@@ -630,7 +633,8 @@ async fn accepted_within_5_s_of_fcms_return(store: Arc<dyn Store>, outage: Outag
         }
     }
     tries.sort_by(f64::total_cmp);
-    let gaps: Vec<f64> = tries.windows(2).map(|p| p[1] - p[0]).chain([back - tries[tries.len() - 1]]).collect();
+    let gaps: Vec<f64> =
+        tries.windows(2).map(|p| p[1] - p[0]).chain([back - tries[tries.len() - 1]]).collect();
     assert!(gaps.iter().all(|gap| *gap <= 5.25), "{outage:?}: FCM tried at {tries:?}");
     if outage == Outage::Unavailable {
         for ((alarm, recipient), mut tries) in per_push {
