@@ -7,8 +7,10 @@
 //! string data values, the 4 KiB payload limit) and answers errors in Google's body shape.
 //!
 //! Tests script it: fail the next requests (or those for one device token) with any FCM error
-//! class, or go down for a while (new connections are dropped, open ones reset). Every accepted
-//! message is recorded for assertions such as "each recipient notified once per alarm".
+//! class, go down for a while (new connections are dropped, open ones reset), or hang: take
+//! requests and never answer them, the failure a client only notices through its own timeout.
+//! Every accepted message is recorded for assertions such as "each recipient notified once per
+//! alarm".
 //!
 //! The key pair it trusts is a committed TEST-ONLY key (`tests/data/`); it opens nothing.
 
@@ -96,6 +98,9 @@ pub enum Fault {
     SenderIdMismatch,
     /// 401 `THIRD_PARTY_AUTH_ERROR`: the project's APNs key is bad.
     ThirdPartyAuth,
+    /// No answer at all: the request is read and left hanging until the client gives up. It
+    /// is not recorded, so a later resend is not a duplicate.
+    Hang,
 }
 
 /// A message the fake accepted.
@@ -127,6 +132,7 @@ struct Inner {
     token_requests: usize,
     scripts: VecDeque<Script>,
     down_until: Option<Instant>,
+    hanging_until: Option<Instant>,
     messages: Vec<ReceivedMessage>,
 }
 
@@ -145,6 +151,10 @@ impl Shared {
 
     fn is_down(&self) -> bool {
         self.lock().down_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn is_hanging(&self) -> bool {
+        self.lock().hanging_until.is_some_and(|until| Instant::now() < until)
     }
 }
 
@@ -189,6 +199,7 @@ impl FakeFcm {
                 token_requests: 0,
                 scripts: VecDeque::new(),
                 down_until: None,
+                hanging_until: None,
                 messages: Vec::new(),
             }),
         });
@@ -247,9 +258,22 @@ impl FakeFcm {
         self.shared.lock().down_until = Some(Instant::now() + duration);
     }
 
-    /// Be up again at once (after [`go_down_for`](Self::go_down_for)).
+    /// Hang for `duration`: accept connections and read each send, but never answer it (the
+    /// token endpoint still answers). A send that arrived while hanging stays unanswered.
+    pub fn hang_for(&self, duration: Duration) {
+        self.shared.lock().hanging_until = Some(Instant::now() + duration);
+    }
+
+    /// Be up again at once (after [`go_down_for`](Self::go_down_for) or
+    /// [`hang_for`](Self::hang_for)).
     pub fn come_back(&self) {
-        self.shared.lock().down_until = None;
+        let mut inner = self.shared.lock();
+        (inner.down_until, inner.hanging_until) = (None, None);
+    }
+
+    /// Forget the scripted faults not used up yet.
+    pub fn clear_faults(&self) {
+        self.shared.lock().scripts.clear();
     }
 
     /// Each message accepted from now on, as it arrives.
@@ -379,8 +403,11 @@ async fn send(
         Err(reason) => return invalid_argument(&reason),
     };
     let token = message.get("token").and_then(Value::as_str).map(str::to_owned);
+    if shared.is_hanging() {
+        return fault_response(&Fault::Hang).await;
+    }
     if let Some(fault) = take_fault(&shared, token.as_deref()) {
-        return fault_response(&fault);
+        return fault_response(&fault).await;
     }
     let validate_only = ["validate_only", "validateOnly"].iter().any(|f| request[f] == Value::Bool(true));
     if validate_only {
@@ -490,7 +517,9 @@ fn google_error(status: StatusCode, message: &str, fcm_code: Option<&str>) -> Re
     (status, Json(body)).into_response()
 }
 
-fn fault_response(fault: &Fault) -> Response {
+/// The answer for `fault`; for [`Fault::Hang`] none: the future stays pending until axum drops
+/// it with the connection the client gave up.
+async fn fault_response(fault: &Fault) -> Response {
     let (status, message, code, retry_after) = match fault {
         Fault::Unavailable { retry_after } => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -531,6 +560,7 @@ fn fault_response(fault: &Fault) -> Response {
             Some("THIRD_PARTY_AUTH_ERROR"),
             &None,
         ),
+        Fault::Hang => return std::future::pending().await,
     };
     let mut response = google_error(status, message, code);
     if let Some(value) = retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {

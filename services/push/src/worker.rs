@@ -10,16 +10,29 @@
 //! Nothing is dropped. A push FCM refuses for good, a recipient without a usable phone, a
 //! broken Firebase setup: each is recorded on the alarm, and when no push of a step got through
 //! the step's escalation deadline is brought forward, so the next responders (and finally the
-//! alarm centre) are alerted instead. Transient failures (429, 5xx, network) are retried with
-//! [`Backoff`], never before FCM's `Retry-After`; escalation does not wait for those retries.
+//! alarm centre) are alerted instead. Transient failures (429, 5xx, network, no answer within
+//! [`WorkerConfig::send_timeout`]) are retried with [`Backoff`], never before FCM's
+//! `Retry-After`.
+//!
+//! Timers have their own loop. On the worst day FCM is slow or hangs, and a deadline must not
+//! wait for a send: escalation and the alarm-centre webhook are how an alarm gets through when
+//! pushes do not. So one loop claims outbox rows and another claims timers, each with its own
+//! slots ([`WorkerConfig::concurrency`]), and neither waits for the tasks it starts: a loop
+//! claims what is due as soon as it has a free slot, so one hanging send holds up only its own
+//! recipient. [`Worker::pass`] does both once and waits, for tests in virtual time.
+//!
+//! After an outage the first push FCM accepts brings every waiting row forward. To notice the
+//! return without waiting out a long back-off, a critical push failing because FCM is out
+//! waits at most [`WorkerConfig::outage_probe`] (and at least the `Retry-After`) before its next
+//! try, and is not given up for running out of tries while FCM is out.
 //!
 //! The engine wakes the worker through [`Worker::waker`] right after it commits an alarm;
 //! otherwise the worker polls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -31,7 +44,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use sha2::Sha256;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use trygg_core::{AlarmState, TenantId};
 use trygg_store::{
@@ -57,10 +70,21 @@ pub struct WorkerConfig {
     /// A critical alarm's pushes of a step not confirmed by an app receipt within this time
     /// count as undelivered: the next step is alerted.
     pub receipt_timeout: Duration,
-    /// Tries of one push (or one alarm-centre delivery) before it is given up as failed.
+    /// Tries of one push (or one alarm-centre delivery) before it is given up as failed; a
+    /// critical push failing because FCM is out (not throttling) keeps trying.
     pub max_attempts: u32,
     /// The delay between tries.
     pub backoff: Backoff,
+    /// Most deliveries in flight at once (each one recipient's claimed rows); timers have as
+    /// many again of their own.
+    pub concurrency: usize,
+    /// Longest wait for one FCM send (OAuth2 token included) or alarm-centre POST; a send
+    /// without an answer by then is a transient failure, retried like a network error.
+    pub send_timeout: Duration,
+    /// While FCM fails on its side or cannot be reached, a critical push waiting in back-off
+    /// is tried again at most this long after its last try (never before FCM's `Retry-After`),
+    /// so FCM's return is noticed within it.
+    pub outage_probe: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +96,9 @@ impl Default for WorkerConfig {
             receipt_timeout: Duration::from_secs(30),
             max_attempts: 30,
             backoff: Backoff::default(),
+            concurrency: 32,
+            send_timeout: Duration::from_secs(10),
+            outage_probe: Duration::from_secs(5),
         }
     }
 }
@@ -139,7 +166,18 @@ struct Inner {
     messages: MessageBuilder,
     config: WorkerConfig,
     metrics: PushMetrics,
+    /// Wakes the push loop: new outbox rows, or retries brought forward.
     wake: Arc<Notify>,
+    /// Wakes the timer loop: a deadline brought forward.
+    timer_wake: Notify,
+    /// Deliveries in flight at most ([`WorkerConfig::concurrency`]).
+    delivery_slots: Arc<Semaphore>,
+    /// Timers in flight at most, apart from deliveries so that no send holds one up.
+    timer_slots: Arc<Semaphore>,
+    /// Outbox rows a task of this worker is delivering. Such a row can be claimed again
+    /// (`hasten_retries` makes every waiting row due, in-flight ones included; a delivery
+    /// slower than the lease loses its claim) and must not then be sent twice.
+    in_flight: Mutex<HashSet<i64>>,
     /// FCM failed on its side or could not be reached since the last accepted push: rows
     /// are backing off, and the next accepted push brings them all forward.
     outage: AtomicBool,
@@ -164,6 +202,7 @@ impl Worker {
         config: WorkerConfig,
         metrics: PushMetrics,
     ) -> Self {
+        let slots = config.concurrency.clamp(1, Semaphore::MAX_PERMITS);
         let inner = Inner {
             store,
             fcm,
@@ -172,6 +211,10 @@ impl Worker {
             config,
             metrics,
             wake: Arc::new(Notify::new()),
+            timer_wake: Notify::new(),
+            delivery_slots: Arc::new(Semaphore::new(slots)),
+            timer_slots: Arc::new(Semaphore::new(slots)),
+            in_flight: Mutex::new(HashSet::new()),
             outage: AtomicBool::new(false),
         };
         Self { inner: Arc::new(inner) }
@@ -182,61 +225,184 @@ impl Worker {
         self.inner.wake.clone()
     }
 
-    /// Runs passes until `shutdown` resolves; a claim in progress then comes back after its lease.
+    /// Runs until `shutdown` resolves: one loop claims due outbox rows, another due timers, each
+    /// starting a task per claim as soon as it has a free slot and never waiting for the tasks
+    /// it started. Claims in progress at shutdown come back after their lease.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
+        tokio::select! {
+            () = shutdown => {}
+            () = self.inner.clone().keep_claiming(Lane::Pushes) => {}
+            () = self.inner.clone().keep_claiming(Lane::Timers) => {}
+        }
+    }
+
+    /// One pass at `now` (virtual time, for tests and tools): claims the due outbox rows and
+    /// timers, handles them concurrently and waits for all of them.
+    pub async fn pass(&self, now: DateTime<Utc>) -> anyhow::Result<Pass> {
+        let mut tasks = JoinSet::new();
+        let clock = Clock::At(now);
+        let pushes = self.inner.claim(Lane::Pushes, clock, &mut tasks).await?;
+        let timers = self.inner.claim(Lane::Timers, clock, &mut tasks).await?;
+        while let Some(done) = tasks.join_next().await {
+            report(done?);
+        }
+        Ok(Pass { pushes, timers })
+    }
+}
+
+/// The two kinds of claimed work, each with its own loop, slots and wake-up: pushes wait on FCM,
+/// timers (escalation, receipt and alarm-centre deadlines) must not.
+#[derive(Debug, Clone, Copy)]
+enum Lane {
+    Pushes,
+    Timers,
+}
+
+/// Where a task reads the time: the wall clock when running, a pass's instant when a test
+/// drives the worker through virtual time.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    Wall,
+    At(DateTime<Utc>),
+}
+
+impl Clock {
+    fn now(self) -> DateTime<Utc> {
+        match self {
+            Self::Wall => Utc::now(),
+            Self::At(now) => now,
+        }
+    }
+}
+
+/// Logs a task's failure: the row's (or timer's) lease brings it back; the error is for the operator.
+fn report(done: anyhow::Result<()>) {
+    if let Err(error) = done {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "Push worker could not finish a row; it comes back after its lease"
+        );
+    }
+}
+
+/// Takes outbox rows out of [`Inner::in_flight`] when their delivery task ends, however it ends.
+struct InFlight {
+    inner: Arc<Inner>,
+    ids: Vec<i64>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = self.inner.in_flight.lock().expect("in-flight set lock poisoned");
+        for id in &self.ids {
+            in_flight.remove(id);
+        }
+    }
+}
+
+impl Inner {
+    /// Claims and starts `lane`'s due work until the worker is dropped, sleeping for the poll
+    /// interval (or until woken) whenever nothing is due.
+    async fn keep_claiming(self: Arc<Self>, lane: Lane) {
+        let wake = match lane {
+            Lane::Pushes => &self.wake,
+            Lane::Timers => &self.timer_wake,
+        };
+        let mut tasks = JoinSet::new();
         loop {
-            let busy = match self.pass(Utc::now()).await {
-                Ok(pass) => pass.pushes + pass.timers > 0,
+            while let Some(done) = tasks.try_join_next() {
+                match done {
+                    Ok(done) => report(done),
+                    Err(error) => tracing::error!(%error, ?lane, "Push worker task panicked"),
+                }
+            }
+            let claimed = match self.claim(lane, Clock::Wall, &mut tasks).await {
+                Ok(claimed) => claimed,
                 Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "Push worker pass failed; retrying");
-                    false
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        ?lane,
+                        "Push worker claim failed; retrying"
+                    );
+                    0
                 }
             };
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = self.inner.wake.notified(), if !busy => {}
-                () = tokio::time::sleep(self.inner.config.poll_interval), if !busy => {}
-                () = std::future::ready(()), if busy => {}
+            if claimed == 0 {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                }
             }
         }
     }
 
-    /// One pass at `now`: claims the due outbox rows and timers and handles them, concurrently.
-    pub async fn pass(&self, now: DateTime<Utc>) -> anyhow::Result<Pass> {
-        let config = &self.inner.config;
-        let rows = self.inner.store.claim_outbox(now, config.lease, config.batch).await?;
-        let timers = self.inner.store.claim_timers(now, config.lease, config.batch).await?;
-        let pass = Pass { pushes: rows.len(), timers: timers.len() };
-        // One task per recipient, so that recipient's technical alerts go out as one bundle.
-        let mut per_recipient: HashMap<(TenantId, uuid::Uuid), Vec<OutboxRow>> = HashMap::new();
-        for row in rows {
-            per_recipient.entry((row.tenant, row.recipient)).or_default().push(row);
-        }
-        let mut tasks = JoinSet::new();
-        for ((_, recipient), rows) in per_recipient {
-            let inner = self.inner.clone();
-            tasks.spawn(async move {
-                inner.deliver(rows, now).await.with_context(|| format!("outbox rows of {recipient}"))
-            });
-        }
-        for timer in timers {
-            let inner = self.inner.clone();
-            tasks.spawn(async move {
-                let id = timer.id;
-                inner.fire(timer, now).await.with_context(|| format!("alarm timer {id}"))
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            // The row's lease brings it back; the error is for the operator.
-            if let Err(error) = done? {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "Push worker could not finish a row; it comes back after its lease"
-                );
+    /// Claims `lane`'s due work, no more than there are free slots (a claim waiting for a slot
+    /// would use up its lease), and spawns one task per recipient (outbox rows, so a recipient's
+    /// technical alerts go out as one bundle) or per timer. Waits only for the first free slot.
+    async fn claim(
+        self: &Arc<Self>,
+        lane: Lane,
+        clock: Clock,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+    ) -> anyhow::Result<usize> {
+        let slots = match lane {
+            Lane::Pushes => &self.delivery_slots,
+            Lane::Timers => &self.timer_slots,
+        };
+        let mut first = Some(slots.clone().acquire_owned().await?);
+        let room = u32::try_from(1 + slots.available_permits()).unwrap_or(u32::MAX).min(self.config.batch);
+        let (now, lease) = (clock.now(), self.config.lease);
+        match lane {
+            Lane::Pushes => {
+                let rows = self.store.claim_outbox(now, lease, room).await?;
+                let claimed = rows.len();
+                let mut per_recipient: HashMap<(TenantId, uuid::Uuid), Vec<OutboxRow>> = HashMap::new();
+                {
+                    let mut in_flight = self.in_flight.lock().expect("in-flight set lock poisoned");
+                    for row in rows {
+                        if in_flight.insert(row.id) {
+                            per_recipient.entry((row.tenant, row.recipient)).or_default().push(row);
+                        } else {
+                            // Hastened or out of lease while a task still delivers it: that task settles it.
+                            tracing::debug!(
+                                row = row.id,
+                                "Outbox row claimed again while in flight; left to its task"
+                            );
+                        }
+                    }
+                }
+                for ((_, recipient), rows) in per_recipient {
+                    let slot = match first.take() {
+                        Some(slot) => slot,
+                        None => slots.clone().acquire_owned().await?,
+                    };
+                    let guard = InFlight { inner: self.clone(), ids: rows.iter().map(|r| r.id).collect() };
+                    tasks.spawn(async move {
+                        let _slot = slot;
+                        let result = guard.inner.deliver(rows, clock).await;
+                        result.with_context(|| format!("outbox rows of {recipient}"))
+                    });
+                }
+                Ok(claimed)
+            }
+            Lane::Timers => {
+                let timers = self.store.claim_timers(now, lease, room).await?;
+                let claimed = timers.len();
+                for timer in timers {
+                    let slot = match first.take() {
+                        Some(slot) => slot,
+                        None => slots.clone().acquire_owned().await?,
+                    };
+                    let inner = self.clone();
+                    tasks.spawn(async move {
+                        let _slot = slot;
+                        let id = timer.id;
+                        inner.fire(timer, clock).await.with_context(|| format!("alarm timer {id}"))
+                    });
+                }
+                Ok(claimed)
             }
         }
-        Ok(pass)
     }
 }
 
@@ -248,6 +414,8 @@ struct RowResult {
     delivered: usize,
     /// Some send failed transiently: try the row again.
     retry: bool,
+    /// Some send failed because FCM is out (failing on its side or unreachable), not throttling.
+    outage: bool,
     /// The longest `Retry-After` FCM asked for.
     retry_after: Option<Duration>,
     last_error: Option<String>,
@@ -256,7 +424,7 @@ struct RowResult {
 impl Inner {
     /// Pushes the claimed rows of one recipient: each critical alarm in its own message, the
     /// technical alerts bundled into one message per phone.
-    async fn deliver(&self, rows: Vec<OutboxRow>, now: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn deliver(&self, rows: Vec<OutboxRow>, clock: Clock) -> anyhow::Result<()> {
         let store = &self.store;
         let (mut critical, mut technical) = (Vec::new(), Vec::new());
         for row in rows {
@@ -279,15 +447,16 @@ impl Inner {
             }
         }
         for group in critical.into_iter().chain((!technical.is_empty()).then_some(technical)) {
-            self.deliver_group(&group, now).await?;
+            self.deliver_group(&group, clock).await?;
         }
         Ok(())
     }
 
     /// Sends one message per phone of the group's recipient covering every row of the group
     /// that phone has not had yet, then settles each row.
-    async fn deliver_group(&self, group: &[(OutboxRow, Alarm)], now: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn deliver_group(&self, group: &[(OutboxRow, Alarm)], clock: Clock) -> anyhow::Result<()> {
         let store = &self.store;
+        let now = clock.now();
         let Some(fcm) = &self.fcm else {
             for (row, alarm) in group {
                 self.give_up(row, alarm, "push is off: no FCM credentials configured", true, now).await?;
@@ -312,8 +481,8 @@ impl Inner {
                 .iter()
                 .map(|&i| AlarmPush { push_token: token.token.clone(), ..pushes[i].clone() })
                 .collect();
-            let outcome = match self.message(&bundle, now) {
-                Ok(message) => fcm.send(&message).await,
+            let outcome = match self.message(&bundle, clock.now()) {
+                Ok(message) => self.send(fcm, &message).await,
                 Err(error) => {
                     for &i in &due {
                         let (row, _) = &group[i];
@@ -325,14 +494,33 @@ impl Inner {
                 }
             };
             self.metrics.sends.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
+            // After the send, which may have taken up to the send timeout.
+            let now = clock.now();
             for &i in &due {
                 self.record(&group[i].0, &token, &outcome, &mut results[i], now).await?;
             }
         }
+        let now = clock.now();
         for (((row, alarm), result), already) in group.iter().zip(results).zip(&already) {
             self.settle(row, alarm, result, !already.is_empty(), now).await?;
         }
         Ok(())
+    }
+
+    /// One FCM send, given up after [`WorkerConfig::send_timeout`]: a hanging FCM (or token
+    /// endpoint) is a transient failure like a broken connection, never a task that holds its
+    /// rows and a slot until the lease runs out.
+    async fn send(&self, fcm: &FcmClient, message: &Message) -> SendOutcome {
+        let limit = self.config.send_timeout;
+        match tokio::time::timeout(limit, fcm.send(message)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let timeout_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+                tracing::warn!(timeout_ms, "FCM did not answer in time; the push will be retried");
+                let detail = format!("no answer from FCM within {timeout_ms} ms");
+                SendOutcome::Retry { cause: RetryCause::Network, retry_after: None, detail }
+            }
+        }
     }
 
     /// After the sends: the row is sent, retried later, or given up (escalation takes over).
@@ -352,10 +540,12 @@ impl Inner {
         if result.delivered > 0 || reached_before {
             self.notified(row, alarm, now).await?;
         }
+        // Giving up because FCM is out would swallow the alarm the moment FCM is back; escalation
+        // goes on meanwhile, and acknowledging the alarm ends its pushes.
+        let waits_for_fcm = result.outage && alarm.kind.is_critical();
         match result.retry {
-            true if row.attempts + 1 < self.config.max_attempts => {
-                let delay =
-                    self.config.backoff.delay(row.attempts, result.retry_after, &mut rand::thread_rng());
+            true if row.attempts + 1 < self.config.max_attempts || waits_for_fcm => {
+                let delay = self.retry_delay(row.attempts, waits_for_fcm, result.retry_after);
                 let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                 let error = result.last_error.unwrap_or_default();
                 store.outbox_retry(row.id, due, &error).await?;
@@ -372,6 +562,16 @@ impl Inner {
                 self.give_up(row, alarm, &error, false, now).await
             }
         }
+    }
+
+    /// How long a row (or alarm-centre delivery) waits before its next try: its back-off, but
+    /// for a critical push while FCM is out at most [`WorkerConfig::outage_probe`], so that
+    /// FCM's return is noticed that soon and every waiting row brought forward; never less than
+    /// FCM's `Retry-After`.
+    fn retry_delay(&self, attempts: u32, probe: bool, retry_after: Option<Duration>) -> Duration {
+        let backoff = self.config.backoff.delay(attempts, None, &mut rand::thread_rng());
+        let backoff = if probe { backoff.min(self.config.outage_probe) } else { backoff };
+        backoff.max(retry_after.unwrap_or_default())
     }
 
     /// Records one send's outcome on the alarm and on the token.
@@ -400,6 +600,7 @@ impl Inner {
             SendOutcome::Retry { retry_after, detail, cause } => {
                 if !matches!(cause, RetryCause::Throttled) {
                     self.outage.store(true, Ordering::SeqCst);
+                    result.outage = true;
                 }
                 result.retry = true;
                 result.retry_after = result.retry_after.max(*retry_after);
@@ -460,7 +661,7 @@ impl Inner {
                 event(self.store.as_ref(), row, "push_failed", detail, now).await?;
             }
             if self.store.hasten_escalation(row.alarm, row.step, now).await? {
-                self.wake.notify_one();
+                self.timer_wake.notify_one();
             }
         }
         Ok(())
@@ -501,10 +702,10 @@ impl Inner {
         built.map_err(|e| e.to_string())
     }
 
-    async fn fire(&self, timer: Timer, now: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn fire(&self, timer: Timer, clock: Clock) -> anyhow::Result<()> {
         match timer.kind {
-            TimerKind::Escalate | TimerKind::Receipt => self.escalate(timer, now).await,
-            TimerKind::AlarmCentre => self.alarm_centre(timer, now).await,
+            TimerKind::Escalate | TimerKind::Receipt => self.escalate(timer, clock.now()).await,
+            TimerKind::AlarmCentre => self.alarm_centre(timer, clock).await,
         }
     }
 
@@ -531,13 +732,16 @@ impl Inner {
         if outcome == EscalateOutcome::Escalated {
             self.metrics.escalations.inc();
             tracing::warn!(alarm = %alarm.id, step, reason = timer.kind.as_str(), "Alarm escalated");
+            // The next step's pushes, or the alarm centre's timer, due now.
             self.wake.notify_one();
+            self.timer_wake.notify_one();
         }
         Ok(())
     }
 
-    async fn alarm_centre(&self, timer: Timer, now: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn alarm_centre(&self, timer: Timer, clock: Clock) -> anyhow::Result<()> {
         let store = self.store.as_ref();
+        let now = clock.now();
         let Some(alarm) = store.alarm(timer.tenant, timer.alarm, None).await? else {
             store.timer_failed(timer.id, "alarm not found").await?;
             return Ok(());
@@ -572,8 +776,10 @@ impl Inner {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, sign(secret.as_bytes(), &body))
             .body(body)
+            .timeout(self.config.send_timeout)
             .send()
             .await;
+        let now = clock.now();
         let (retry_after, error) = match sent {
             Ok(response) if response.status().is_success() => {
                 self.metrics.alarm_centre.get_or_create(&label("delivered")).inc();
@@ -598,7 +804,7 @@ impl Inner {
         match retry_after {
             Some(retry_after) if timer.attempts + 1 < self.config.max_attempts => {
                 self.metrics.alarm_centre.get_or_create(&label("retry")).inc();
-                let delay = self.config.backoff.delay(timer.attempts, retry_after, &mut rand::thread_rng());
+                let delay = self.retry_delay(timer.attempts, false, retry_after);
                 let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                 store.timer_retry(timer.id, due, &error).await?;
                 let detail = format!("attempt {}: {error}", timer.attempts + 1);

@@ -2,9 +2,12 @@
 //! class, an FCM outage, escalation, the signed alarm-centre webhook, and a restart.
 //!
 //! Time in the database is virtual: each test calls [`Worker::pass`] at the instants it wants,
-//! so deadlines of minutes run in milliseconds, while HTTP to the fake is real.
+//! so deadlines of minutes run in milliseconds, while HTTP to the fake is real. The tests of a
+//! hanging FCM run [`Worker::run`] in real time instead, because what they check is that one
+//! loop does not wait for another's sends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +39,10 @@ on_both_backends!(
     an_acknowledged_alarm_stops_escalating_and_pushing,
     a_second_worker_resends_an_unsent_claim_after_the_lease_but_never_a_sent_one,
     technical_alerts_for_one_recipient_go_out_bundled_at_normal_priority,
+    an_escalation_fires_on_time_while_fcm_hangs,
+    a_hanging_send_does_not_hold_up_another_recipients_push,
+    every_waiting_critical_push_is_accepted_within_5_s_of_fcm_answering_again,
+    every_waiting_critical_push_is_accepted_within_5_s_of_fcm_no_longer_hanging,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -83,6 +90,38 @@ fn worker(store: &Arc<dyn Store>, fake: &FakeFcm, metrics: PushMetrics) -> Worke
     Worker::new(store.clone(), Some(fcm), http, WorkerConfig::default(), metrics)
 }
 
+/// A worker on the world's store and fake with `config`, its access token already fetched so
+/// that a short send timeout never has to cover the token exchange.
+async fn worker_with(w: &World, config: WorkerConfig) -> Worker {
+    let fcm = FcmClient::from_key(w.fake.service_account(), &w.fake.endpoint()).unwrap();
+    fcm.tokens().access_token().await.unwrap();
+    let http = trygg_push::client::http_client().unwrap();
+    Worker::new(w.store.clone(), Some(fcm), http, config, PushMetrics::default())
+}
+
+/// Runs `worker` in real time until the returned sender is dropped.
+fn run(worker: &Worker) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(worker.clone().run(async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+/// How long (real time) until `done` holds, checked every 20 ms; `None` if not within `limit`.
+async fn within<F: Future<Output = bool>>(limit: Duration, mut done: impl FnMut() -> F) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if done().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl World {
     async fn raise(
         &self,
@@ -125,9 +164,14 @@ impl World {
     }
 
     async fn responders(&self, steps: &[Uuid], alarm_centre_url: Option<String>) {
+        self.responders_after(steps, 60, alarm_centre_url).await;
+    }
+
+    /// Responder steps `steps`, each with `secs` to acknowledge.
+    async fn responders_after(&self, steps: &[Uuid], secs: u32, alarm_centre_url: Option<String>) {
         let steps = steps
             .iter()
-            .map(|u| Responder { target: ResponderTarget::User(*u), escalate_after_secs: 60 })
+            .map(|u| Responder { target: ResponderTarget::User(*u), escalate_after_secs: secs })
             .collect();
         let plan = ResponderPlan { steps, alarm_centre_url };
         assert!(self.store.set_responders(self.tenant, self.wearer, &plan).await.unwrap());
@@ -446,4 +490,158 @@ async fn technical_alerts_for_one_recipient_go_out_bundled_at_normal_priority(st
     }
     w.pass(at(31.0)).await;
     assert_eq!(w.fake.messages().len(), 2, "technical alerts never escalate nor repeat");
+}
+
+async fn an_escalation_fires_on_time_while_fcm_hangs(store: Arc<dyn Store>) {
+    let w = world(store, 2).await;
+    w.responders_after(&w.staff, 1, None).await;
+    let config = WorkerConfig {
+        poll_interval: Duration::from_millis(50),
+        send_timeout: Duration::from_secs(2),
+        ..WorkerConfig::default()
+    };
+    let worker = worker_with(&w, config).await;
+    w.fake.hang_for(Duration::from_secs(3600));
+    let _stop = run(&worker);
+    let alarm = w.raise(AlarmKind::Sos, None, &w.staff[..1], Utc::now()).await;
+    worker.waker().notify_one();
+    let w = &w;
+
+    // Step 0 has a second to acknowledge; its push hangs, the escalation must not wait for it.
+    let escalated =
+        within(Duration::from_secs(15), || async move { count(&w.events(alarm).await, "escalated") >= 1 })
+            .await;
+    assert!(escalated.is_some_and(|t| t < Duration::from_millis(1500)), "escalated after {escalated:?}");
+    assert!(w.fake.messages().is_empty(), "FCM hangs");
+
+    w.fake.come_back();
+    let delivered = within(Duration::from_secs(15), || async move {
+        w.fake.count_for_token("phone-0") >= 1 && w.fake.count_for_token("phone-1") >= 1
+    })
+    .await;
+    assert!(delivered.is_some(), "both steps pushed once FCM answers: {:?}", w.events(alarm).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((w.fake.count_for_token("phone-0"), w.fake.count_for_token("phone-1")), (1, 1));
+}
+
+async fn a_hanging_send_does_not_hold_up_another_recipients_push(store: Arc<dyn Store>) {
+    let w = world(store, 2).await;
+    let config = WorkerConfig {
+        poll_interval: Duration::from_millis(50),
+        send_timeout: Duration::from_secs(2),
+        ..WorkerConfig::default()
+    };
+    let worker = worker_with(&w, config).await;
+    w.fake.fail_next_for_token("phone-0", 1, Fault::Hang);
+    let _stop = run(&worker);
+    let first = w.raise(AlarmKind::Sos, None, &w.staff[..1], Utc::now()).await;
+    worker.waker().notify_one();
+    tokio::time::sleep(Duration::from_millis(300)).await; // phone-0's push is hanging now
+    let second = w.raise(AlarmKind::Fall, None, &w.staff[1..], Utc::now()).await;
+    worker.waker().notify_one();
+    let w = &w;
+
+    let took =
+        within(Duration::from_secs(10), || async move { w.fake.count_for_token("phone-1") == 1 }).await;
+    assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "phone-1 pushed after {took:?}");
+    assert_eq!(w.fake.count_for_token("phone-0"), 0, "still hanging");
+    // After the send timeout the hanging push is tried again and goes out.
+    let took =
+        within(Duration::from_secs(10), || async move { w.fake.count_for_token("phone-0") == 1 }).await;
+    assert!(took.is_some(), "{:?}", w.events(first).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((w.fake.count_for_token("phone-0"), w.fake.count_for_token("phone-1")), (1, 1));
+    assert_eq!((w.state(first).await, w.state(second).await), (AlarmState::Notified, AlarmState::Notified));
+}
+
+async fn every_waiting_critical_push_is_accepted_within_5_s_of_fcm_answering_again(store: Arc<dyn Store>) {
+    accepted_within_5_s_of_fcms_return(store, Outage::Unavailable).await;
+}
+
+async fn every_waiting_critical_push_is_accepted_within_5_s_of_fcm_no_longer_hanging(store: Arc<dyn Store>) {
+    accepted_within_5_s_of_fcms_return(store, Outage::Hang).await;
+}
+
+/// How FCM is out for a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// Every send answered 503 with `Retry-After: 5`.
+    Unavailable,
+    /// Every send left without an answer (the worker's send timeout ends each).
+    Hang,
+}
+
+async fn accepted_within_5_s_of_fcms_return(store: Arc<dyn Store>, outage: Outage) {
+    let w = world(store, 2).await;
+    let config = WorkerConfig { send_timeout: Duration::from_millis(100), ..WorkerConfig::default() };
+    let worker = worker_with(&w, config).await;
+    match outage {
+        Outage::Unavailable => {
+            w.fake.fail_next(usize::MAX, Fault::Unavailable { retry_after: Some("5".into()) })
+        }
+        Outage::Hang => w.fake.hang_for(Duration::from_secs(3600)),
+    }
+    let kinds = [AlarmKind::Sos, AlarmKind::Fall, AlarmKind::ZoneExit, AlarmKind::WatchRemoved];
+    let mut alarms = Vec::new();
+    let mut tick = 0;
+    // 60 s out, a critical alarm every 3.25 s at first, a pass every 250 ms (virtual time).
+    while tick < 240 {
+        let now = at(0.25 * f64::from(tick));
+        if tick % 13 == 0 && alarms.len() < kinds.len() {
+            let kind = kinds[alarms.len()];
+            let zone = (kind == AlarmKind::ZoneExit).then_some("z1");
+            alarms.push(w.raise(kind, zone, &w.staff, now).await);
+        }
+        worker.pass(now).await.unwrap();
+        tick += 1;
+    }
+    assert!(w.fake.messages().is_empty());
+    match outage {
+        Outage::Unavailable => w.fake.clear_faults(),
+        Outage::Hang => w.fake.come_back(),
+    }
+    let back = 60.0;
+    let mut all_in = None;
+    while tick < 240 + 4 * 30 {
+        let secs = 0.25 * f64::from(tick);
+        worker.pass(at(secs)).await.unwrap();
+        if all_in.is_none() && w.fake.messages().len() >= 2 * alarms.len() {
+            all_in = Some(secs - back);
+        }
+        tick += 1;
+    }
+    let all_in = all_in.expect("every push accepted");
+    println!("{outage:?}: every push accepted {all_in} s after FCM came back");
+    assert!(all_in <= 5.0, "{outage:?}: the last push was accepted {all_in} s after FCM came back");
+    for alarm in &alarms {
+        assert_eq!(w.fake.count_for_collapse_key(&alarm.to_string()), 2, "alarm {alarm}: once per recipient");
+        assert_eq!(w.state(*alarm).await, AlarmState::Notified);
+    }
+    assert_eq!((w.fake.count_for_token("phone-0"), w.fake.count_for_token("phone-1")), (4, 4));
+
+    // While pushes waited FCM was tried at least every 5 s (a pass is 250 ms), and no push
+    // sooner than the Retry-After it was given.
+    let mut tries: Vec<f64> = Vec::new();
+    let mut per_push: HashMap<(Uuid, String), Vec<f64>> = HashMap::new();
+    for alarm in &alarms {
+        for e in w.store.alarm_events(w.tenant, *alarm).await.unwrap() {
+            if e.event.kind == "push_retry" {
+                let secs = (e.event.at - t0()).num_milliseconds() as f64 / 1000.0;
+                let recipient = e.event.detail.split(" (").next().unwrap().to_owned();
+                tries.push(secs);
+                per_push.entry((*alarm, recipient)).or_default().push(secs);
+            }
+        }
+    }
+    tries.sort_by(f64::total_cmp);
+    let gaps: Vec<f64> =
+        tries.windows(2).map(|p| p[1] - p[0]).chain([back - tries[tries.len() - 1]]).collect();
+    assert!(gaps.iter().all(|gap| *gap <= 5.25), "{outage:?}: FCM tried at {tries:?}");
+    if outage == Outage::Unavailable {
+        for ((alarm, recipient), mut tries) in per_push {
+            tries.sort_by(f64::total_cmp);
+            let early = tries.windows(2).any(|p| p[1] - p[0] < 5.0);
+            assert!(!early, "{alarm} to {recipient}: tried before Retry-After: {tries:?}");
+        }
+    }
 }
