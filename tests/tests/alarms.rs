@@ -327,6 +327,39 @@ async fn an_open_sos_survives_a_kill_and_its_repeat_joins_it(db: TestDb) {
     assert_eq!(c.server.terminate().code(), Some(0));
 }
 
+/// Yesterday's SOS was acknowledged and marked on site but never closed. Today Dagny presses
+/// again: a new alarm, pushed to both phones, not a `repeated` line on the forgotten one.
+async fn a_forgotten_sos_left_on_site_does_not_swallow_the_next_one(db: TestDb) {
+    let (fcm, dir) = (FakeFcm::start().await.unwrap(), tempfile::tempdir().unwrap());
+    let c = start(&db, &fcm, &dir);
+    let w = set_up(&c).await;
+    let sos = |secs_ago: i64| json!({ "device": "dagny-watch", "kind": "sos", "time": (Utc::now() - TimeDelta::seconds(secs_ago)).to_rfc3339(), "fix": fix(secs_ago, 0.0) });
+    post_device(&c, &w.device_token, "alarms", sos(60)).await;
+    let old = wait_for_alarm(&c, &w.sven, "sos").await["id"].as_str().unwrap().to_owned();
+    wait_for_pushes(&fcm, &old, PHONES[1], 1, Duration::from_secs(10)).await;
+    c.ok(Method::POST, &format!("alarms/{old}/acknowledge"), &w.maja, None).await;
+    c.ok(Method::POST, &format!("alarms/{old}/on-site"), &w.maja, None).await;
+
+    post_device(&c, &w.device_token, "alarms", sos(0)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        let list = c.ok(Method::GET, "alarms", &w.sven, None).await;
+        let other = list.as_array().unwrap().iter().find(|a| a["kind"] == "sos" && a["id"] != old.as_str());
+        if let Some(a) = other {
+            break a["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the new SOS raised no alarm of its own: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for phone in PHONES {
+        wait_for_pushes(&fcm, &new, phone, 1, Duration::from_secs(10)).await;
+    }
+    let kinds = lifecycle(&c, &w.sven, &old).await;
+    assert_eq!(kinds.last().map(String::as_str), Some("superseded"), "{kinds:?}");
+    assert!(!kinds.contains(&"repeated".to_owned()), "{kinds:?}");
+    assert_eq!(c.server.terminate().code(), Some(0));
+}
+
 /// Sven is the first responder, the whole team the next step after 30 s (the shortest delay a
 /// caseworker may set). FCM is down when the alarm is raised; nobody acknowledges.
 async fn an_unacknowledged_alarm_escalates_through_an_fcm_outage(db: TestDb) {
@@ -385,4 +418,14 @@ async fn sqlite_an_open_sos_survives_a_kill_and_its_repeat_joins_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_open_sos_survives_a_kill_and_its_repeat_joins_it() {
     an_open_sos_survives_a_kill_and_its_repeat_joins_it(TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_forgotten_sos_left_on_site_does_not_swallow_the_next_one() {
+    a_forgotten_sos_left_on_site_does_not_swallow_the_next_one(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_forgotten_sos_left_on_site_does_not_swallow_the_next_one() {
+    a_forgotten_sos_left_on_site_does_not_swallow_the_next_one(TestDb::postgres().await).await;
 }

@@ -18,6 +18,9 @@ use crate::{StoreError, StoredFix};
 /// How far before an alarm's trigger its trail starts. Fixes in a critical alarm's trail
 /// (through the alarm's close) are kept past the retention period, with the alarm.
 pub const TRAIL_BEFORE: chrono::Duration = chrono::Duration::minutes(10);
+/// How far after an alarm's trigger its trail is kept past retention, at most (an alarm left
+/// open for weeks must not keep every later fix of its device).
+pub const TRAIL_AFTER_MAX: chrono::Duration = chrono::Duration::days(1);
 
 /// The critical alarm kinds as an SQL list (`'sos', 'fall', …`), from
 /// [`AlarmKind::is_critical`]: our own fixed names, safe to inline.

@@ -8,6 +8,7 @@
 
 use std::fmt::Debug;
 use std::str::FromStr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -249,8 +250,12 @@ pub trait Store: Directory + Alarms + Outbox + Debug + Send + Sync + 'static {
 
     /// Deletes fixes older than their tenant's retention (`default_retention_days` for a tenant
     /// without settings) at `now`, except fixes attached to a device alarm and fixes in a
-    /// critical alarm's trail ([`alarms::TRAIL_BEFORE`] its trigger until it closes; technical
-    /// alerts keep no trail). Returns how many.
+    /// critical alarm's trail ([`alarms::TRAIL_BEFORE`] its trigger until it closes, at most
+    /// [`alarms::TRAIL_AFTER_MAX`] after it, so a forgotten open alarm does not keep its device's
+    /// fixes forever; technical alerts keep no trail). Returns how many.
+    ///
+    /// Deletes device by device in batches of [`PURGE_BATCH`] fixes, each its own short
+    /// transaction, so ingest's commits wait at most one batch (SQLite has one writer).
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError>;
 
     /// Waits for in-flight work and closes the connections.
@@ -294,6 +299,68 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Stor
 pub fn check_url(url: &str) -> Result<(), StoreError> {
     let ok = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
     if ok { Ok(()) } else { Err(StoreError::BadUrl(url.to_owned())) }
+}
+
+/// Fixes deleted per statement by [`Store::purge_fixes`].
+pub const PURGE_BATCH: i64 = 2000;
+
+/// Runs `delete_batch(device, cutoff)` — which deletes at most [`PURGE_BATCH`] of the device's
+/// purgeable fixes older than `cutoff` — for each device until a batch comes back short.
+///
+/// After each batch it pauses three times as long as the batch took, so the purge holds the
+/// database at most a quarter of the time: a SQLite writer that found it locked retries on a
+/// back-off of up to 100 ms, and a mere yield would let the purge take the lock again first.
+async fn purge_in_batches<F, Fut>(
+    devices: Vec<(String, DateTime<Utc>)>,
+    mut delete_batch: F,
+) -> Result<u64, StoreError>
+where
+    F: FnMut(String, DateTime<Utc>) -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let mut purged = 0;
+    for (device, cutoff) in devices {
+        loop {
+            let started = std::time::Instant::now();
+            let n = delete_batch(device.clone(), cutoff).await?;
+            purged += n;
+            tokio::time::sleep(started.elapsed() * 3).await;
+            if n < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(purged)
+}
+
+/// Each device with the time before which its fixes are past its tenant's retention.
+async fn purge_cutoffs<'e, DB, E>(
+    db: E,
+    now: DateTime<Utc>,
+    default_retention_days: u32,
+) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    i64: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB>,
+    String: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "select d.id, coalesce(s.fix_retention_days, $1) from devices d \
+         left join tenant_settings s on s.tenant_id = d.tenant_id order by d.id",
+    )
+    .bind(i64::from(default_retention_days))
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let days: i64 = r.try_get(1)?;
+            Ok((r.try_get(0)?, now - chrono::Duration::days(days)))
+        })
+        .collect()
 }
 
 fn parse_kind(s: String) -> Result<DeviceAlarmKind, StoreError> {

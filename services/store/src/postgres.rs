@@ -186,20 +186,32 @@ impl Store for PgStore {
 
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError> {
         let sql = format!(
-            "delete from fixes f where f.time < $1 - make_interval(days => coalesce((select s.fix_retention_days \
-             from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = f.device_id), $2)::int) \
+            "delete from fixes where device_id = $1 and time in (select f.time from fixes f \
+             where f.device_id = $1 and f.time < $2 \
              and not exists (select 1 from device_alarms a where a.device_id = f.device_id and a.fix_time = f.time) \
              and not exists (select 1 from alarms al where al.device_id = f.device_id and al.kind in ({critical}) \
-             and f.time >= al.trigger_time - make_interval(secs => $3) and (al.closed_at is null or f.time <= al.closed_at))",
+             and f.time >= al.trigger_time - make_interval(secs => $3) \
+             and f.time <= al.trigger_time + make_interval(secs => $4) \
+             and (al.closed_at is null or f.time <= al.closed_at)) \
+             order by f.time limit $5)",
             critical = crate::alarms::critical_kinds_sql()
         );
-        let done = sqlx::query(&sql)
-            .bind(now)
-            .bind(i64::from(default_retention_days))
-            .bind(crate::alarms::TRAIL_BEFORE.num_seconds() as f64)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let devices = crate::purge_cutoffs(&self.pool, now, default_retention_days).await?;
+        crate::purge_in_batches(devices, |device, cutoff| {
+            let sql = &sql;
+            async move {
+                let done = sqlx::query(sql)
+                    .bind(device)
+                    .bind(cutoff)
+                    .bind(crate::alarms::TRAIL_BEFORE.num_seconds() as f64)
+                    .bind(crate::alarms::TRAIL_AFTER_MAX.num_seconds() as f64)
+                    .bind(crate::PURGE_BATCH)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        })
+        .await
     }
 
     async fn close(&self) {

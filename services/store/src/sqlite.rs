@@ -247,21 +247,31 @@ impl Store for SqliteStore {
 
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError> {
         let sql = format!(
-            "delete from fixes where time_ms < ?1 - 86400000 * coalesce((select s.fix_retention_days \
-             from devices d join tenant_settings s on s.tenant_id = d.tenant_id where d.id = fixes.device_id), ?2) \
-             and not exists (select 1 from device_alarms a \
-             where a.device_id = fixes.device_id and a.fix_time_ms = fixes.time_ms) \
-             and not exists (select 1 from alarms al where al.device_id = fixes.device_id and al.kind in ({critical}) \
-             and fixes.time_ms >= al.trigger_time - ?3 and (al.closed_at is null or fixes.time_ms <= al.closed_at))",
+            "delete from fixes where device_id = ?1 and time_ms in (select f.time_ms from fixes f \
+             where f.device_id = ?1 and f.time_ms < ?2 \
+             and not exists (select 1 from device_alarms a where a.device_id = f.device_id and a.fix_time_ms = f.time_ms) \
+             and not exists (select 1 from alarms al where al.device_id = f.device_id and al.kind in ({critical}) \
+             and f.time_ms >= al.trigger_time - ?3 and f.time_ms <= al.trigger_time + ?4 \
+             and (al.closed_at is null or f.time_ms <= al.closed_at)) \
+             order by f.time_ms limit ?5)",
             critical = crate::alarms::critical_kinds_sql()
         );
-        let done = sqlx::query(&sql)
-            .bind(ms(now))
-            .bind(i64::from(default_retention_days))
-            .bind(crate::alarms::TRAIL_BEFORE.num_milliseconds())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let devices = crate::purge_cutoffs(&self.pool, now, default_retention_days).await?;
+        crate::purge_in_batches(devices, |device, cutoff| {
+            let sql = &sql;
+            async move {
+                let done = sqlx::query(sql)
+                    .bind(device)
+                    .bind(ms(cutoff))
+                    .bind(crate::alarms::TRAIL_BEFORE.num_milliseconds())
+                    .bind(crate::alarms::TRAIL_AFTER_MAX.num_milliseconds())
+                    .bind(crate::PURGE_BATCH)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        })
+        .await
     }
 
     async fn close(&self) {
