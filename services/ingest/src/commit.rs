@@ -157,11 +157,32 @@ impl FixCommitter {
 
     /// Fixes queued or being committed.
     pub fn queued_fixes(&self) -> usize {
+        self.probe().queued_fixes()
+    }
+
+    /// A view of the writer task for its supervisor, which (unlike a handle) does not keep
+    /// the task running at shutdown.
+    pub fn probe(&self) -> CommitProbe {
+        CommitProbe { room: self.room.clone(), max_queued: self.max_queued, groups: self.groups.clone() }
+    }
+}
+
+/// What a supervisor reads of the writer task: how much waits, and a count that moves while
+/// it works.
+#[derive(Debug, Clone)]
+pub struct CommitProbe {
+    room: Arc<Semaphore>,
+    max_queued: usize,
+    groups: Arc<AtomicU64>,
+}
+
+impl CommitProbe {
+    /// Fixes queued or being committed.
+    pub fn queued_fixes(&self) -> usize {
         self.max_queued - self.room.available_permits()
     }
 
-    /// Group commits finished so far, successful or not: it moves while the writer task is
-    /// alive and not stuck.
+    /// Group commits finished so far, successful or not.
     pub fn groups(&self) -> u64 {
         self.groups.load(Ordering::Relaxed)
     }
@@ -247,8 +268,12 @@ async fn commit_group(
         Err(failure) => {
             let constraint = matches!(&failure, Failure::Store(e) if e.is_constraint());
             match &failure {
-                Failure::Store(e) => tracing::error!(error = %e, fixes = rows, requests = replies.len(), "Commit failed"),
-                Failure::TimedOut => tracing::error!(timeout = ?config.commit_timeout, fixes = rows, requests = replies.len(), "Commit timed out"),
+                Failure::Store(e) => {
+                    tracing::error!(error = %e, fixes = rows, requests = replies.len(), "Commit failed")
+                }
+                Failure::TimedOut => {
+                    tracing::error!(timeout = ?config.commit_timeout, fixes = rows, requests = replies.len(), "Commit timed out")
+                }
             }
             for reply in replies {
                 answer(metrics, reply, &Err(failure.clone()));
@@ -368,8 +393,7 @@ mod tests {
         let Setup { _db, store, device, metrics, committer, .. } = setup(Duration::from_millis(200)).await;
         // The ghost device is not registered: its rows break the foreign key.
         let ghost = DeviceId::parse("ghost").unwrap();
-        let (good, bad) =
-            tokio::join!(
+        let (good, bad) = tokio::join!(
             committer.commit(batch(&device, 3, 0), soon()),
             committer.commit(batch(&ghost, 3, 0), soon())
         );
@@ -415,7 +439,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let started = Instant::now();
-        let second = committer.commit(batch(&device, 1, 100), Instant::now() + Duration::from_millis(200)).await;
+        let second =
+            committer.commit(batch(&device, 1, 100), Instant::now() + Duration::from_millis(200)).await;
         assert!(matches!(second, Err(IngestError::Busy)), "{second:?}");
         assert!(started.elapsed() < Duration::from_secs(1));
         sqlx::Executor::execute(&mut locker, "rollback").await.unwrap();

@@ -115,7 +115,9 @@ impl IntoResponse for IngestError {
             Self::Storage(cause) => tracing::error!(error = %cause, "Ingest request failed on storage"),
             Self::TimedOut => tracing::warn!("Ingest request timed out waiting for storage"),
             Self::Busy => tracing::warn!("Ingest request refused: the commit queue is full"),
-            Self::AlarmPathDown => tracing::error!("Device alarm stored but not acknowledged: alarm handling is down"),
+            Self::AlarmPathDown => {
+                tracing::error!("Device alarm stored but not acknowledged: alarm handling is down")
+            }
             _ => {}
         }
         let details = match &self {

@@ -30,7 +30,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/trygg.v1.rs"));
 }
 
-pub use commit::{CommitConfig, FixCommitter};
+pub use commit::{CommitConfig, CommitProbe, FixCommitter};
 pub use error::IngestError;
 pub use metrics::IngestMetrics;
 pub use sink::{Committed, CommittedSink, LogSink};

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prost::Message;
-use tokio::time::Instant;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource, Freshness};
 use trygg_store::{DeviceAuth, FixBatch, NewDeviceAlarm, NewFix, token};
 

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 use trygg_core::{DeviceId, FixPolicy};
-use trygg_ingest::{CommitConfig, FixCommitter, Ingest, IngestMetrics, Limits, LogSink, router};
+use trygg_ingest::{AlarmPath, CommitConfig, FixCommitter, Ingest, IngestMetrics, Limits, LogSink, router};
 use trygg_store::testing::TestDb;
 use trygg_store::{ConnectOptions, NewDevice, Protocol, Store, token};
 
@@ -40,8 +40,15 @@ struct App {
 }
 
 async fn app(url: &str) -> App {
-    let options =
-        ConnectOptions { busy_timeout: DB_TIMEOUT, statement_timeout: DB_TIMEOUT, ..ConnectOptions::default() };
+    app_with(url, AlarmPath::always()).await
+}
+
+async fn app_with(url: &str, alarm_path: AlarmPath) -> App {
+    let options = ConnectOptions {
+        busy_timeout: DB_TIMEOUT,
+        statement_timeout: DB_TIMEOUT,
+        ..ConnectOptions::default()
+    };
     let store = trygg_store::connect(url, &options).await.unwrap();
     let tenant = store.create_tenant("Lerums kommun").await.unwrap();
     let new = NewDevice {
@@ -62,7 +69,7 @@ async fn app(url: &str) -> App {
         limits: Limits::default(),
         policy: FixPolicy::default(),
         timeout: trygg_ingest::DEFAULT_TIMEOUT,
-        alarm_path: trygg_ingest::AlarmPath::always(),
+        alarm_path,
     };
     App { store, router: router(ingest) }
 }
@@ -84,8 +91,7 @@ impl App {
             .unwrap();
         let started = Instant::now();
         let resp = self.router.clone().oneshot(req).await.unwrap();
-        let retry_after =
-            resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        let retry_after = resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
         let status = resp.status();
         let _ = axum::body::to_bytes(resp.into_body(), usize::MAX).await;
         Answer { status, retry_after, took: started.elapsed() }
@@ -126,7 +132,8 @@ async fn all_refused_promptly(app: &Arc<App>, base_ms: i64, first_seq: i64) -> D
     requests.push(sos);
     let mut slowest = Duration::ZERO;
     for r in requests {
-        let answer = tokio::time::timeout(Duration::from_secs(60), r).await.expect("no request hangs").unwrap();
+        let answer =
+            tokio::time::timeout(Duration::from_secs(60), r).await.expect("no request hangs").unwrap();
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
         assert!(answer.retry_after.is_some(), "a 503 says when to retry: {answer:?}");
         assert!(answer.took <= ANSWER_WITHIN, "refused only after {:?}", answer.took);
@@ -155,6 +162,17 @@ async fn recovers(app: &App, base_ms: i64, seq: i64) -> Duration {
     recovered
 }
 
+#[tokio::test]
+async fn a_device_alarm_is_stored_but_not_acknowledged_while_alarm_handling_is_down() {
+    let db = TestDb::sqlite();
+    let app = app_with(db.url(), AlarmPath::new(|| false)).await;
+    let answer = app.sos(1).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert!(answer.retry_after.is_some());
+    let stored = app.store.device_alarms(&DeviceId::parse("d1").unwrap()).await.unwrap();
+    assert_eq!(stored.len(), 1, "stored for the restarted engine to raise");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_locked_by_another_connection_answers_503_promptly_and_recovers() {
     let db = TestDb::sqlite();
@@ -167,7 +185,9 @@ async fn sqlite_locked_by_another_connection_answers_503_promptly_and_recovers()
     let slowest = all_refused_promptly(&app, base_ms, 1).await;
     locker.execute("rollback").await.unwrap();
     let recovered = recovers(&app, base_ms, 100).await;
-    eprintln!("SQLite locked: slowest 503 after {slowest:?}; first success {recovered:?} after the lock was released");
+    eprintln!(
+        "SQLite locked: slowest 503 after {slowest:?}; first success {recovered:?} after the lock was released"
+    );
     assert_eq!(app.stored().await, 2 * (1 + 1 + REQUESTS), "what was acknowledged is stored, nothing else");
 }
 
@@ -184,7 +204,9 @@ async fn postgres_outage_answers_503_promptly_and_recovers(outage: Mode) {
     let slowest = all_refused_promptly(&app, base_ms, 1).await;
     proxy.set(Mode::Up);
     let recovered = recovers(&app, base_ms, 100).await;
-    eprintln!("PostgreSQL {outage:?}: slowest 503 after {slowest:?}; first success {recovered:?} after it came back");
+    eprintln!(
+        "PostgreSQL {outage:?}: slowest 503 after {slowest:?}; first success {recovered:?} after it came back"
+    );
     assert_eq!(app.stored().await, 2 * (1 + 1 + REQUESTS), "what was acknowledged is stored, nothing else");
 }
 
@@ -201,7 +223,9 @@ async fn postgres_tables_locked_by_another_session_answers_503_promptly_and_reco
     let slowest = all_refused_promptly(&app, base_ms, 1).await;
     locker.execute("rollback").await.unwrap();
     let recovered = recovers(&app, base_ms, 100).await;
-    eprintln!("PostgreSQL locked: slowest 503 after {slowest:?}; first success {recovered:?} after the lock was released");
+    eprintln!(
+        "PostgreSQL locked: slowest 503 after {slowest:?}; first success {recovered:?} after the lock was released"
+    );
     assert_eq!(app.stored().await, 2 * (1 + 1 + REQUESTS), "what was acknowledged is stored, nothing else");
 }
 
