@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -300,9 +300,11 @@ impl Engine {
     pub fn spawn(mut self, capacity: usize) -> (EngineSink, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel(capacity);
         let lagged = Arc::new(AtomicBool::new(true));
-        let sink = EngineSink { tx, lagged: lagged.clone() };
+        let passes = Arc::new(AtomicU64::new(0));
+        let sink = EngineSink { tx, lagged: lagged.clone(), passes: passes.clone() };
         let task = tokio::spawn(async move {
             loop {
+                passes.fetch_add(1, Ordering::Relaxed);
                 if lagged.swap(false, Ordering::SeqCst)
                     && let Err(e) = self.recover(Utc::now()).await
                 {
@@ -341,6 +343,39 @@ impl Engine {
 pub struct EngineSink {
     tx: mpsc::Sender<Committed>,
     lagged: Arc<AtomicBool>,
+    passes: Arc<AtomicU64>,
+}
+
+impl EngineSink {
+    /// A view of the engine task for its supervisor, which does not keep the queue open.
+    pub fn probe(&self) -> EngineProbe {
+        EngineProbe { tx: self.tx.downgrade(), passes: self.passes.clone() }
+    }
+}
+
+/// What a supervisor reads of the engine task: whether it still takes work, how much waits,
+/// and a count that moves while it works.
+#[derive(Debug, Clone)]
+pub struct EngineProbe {
+    tx: mpsc::WeakSender<Committed>,
+    passes: Arc<AtomicU64>,
+}
+
+impl EngineProbe {
+    /// The task has ended (its queue is closed): what is handed over now waits for a restart.
+    pub fn is_closed(&self) -> bool {
+        self.tx.upgrade().is_none_or(|tx| tx.is_closed())
+    }
+
+    /// Commits queued for the engine, not yet taken.
+    pub fn queued(&self) -> usize {
+        self.tx.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+
+    /// Turns of the engine loop so far (a batch or a recovery, whether it succeeded or not).
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
 }
 
 impl CommittedSink for EngineSink {

@@ -18,7 +18,7 @@ pub mod engine;
 pub mod report;
 pub mod zones;
 
-pub use engine::{Engine, EngineSink};
+pub use engine::{Engine, EngineProbe, EngineSink};
 pub use zones::ZoneIndexes;
 
 /// What can go wrong in the engine.

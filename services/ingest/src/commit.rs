@@ -5,11 +5,20 @@
 //! collects batches until it has `max_rows` fixes or `max_delay` has passed since the first,
 //! commits them together and only then answers each request. While a commit runs, new batches
 //! queue up and form the next group, so under load groups grow by themselves.
+//!
+//! When the database is unavailable nothing waits without bound: a request waits for room in
+//! the queue and for its answer only until its deadline (then it is refused, 503, and the device
+//! resends), the queue holds at most `max_queued_fixes` fixes (memory stays bounded however many
+//! devices keep sending), and a group commit that fails for want of a database fails its whole
+//! group, and every request queued behind it, at once. Only a constraint error (one request's
+//! data refused, e.g. a device deleted meanwhile) is worth retrying request by request.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use trygg_store::{FixBatch, Store, StoreError};
@@ -17,41 +26,81 @@ use trygg_store::{FixBatch, Store, StoreError};
 use crate::IngestError;
 use crate::metrics::IngestMetrics;
 
-/// How fixes are grouped into commits.
+/// How fixes are grouped into commits, and how long and how much may wait.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitConfig {
     /// Commit once this many fixes are waiting.
     pub max_rows: usize,
     /// Commit at the latest this long after the first waiting batch arrived.
     pub max_delay: Duration,
+    /// Most fixes queued or being committed; a request that finds no room before its deadline
+    /// is refused (503). Must be at least the largest batch a request may carry.
+    pub max_queued_fixes: usize,
+    /// The longest one group commit may take, measured here: a bound even when the database
+    /// stops answering without closing the connection (a hung server, a silent network).
+    pub commit_timeout: Duration,
 }
 
 impl Default for CommitConfig {
     /// 2,000 fixes or 2 ms: the delay is small against a device's round trip over a mobile
     /// network, and large enough to gather every request that arrives while a commit is on disk.
+    /// 100,000 queued fixes are a few tens of megabytes. 10 s is twice the database's own
+    /// timeouts, so those normally answer first.
     fn default() -> Self {
-        Self { max_rows: 2000, max_delay: Duration::from_millis(2) }
+        Self {
+            max_rows: 2000,
+            max_delay: Duration::from_millis(2),
+            max_queued_fixes: 100_000,
+            commit_timeout: Duration::from_secs(10),
+        }
     }
 }
 
-type Done = oneshot::Sender<Result<u64, Arc<StoreError>>>;
+/// Why a commit did not happen; cloned to every request of a failed group.
+#[derive(Debug, Clone)]
+enum Failure {
+    Store(Arc<StoreError>),
+    TimedOut,
+}
+
+type Done = oneshot::Sender<Result<u64, Failure>>;
+
+/// Room a request holds in the queue until its fixes are committed or refused.
+#[derive(Debug)]
+struct Room {
+    _permits: OwnedSemaphorePermit,
+    fixes: i64,
+    queued: Gauge,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.queued.dec_by(self.fixes);
+    }
+}
 
 struct Job {
     batch: FixBatch,
     done: Done,
+    _room: Room,
 }
 
 /// Where one request's answer goes, and how many fixes it sent.
 struct Reply {
     fixes: usize,
     done: Done,
+    _room: Room,
 }
 
 /// A handle to the writer task. Clone it freely; the task ends, after committing what it has,
 /// when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub struct FixCommitter {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::UnboundedSender<Job>,
+    room: Arc<Semaphore>,
+    max_queued: usize,
+    queued: Gauge,
+    groups: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Job {
@@ -67,21 +116,75 @@ impl FixCommitter {
         config: CommitConfig,
         metrics: IngestMetrics,
     ) -> (Self, JoinHandle<()>) {
-        let (jobs, rx) = mpsc::channel(1024);
-        let task = tokio::spawn(write_loop(store, config, metrics, rx));
-        (Self { jobs }, task)
+        // Unbounded as a channel, bounded by the fixes its jobs hold room for.
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let max_queued = config.max_queued_fixes.max(1);
+        let groups = Arc::new(AtomicU64::new(0));
+        let handle = Self {
+            jobs,
+            room: Arc::new(Semaphore::new(max_queued)),
+            max_queued,
+            queued: metrics.commit_queue_fixes(),
+            groups: groups.clone(),
+        };
+        let task = tokio::spawn(write_loop(store, config, metrics, groups, rx));
+        (handle, task)
     }
 
     /// Commits a batch and returns how many of its fixes were new (the rest were resends).
-    /// Returns only after the commit is durable.
-    pub async fn commit(&self, batch: FixBatch) -> Result<u64, IngestError> {
+    /// Returns only after the commit is durable, or with an error by `deadline`: no room in the
+    /// queue ([`IngestError::Busy`]), no answer in time ([`IngestError::TimedOut`]), or the
+    /// database failed ([`IngestError::Storage`]). On an error the fixes may or may not be
+    /// stored; the device resends, and a resend is harmless.
+    pub async fn commit(&self, batch: FixBatch, deadline: Instant) -> Result<u64, IngestError> {
+        let fixes = batch.fixes.len().clamp(1, self.max_queued);
+        let permits = u32::try_from(fixes).unwrap_or(u32::MAX);
+        let permits = tokio::time::timeout_at(deadline, self.room.clone().acquire_many_owned(permits))
+            .await
+            .map_err(|_| IngestError::Busy)?
+            .map_err(|_| IngestError::ShuttingDown)?;
+        self.queued.inc_by(fixes as i64);
+        let room = Room { _permits: permits, fixes: fixes as i64, queued: self.queued.clone() };
         let (done, result) = oneshot::channel();
-        self.jobs.send(Job { batch, done }).await.map_err(|_| IngestError::ShuttingDown)?;
-        match result.await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(IngestError::Storage(e)),
-            Err(_) => Err(IngestError::ShuttingDown),
+        self.jobs.send(Job { batch, done, _room: room }).map_err(|_| IngestError::ShuttingDown)?;
+        match tokio::time::timeout_at(deadline, result).await {
+            Ok(Ok(Ok(n))) => Ok(n),
+            Ok(Ok(Err(Failure::Store(e)))) => Err(IngestError::Storage(e)),
+            Ok(Ok(Err(Failure::TimedOut))) | Err(_) => Err(IngestError::TimedOut),
+            Ok(Err(_)) => Err(IngestError::ShuttingDown),
         }
+    }
+
+    /// Fixes queued or being committed.
+    pub fn queued_fixes(&self) -> usize {
+        self.probe().queued_fixes()
+    }
+
+    /// A view of the writer task for its supervisor, which (unlike a handle) does not keep
+    /// the task running at shutdown.
+    pub fn probe(&self) -> CommitProbe {
+        CommitProbe { room: self.room.clone(), max_queued: self.max_queued, groups: self.groups.clone() }
+    }
+}
+
+/// What a supervisor reads of the writer task: how much waits, and a count that moves while
+/// it works.
+#[derive(Debug, Clone)]
+pub struct CommitProbe {
+    room: Arc<Semaphore>,
+    max_queued: usize,
+    groups: Arc<AtomicU64>,
+}
+
+impl CommitProbe {
+    /// Fixes queued or being committed.
+    pub fn queued_fixes(&self) -> usize {
+        self.max_queued - self.room.available_permits()
+    }
+
+    /// Group commits finished so far, successful or not.
+    pub fn groups(&self) -> u64 {
+        self.groups.load(Ordering::Relaxed)
     }
 }
 
@@ -89,7 +192,8 @@ async fn write_loop(
     store: Arc<dyn Store>,
     config: CommitConfig,
     metrics: IngestMetrics,
-    mut rx: mpsc::Receiver<Job>,
+    groups: Arc<AtomicU64>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + config.max_delay;
@@ -106,48 +210,90 @@ async fn write_loop(
                 Ok(None) | Err(_) => break,
             }
         }
-        commit_group(store.as_ref(), &metrics, group, rows).await;
+        if let Err(failure) = commit_group(store.as_ref(), &config, &metrics, group, rows).await {
+            // The database is unavailable: what waits behind the group would only wait to fail
+            // the same way. Refuse it now, so devices hear "resend later" at once.
+            let mut refused = 0;
+            while let Ok(job) = rx.try_recv() {
+                let reply = Reply { fixes: job.batch.fixes.len(), done: job.done, _room: job._room };
+                answer(&metrics, reply, &Err(failure.clone()));
+                refused += 1;
+            }
+            if refused > 0 {
+                tracing::warn!(requests = refused, "Refused the requests queued behind a failed commit");
+            }
+        }
+        groups.fetch_add(1, Ordering::Relaxed);
     }
     tracing::debug!("Fix committer drained and stopped");
 }
 
-async fn commit_group(store: &dyn Store, metrics: &IngestMetrics, group: Vec<Job>, rows: usize) {
+/// Commits one group and answers its requests. Returns the failure when the database was
+/// unavailable (as opposed to refusing one request's data).
+async fn commit_group(
+    store: &dyn Store,
+    config: &CommitConfig,
+    metrics: &IngestMetrics,
+    group: Vec<Job>,
+    rows: usize,
+) -> Result<(), Failure> {
     let (batches, replies): (Vec<_>, Vec<_>) = group
         .into_iter()
-        .map(|Job { batch, done }| {
-            let reply = Reply { fixes: batch.fixes.len(), done };
+        .map(|Job { batch, done, _room }| {
+            let reply = Reply { fixes: batch.fixes.len(), done, _room };
             (batch, reply)
         })
         .unzip();
     let started = Instant::now();
-    let result = store.insert_fixes(&batches).await;
+    let result = insert(store, config, &batches).await;
     metrics.observe_commit(rows, started.elapsed());
     match result {
         Ok(inserted) => {
             for (reply, n) in replies.into_iter().zip(inserted) {
                 answer(metrics, reply, &Ok(n));
             }
+            Ok(())
         }
         // One request's batch must not fail the others': find it by committing each alone.
-        Err(e) if batches.len() > 1 => {
-            tracing::warn!(error = %e, requests = batches.len(), "Group commit failed; committing its requests one by one");
+        Err(Failure::Store(e)) if e.is_constraint() && batches.len() > 1 => {
+            tracing::warn!(error = %e, requests = batches.len(), "Group commit refused; committing its requests one by one");
             for (batch, reply) in batches.into_iter().zip(replies) {
-                let result = store.insert_fixes(std::slice::from_ref(&batch)).await;
+                let started = Instant::now();
+                let result = insert(store, config, std::slice::from_ref(&batch)).await;
                 metrics.observe_commit(batch.fixes.len(), started.elapsed());
-                let result = result.map(|n| n[0]).map_err(Arc::new);
-                answer(metrics, reply, &result);
+                answer(metrics, reply, &result.map(|n| n[0]));
             }
+            Ok(())
         }
-        Err(e) => {
-            tracing::error!(error = %e, fixes = rows, "Commit failed");
-            answer(metrics, replies.into_iter().next().expect("a group has a job"), &Err(Arc::new(e)));
+        Err(failure) => {
+            let constraint = matches!(&failure, Failure::Store(e) if e.is_constraint());
+            match &failure {
+                Failure::Store(e) => {
+                    tracing::error!(error = %e, fixes = rows, requests = replies.len(), "Commit failed")
+                }
+                Failure::TimedOut => {
+                    tracing::error!(timeout = ?config.commit_timeout, fixes = rows, requests = replies.len(), "Commit timed out")
+                }
+            }
+            for reply in replies {
+                answer(metrics, reply, &Err(failure.clone()));
+            }
+            if constraint { Ok(()) } else { Err(failure) }
         }
     }
 }
 
-/// Counts and answers one request. A requester that went away (client disconnected) needs no
-/// answer; its fixes are committed all the same.
-fn answer(metrics: &IngestMetrics, reply: Reply, result: &Result<u64, Arc<StoreError>>) {
+async fn insert(store: &dyn Store, config: &CommitConfig, batches: &[FixBatch]) -> Result<Vec<u64>, Failure> {
+    match tokio::time::timeout(config.commit_timeout, store.insert_fixes(batches)).await {
+        Ok(result) => result.map_err(|e| Failure::Store(Arc::new(e))),
+        Err(_) => Err(Failure::TimedOut),
+    }
+}
+
+/// Counts and answers one request, and gives its room in the queue back. A requester that went
+/// away (client disconnected, deadline passed) needs no answer; its fixes are committed all
+/// the same.
+fn answer(metrics: &IngestMetrics, reply: Reply, result: &Result<u64, Failure>) {
     if let Ok(new) = result {
         metrics.fixes_committed(*new, reply.fixes as u64 - new);
     }
@@ -158,6 +304,7 @@ fn answer(metrics: &IngestMetrics, reply: Reply, result: &Result<u64, Arc<StoreE
 mod tests {
     use chrono::Utc;
     use prometheus_client::registry::Registry;
+    use sqlx::Connection;
     use trygg_core::{DeviceId, Fix, FixSource};
     use trygg_store::testing::TestDb;
     use trygg_store::{NewDevice, NewFix, Protocol};
@@ -186,6 +333,11 @@ mod tests {
         FixBatch { device: device.clone(), received_at: Utc::now(), fixes }
     }
 
+    /// A deadline no healthy commit comes near.
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
     /// A committer on a fresh SQLite database with device `d` registered.
     struct Setup {
         _db: TestDb,
@@ -210,7 +362,7 @@ mod tests {
         };
         store.register_device(&new).await.unwrap();
         let metrics = IngestMetrics::register(&mut Registry::default());
-        let config = CommitConfig { max_rows: 10_000, max_delay };
+        let config = CommitConfig { max_rows: 10_000, max_delay, ..CommitConfig::default() };
         let (committer, task) = FixCommitter::start(store.clone(), config, metrics.clone());
         Setup { _db: db, store, device, metrics, committer, task }
     }
@@ -222,14 +374,14 @@ mod tests {
         let requests = (0..20).map(|r| {
             let committer = committer.clone();
             let b = batch(&device, 10, r * 100);
-            tokio::spawn(async move { committer.commit(b).await.unwrap() })
+            tokio::spawn(async move { committer.commit(b, soon()).await.unwrap() })
         });
         let counts: Vec<u64> = futures_join(requests).await;
         assert_eq!(counts, vec![10; 20]);
         assert!(metrics.commits() < 20, "20 requests took {} commits", metrics.commits());
 
         // A resend of the first request is all duplicates.
-        assert_eq!(committer.commit(batch(&device, 10, 0)).await.unwrap_or(99), 0);
+        assert_eq!(committer.commit(batch(&device, 10, 0), soon()).await.unwrap_or(99), 0);
         drop(committer);
         task.await.unwrap();
         assert_eq!(store.recent_fixes(&device, 1000).await.unwrap().len(), 200);
@@ -241,12 +393,58 @@ mod tests {
         let Setup { _db, store, device, metrics, committer, .. } = setup(Duration::from_millis(200)).await;
         // The ghost device is not registered: its rows break the foreign key.
         let ghost = DeviceId::parse("ghost").unwrap();
-        let (good, bad) =
-            tokio::join!(committer.commit(batch(&device, 3, 0)), committer.commit(batch(&ghost, 3, 0)));
+        let (good, bad) = tokio::join!(
+            committer.commit(batch(&device, 3, 0), soon()),
+            committer.commit(batch(&ghost, 3, 0), soon())
+        );
         assert_eq!(good.unwrap(), 3);
         assert!(matches!(bad, Err(IngestError::Storage(_))));
         assert_eq!(store.recent_fixes(&device, 10).await.unwrap().len(), 3);
         assert_eq!(metrics.commits(), 3, "one failed group commit, then one commit per request");
+    }
+
+    #[tokio::test]
+    async fn a_group_failing_for_want_of_a_database_fails_at_once_not_request_by_request() {
+        let Setup { _db, store, device, metrics, committer, .. } = setup(Duration::from_millis(200)).await;
+        store.close().await;
+        let (a, b, c) = tokio::join!(
+            committer.commit(batch(&device, 3, 0), soon()),
+            committer.commit(batch(&device, 3, 10), soon()),
+            committer.commit(batch(&device, 3, 20), soon()),
+        );
+        for result in [a, b, c] {
+            assert!(matches!(result, Err(IngestError::Storage(_))), "{result:?}");
+        }
+        assert_eq!(metrics.commits(), 1, "one failed group commit and no retries one by one");
+        assert_eq!(committer.queued_fixes(), 0, "the refused requests' room is given back");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_finds_no_room_in_the_queue_by_its_deadline_is_refused_busy() {
+        let db = TestDb::sqlite();
+        let store = db.store().await;
+        let device = DeviceId::parse("d").unwrap();
+        let metrics = IngestMetrics::register(&mut Registry::default());
+        let config = CommitConfig { max_queued_fixes: 5, ..CommitConfig::default() };
+        let (committer, _task) = FixCommitter::start(store.clone(), config, metrics.clone());
+        // The database is locked: the first request's five fixes stay queued.
+        let mut locker = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+        sqlx::Executor::execute(&mut locker, "begin exclusive").await.unwrap();
+        let first = {
+            let committer = committer.clone();
+            let b = batch(&device, 5, 0);
+            tokio::spawn(async move { committer.commit(b, soon()).await })
+        };
+        while committer.queued_fixes() < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        let second =
+            committer.commit(batch(&device, 1, 100), Instant::now() + Duration::from_millis(200)).await;
+        assert!(matches!(second, Err(IngestError::Busy)), "{second:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        sqlx::Executor::execute(&mut locker, "rollback").await.unwrap();
+        drop(first.await.unwrap());
     }
 
     async fn futures_join<T: Send + 'static>(

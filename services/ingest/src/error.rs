@@ -2,7 +2,9 @@
 //!
 //! Every refusal is a JSON `{"error": "...", "details": ...}` with a status that tells the
 //! device what to do: 4xx means "this request will never succeed, don't resend it as it is";
-//! 503 means "nothing was stored, resend later". Internal causes are logged, never sent.
+//! 503 (always with `Retry-After`) means "not acknowledged, resend later" — a database that is
+//! down, slow or locked, a full commit queue, a dead alarm engine. Internal causes are logged,
+//! never sent.
 
 use std::sync::Arc;
 
@@ -56,6 +58,18 @@ pub enum IngestError {
     /// The database failed; nothing was stored.
     #[error("storage unavailable")]
     Storage(#[source] Arc<StoreError>),
+    /// The database did not answer within the request's deadline; the data may or may not be
+    /// stored (a resend is harmless).
+    #[error("storage did not answer in time")]
+    TimedOut,
+    /// Too many fixes are waiting for the database already; nothing was stored.
+    #[error("too many fixes waiting to be stored")]
+    Busy,
+    /// The task that turns device alarms into alarms is not running: an alarm acknowledged now
+    /// might not be raised until a restart, so it is not acknowledged (it is stored, and the
+    /// device's resend is harmless).
+    #[error("alarm handling is unavailable")]
+    AlarmPathDown,
     /// The server is draining and takes no new work.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -76,7 +90,8 @@ impl IngestError {
             Self::Malformed(_) => "malformed",
             Self::MissingToken | Self::UnknownDevice(_) | Self::BadToken(_) => "unauthenticated",
             Self::EmptyBatch | Self::NoValidFix { .. } => "invalid",
-            Self::Storage(_) | Self::ShuttingDown => "unavailable",
+            Self::Storage(_) | Self::TimedOut | Self::AlarmPathDown | Self::ShuttingDown => "unavailable",
+            Self::Busy => "busy",
         }
     }
 
@@ -87,15 +102,23 @@ impl IngestError {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::MissingToken | Self::UnknownDevice(_) | Self::BadToken(_) => StatusCode::UNAUTHORIZED,
             Self::EmptyBatch | Self::NoValidFix { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Storage(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Storage(_) | Self::TimedOut | Self::Busy | Self::AlarmPathDown | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
 
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
-        if let Self::Storage(cause) = &self {
-            tracing::error!(error = %cause, "Ingest request failed on storage");
+        match &self {
+            Self::Storage(cause) => tracing::error!(error = %cause, "Ingest request failed on storage"),
+            Self::TimedOut => tracing::warn!("Ingest request timed out waiting for storage"),
+            Self::Busy => tracing::warn!("Ingest request refused: the commit queue is full"),
+            Self::AlarmPathDown => {
+                tracing::error!("Device alarm stored but not acknowledged: alarm handling is down")
+            }
+            _ => {}
         }
         let details = match &self {
             Self::NoValidFix { rejected } => rejected.clone(),

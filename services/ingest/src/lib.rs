@@ -11,6 +11,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
@@ -29,7 +30,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/trygg.v1.rs"));
 }
 
-pub use commit::{CommitConfig, FixCommitter};
+pub use commit::{CommitConfig, CommitProbe, FixCommitter};
 pub use error::IngestError;
 pub use metrics::IngestMetrics;
 pub use sink::{Committed, CommittedSink, LogSink};
@@ -50,6 +51,40 @@ impl Default for Limits {
     }
 }
 
+/// Tells whether a device alarm acknowledged now will be handled: whether the task behind the
+/// [`CommittedSink`] that turns device alarms into alarms is alive. Ingest asks it after storing
+/// an alarm and handing it over, and answers 503 instead of 201 when it says no: the alarm is
+/// stored, the restarted process recovers it, and the device's resend then gets its ack.
+#[derive(Clone)]
+pub struct AlarmPath(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl AlarmPath {
+    /// An alarm path whose liveness `alive` reports.
+    pub fn new(alive: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(alive))
+    }
+
+    /// An alarm path that is always up: for a sink that needs no task (tests, [`LogSink`]).
+    pub fn always() -> Self {
+        Self::new(|| true)
+    }
+
+    /// Whether it is alive now.
+    pub fn is_alive(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl Debug for AlarmPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AlarmPath").field(&self.is_alive()).finish()
+    }
+}
+
+/// The longest a device request waits for the database by default (authentication, room in
+/// the commit queue, the commit): then it is answered 503 with `Retry-After`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything the ingest handlers need: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ingest {
@@ -65,6 +100,10 @@ pub struct Ingest {
     pub limits: Limits,
     /// What fix is accepted.
     pub policy: FixPolicy,
+    /// The longest a request waits for the database, from when its body has been read.
+    pub timeout: Duration,
+    /// Whether device alarms can be acknowledged.
+    pub alarm_path: AlarmPath,
 }
 
 /// The ingest routes, under `/api/v1/ingest`.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -30,6 +31,7 @@ pub struct IngestMetrics {
     commits: Counter,
     commit_batch_fixes: Histogram,
     commit_seconds: Histogram,
+    commit_queue_fixes: Gauge,
 }
 
 impl IngestMetrics {
@@ -47,6 +49,7 @@ impl IngestMetrics {
             commit_batch_fixes: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 0.1 ms … ~3.3 s per commit.
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            commit_queue_fixes: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -78,6 +81,11 @@ impl IngestMetrics {
         r.register("trygg_ingest_commits", "Group commits of fixes", m.commits.clone());
         r.register("trygg_ingest_commit_batch_fixes", "Fixes per group commit", m.commit_batch_fixes.clone());
         r.register("trygg_ingest_commit_seconds", "Duration of a group commit", m.commit_seconds.clone());
+        r.register(
+            "trygg_ingest_commit_queue_fixes",
+            "Fixes waiting for a group commit or in one (the committer's backlog)",
+            m.commit_queue_fixes.clone(),
+        );
         m
     }
 
@@ -106,6 +114,10 @@ impl IngestMetrics {
     pub(crate) fn fixes_committed(&self, new: u64, duplicate: u64) {
         self.fixes_committed.inc_by(new);
         self.fixes_duplicate.inc_by(duplicate);
+    }
+
+    pub(crate) fn commit_queue_fixes(&self) -> Gauge {
+        self.commit_queue_fixes.clone()
     }
 
     /// Group commits so far.

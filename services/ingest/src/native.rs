@@ -16,6 +16,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource, Freshness};
 use trygg_store::{DeviceAuth, FixBatch, NewDeviceAlarm, NewFix, token};
 
@@ -103,7 +104,8 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
     if fixes.len() > ingest.limits.max_batch_fixes {
         return Err(IngestError::BatchTooLong { len: fixes.len(), max: ingest.limits.max_batch_fixes });
     }
-    let (device, auth) = authenticate(ingest, &device, token).await?;
+    let deadline = Instant::now() + ingest.timeout;
+    let (device, auth) = within(deadline, authenticate(ingest, &device, token)).await?;
     ingest.metrics.fixes_received(fixes.len());
 
     let now = Utc::now();
@@ -127,7 +129,7 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
     let valid = accepted.len() as u64;
     let committed_fixes = accepted.iter().map(|f| f.fix.clone()).collect();
     let batch = FixBatch { device: device.clone(), received_at: now, fixes: accepted };
-    let new = ingest.committer.commit(batch).await?;
+    let new = ingest.committer.commit(batch, deadline).await?;
     ingest.sink.committed(Committed::Fixes {
         tenant: auth.tenant,
         wearer: auth.wearer,
@@ -178,7 +180,8 @@ async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Resul
             (a.device, kind, time_from_ms(a.time_unix_ms)?, a.fix.map(fix_from_pb).transpose()?)
         }
     };
-    let (device, auth) = authenticate(ingest, &device, token).await?;
+    let deadline = Instant::now() + ingest.timeout;
+    let (device, auth) = within(deadline, authenticate(ingest, &device, token)).await?;
     ingest.metrics.alarm_received(kind.as_str());
 
     let now = Utc::now();
@@ -195,7 +198,7 @@ async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Resul
         },
     };
     let alarm = NewDeviceAlarm { device: device.clone(), kind, time, received_at: now, clock_suspect, fix };
-    let stored = ingest.store.insert_device_alarm(&alarm).await?;
+    let stored = within(deadline, async { Ok(ingest.store.insert_device_alarm(&alarm).await?) }).await?;
     ingest.sink.committed(Committed::Alarm {
         tenant: auth.tenant,
         wearer: auth.wearer,
@@ -205,6 +208,10 @@ async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Resul
         duplicate: stored.duplicate,
         fix: alarm.fix.map(|f| f.fix),
     });
+    // Asked after the hand-over, so an engine that ended before taking it is seen here.
+    if !ingest.alarm_path.is_alive() {
+        return Err(IngestError::AlarmPathDown);
+    }
 
     let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     let ack = AlarmAck { alarm_id: stored.id, duplicate: stored.duplicate, fix_error };
@@ -267,6 +274,14 @@ async fn authenticate(
         Some(hash) if token::verify(token, hash) => Ok((id, auth)),
         _ => Err(IngestError::BadToken(device.to_owned())),
     }
+}
+
+/// Waits for `work` until `deadline`, then gives up: 503 rather than a request that hangs.
+async fn within<T>(
+    deadline: Instant,
+    work: impl Future<Output = Result<T, IngestError>>,
+) -> Result<T, IngestError> {
+    tokio::time::timeout_at(deadline, work).await.map_err(|_| IngestError::TimedOut)?
 }
 
 fn time_from_ms(ms: i64) -> Result<DateTime<Utc>, IngestError> {

@@ -46,6 +46,8 @@ async fn app() -> App {
         metrics,
         limits: Limits { max_body_bytes: 64 * 1024, max_batch_fixes: 100 },
         policy: FixPolicy::default(),
+        timeout: trygg_ingest::DEFAULT_TIMEOUT,
+        alarm_path: trygg_ingest::AlarmPath::always(),
     };
     App { _db: db, store, router: router(ingest), registry }
 }

@@ -214,6 +214,20 @@ pub struct AlarmInsert {
     pub duplicate: bool,
 }
 
+impl StoreError {
+    /// The database refused this operation's own data (a unique, foreign-key, not-null or check
+    /// constraint; a referenced row missing; a row in the wrong state): the same operation fails
+    /// again, while others may succeed. Anything else (no connection, a timeout, a lock that was
+    /// not granted, a lost server) says nothing about the data: retried later it may succeed.
+    pub fn is_constraint(&self) -> bool {
+        match self {
+            Self::Conflict(_) | Self::WrongState(_) | Self::NotFound(_) => true,
+            Self::Database(sqlx::Error::Database(e)) => !matches!(e.kind(), sqlx::error::ErrorKind::Other),
+            _ => false,
+        }
+    }
+}
+
 /// The storage operations trygg needs, implemented for SQLite and PostgreSQL alike. The
 /// caseworker's data is in the [`Directory`] part, alarms in the [`Alarms`] part, the push
 /// worker's queue and timers in the [`Outbox`] part.
@@ -263,21 +277,32 @@ pub trait Store: Directory + Alarms + Outbox + Debug + Send + Sync + 'static {
 }
 
 /// Connection settings that apply to both backends.
+///
+/// Every wait on the database is bounded, so an unavailable database turns into errors the
+/// caller can answer (ingest: 503 and `Retry-After`), never into requests that hang.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     /// Most connections in the pool.
     pub max_connections: u32,
-    /// How long to wait for a lock (SQLite) or a connection (both).
+    /// How long to wait for a lock (SQLite's busy timeout) or a connection from the pool (both;
+    /// this includes connecting, so a server that refuses connections fails within it).
     pub busy_timeout: Duration,
+    /// PostgreSQL: the longest one statement may run (`statement_timeout`), so a lock held
+    /// elsewhere or a stalled query frees its connection. Migrations and the retention purge
+    /// run without it.
+    pub statement_timeout: Duration,
     /// SQLite's `synchronous` setting: what a commit survives.
     pub sqlite_synchronous: Synchronous,
 }
 
 impl Default for ConnectOptions {
+    /// 5 s: long against a healthy commit (milliseconds), short enough that a device asked to
+    /// resend hears so before its own request times out.
     fn default() -> Self {
         Self {
             max_connections: 8,
             busy_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
             sqlite_synchronous: Synchronous::Full,
         }
     }

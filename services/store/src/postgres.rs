@@ -9,7 +9,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, QueryBuilder, Row};
+use sqlx::{Connection, PgConnection, PgPool, QueryBuilder, Row};
 use trygg_core::{DeviceId, Fix, TenantId, WearerId};
 use uuid::Uuid;
 
@@ -33,12 +33,19 @@ impl PgStore {
     /// starting at once apply them once).
     pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(url.to_owned()))?;
+        // Migrations may rewrite large tables: they run on their own connection, without the
+        // statement timeout the pool's connections get.
+        let mut migrating = tokio::time::timeout(options.busy_timeout, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))??;
+        sqlx::migrate!("../../migrations/postgres").run(&mut migrating).await?;
+        migrating.close().await?;
+        let statement_timeout = format!("{}ms", options.statement_timeout.as_millis());
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.busy_timeout)
-            .connect_with(connect)
+            .connect_with(connect.options([("statement_timeout", statement_timeout.as_str())]))
             .await?;
-        sqlx::migrate!("../../migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
 }

@@ -31,6 +31,10 @@ pub struct DbArgs {
     /// checkpoints (survives a crash of trygg; a power loss may lose the last commits).
     #[arg(long, env = "TRYGG_SQLITE_SYNCHRONOUS", default_value = "full")]
     pub sqlite_synchronous: Synchronous,
+    /// Longest wait on the database, in seconds: for a connection from the pool, for a lock
+    /// (SQLite's busy timeout), for one statement (PostgreSQL's statement_timeout).
+    #[arg(long, env = "TRYGG_DB_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub db_timeout_secs: u64,
 }
 
 impl DbArgs {
@@ -40,7 +44,8 @@ impl DbArgs {
         Ok(ConnectOptions {
             max_connections: self.db_max_connections,
             sqlite_synchronous: self.sqlite_synchronous,
-            ..ConnectOptions::default()
+            busy_timeout: Duration::from_secs(self.db_timeout_secs),
+            statement_timeout: Duration::from_secs(self.db_timeout_secs),
         })
     }
 }
@@ -74,6 +79,22 @@ pub struct ServeArgs {
     /// Tolerated device clock skew into the future, in seconds.
     #[arg(long, env = "TRYGG_MAX_CLOCK_SKEW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub max_clock_skew_secs: u64,
+    /// Longest a device request waits for the database (authentication, queueing, commit), in
+    /// seconds; then it is answered 503 with Retry-After and the device resends.
+    #[arg(long, env = "TRYGG_INGEST_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ingest_timeout_secs: u64,
+    /// Most fixes waiting for a group commit; beyond it requests are answered 503 (bounds memory
+    /// while the database is slow or away). At least --max-batch-fixes.
+    #[arg(long, env = "TRYGG_INGEST_MAX_QUEUED_FIXES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub ingest_max_queued_fixes: u64,
+    /// Seconds a task of the alarm path (committer, engine) may have work waiting without
+    /// progress before it counts as stuck: /readyz fails naming it and trygg exits non-zero.
+    #[arg(long, env = "TRYGG_TASK_STALL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub task_stall_secs: u64,
+    /// TEST ONLY: inject a fault, `engine_exit_after_secs:N` (the alarm engine task ends N
+    /// seconds after start). For black-box tests of supervision; never set it in production.
+    #[arg(long, env = "TRYGG_TEST_FAULT", hide = true)]
+    pub test_fault: Option<TestFault>,
     /// On SIGINT/SIGTERM, how many seconds to let in-flight requests finish.
     #[arg(long, env = "TRYGG_DRAIN_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub drain_timeout_secs: u64,
@@ -239,6 +260,34 @@ pub struct ServeConfig {
     pub api: ApiConfig,
     /// Push to staff phones.
     pub push: PushConfig,
+    /// Longest a device request waits for the database.
+    pub ingest_timeout: Duration,
+    /// How long a task may have work waiting without progress before it counts as stuck.
+    pub stall_after: Duration,
+    /// A fault to inject (tests only).
+    pub test_fault: Option<TestFault>,
+}
+
+/// A fault injected for black-box tests of supervision (`TRYGG_TEST_FAULT`, hidden from
+/// `--help`). Never set in production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFault {
+    /// The alarm engine task ends this long after the server starts running.
+    EngineExitAfter(Duration),
+}
+
+impl std::str::FromStr for TestFault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("engine_exit_after_secs", n)) => n
+                .parse()
+                .map(|n| Self::EngineExitAfter(Duration::from_secs(n)))
+                .map_err(|_| format!("{n:?} is not a number of seconds")),
+            _ => Err(format!("unknown test fault {s:?}; expected engine_exit_after_secs:N")),
+        }
+    }
 }
 
 impl ServeArgs {
@@ -248,6 +297,12 @@ impl ServeArgs {
             return Err(ConfigError(format!(
                 "--late-after-secs ({}) must be below --max-fix-age-secs ({})",
                 self.late_after_secs, self.max_fix_age_secs
+            )));
+        }
+        if self.ingest_max_queued_fixes < self.max_batch_fixes {
+            return Err(ConfigError(format!(
+                "--ingest-max-queued-fixes ({}) must be at least --max-batch-fixes ({})",
+                self.ingest_max_queued_fixes, self.max_batch_fixes
             )));
         }
         Ok(ServeConfig {
@@ -261,6 +316,10 @@ impl ServeArgs {
             commit: CommitConfig {
                 max_rows: self.commit_max_rows as usize,
                 max_delay: Duration::from_millis(self.commit_max_delay_ms),
+                max_queued_fixes: self.ingest_max_queued_fixes as usize,
+                // The database's own timeouts normally answer first; this bounds a server that
+                // stops answering altogether.
+                commit_timeout: Duration::from_secs(2 * self.db.db_timeout_secs),
             },
             policy: FixPolicy {
                 max_future: Duration::from_secs(self.max_clock_skew_secs),
@@ -270,6 +329,9 @@ impl ServeArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             api: self.api.config()?,
             push: self.push.config()?,
+            ingest_timeout: Duration::from_secs(self.ingest_timeout_secs),
+            stall_after: Duration::from_secs(self.task_stall_secs),
+            test_fault: self.test_fault,
         })
     }
 }

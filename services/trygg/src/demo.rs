@@ -91,6 +91,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             purge_interval: Duration::from_secs(3600),
         },
         push: PushConfig { key: Some(fcm.service_account()), endpoint: fcm.endpoint() },
+        ingest_timeout: trygg_ingest::DEFAULT_TIMEOUT,
+        stall_after: Duration::from_secs(60),
+        test_fault: None,
     };
     let server = Server::build(config).await?;
     let base = format!("http://{}", server.local_addr());

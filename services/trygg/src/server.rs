@@ -8,6 +8,10 @@
 //! stops accepting, lets in-flight requests finish (bounded by the drain timeout), waits for the
 //! committer to commit what it holds and for the engine to process what it was handed, and
 //! closes the database.
+//!
+//! Every long-running task is watched by the [`Supervisor`](crate::supervise): `/readyz` shows
+//! each one's health, and a task of the alarm path that ends or stalls makes [`Server::run`]
+//! return an error at once (crash-only: the process exits non-zero and is restarted).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,13 +27,14 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use trygg_alarms::Engine;
+use trygg_alarms::{Engine, EngineProbe};
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
-use trygg_ingest::{FixCommitter, Ingest, IngestMetrics};
+use trygg_ingest::{AlarmPath, CommitProbe, FixCommitter, Ingest, IngestMetrics};
 use trygg_push::{FcmClient, PushMetrics, Worker, WorkerConfig};
 use trygg_store::Store;
 
-use crate::config::{ServeConfig, redact};
+use crate::config::{ServeConfig, TestFault, redact};
+use crate::supervise::{Supervisor, Watched};
 
 /// A server that has bound its port and connected its database, ready to [`run`](Self::run).
 #[derive(Debug)]
@@ -38,7 +43,13 @@ pub struct Server {
     app: Router,
     store: Arc<dyn Store>,
     committer: JoinHandle<()>,
+    committer_probe: CommitProbe,
     engine: JoinHandle<()>,
+    engine_probe: EngineProbe,
+    /// Set once the engine task has ended; ingest refuses device alarms from then on.
+    engine_down: Arc<std::sync::atomic::AtomicBool>,
+    supervisor: Arc<Supervisor>,
+    failures: tokio::sync::mpsc::UnboundedReceiver<String>,
     push: Worker,
     /// Flipped to true when shutdown starts, so live streams end instead of holding the drain.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -52,6 +63,8 @@ struct Ops {
     registry: Arc<Registry>,
     /// Whether FCM credentials are configured (shown in `/readyz`).
     push_on: bool,
+    /// The supervised tasks' health (shown in `/readyz`).
+    supervisor: Arc<Supervisor>,
 }
 
 /// Commits queued for the alarm engine before ingest stops handing them over (the engine then
@@ -108,6 +121,16 @@ impl Server {
 
         let (committer_handle, committer) =
             FixCommitter::start(store.clone(), config.commit, metrics.clone());
+        let (supervisor, failures) = Supervisor::new(config.stall_after, &mut registry);
+        let committer_probe = committer_handle.probe();
+        let engine_probe = sink.probe();
+        // An alarm is acknowledged only while the engine takes work: its queue is open and the
+        // supervisor has not seen its task end.
+        let engine_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let alarm_path = {
+            let (probe, down) = (engine_probe.clone(), engine_down.clone());
+            AlarmPath::new(move || !probe.is_closed() && !down.load(std::sync::atomic::Ordering::SeqCst))
+        };
         let ingest = Ingest {
             store: store.clone(),
             committer: committer_handle,
@@ -115,8 +138,15 @@ impl Server {
             metrics,
             limits: config.limits,
             policy: config.policy,
+            timeout: config.ingest_timeout,
+            alarm_path,
         };
-        let ops = Ops { store: store.clone(), registry: Arc::new(registry), push_on };
+        let ops = Ops {
+            store: store.clone(),
+            registry: Arc::new(registry),
+            push_on,
+            supervisor: supervisor.clone(),
+        };
         let app = Router::new()
             .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
             .route("/readyz", get(readyz))
@@ -127,7 +157,22 @@ impl Server {
             .fallback(|| async {
                 (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
             });
-        Ok(Self { listener, app, store, committer, engine, push, stopping, api, config })
+        Ok(Self {
+            listener,
+            app,
+            store,
+            committer,
+            committer_probe,
+            engine,
+            engine_probe,
+            engine_down,
+            supervisor,
+            failures,
+            push,
+            stopping,
+            api,
+            config,
+        })
     }
 
     /// The address actually bound.
@@ -135,23 +180,75 @@ impl Server {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then drains and closes.
+    /// Serves until `shutdown` resolves, then drains and closes. Returns an error, without
+    /// draining, when a task of the alarm path ends or stalls (crash-only: the caller exits
+    /// non-zero, the service manager restarts trygg, recovery replays from the database).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, app, store, committer, engine, push, stopping, api, config } = self;
-        let maintenance = tokio::spawn(maintain(api, config.api.purge_interval));
+        let Self {
+            listener,
+            app,
+            store,
+            committer,
+            committer_probe,
+            engine,
+            engine_probe,
+            engine_down,
+            supervisor,
+            mut failures,
+            push,
+            stopping,
+            api,
+            config,
+        } = self;
         let (stop_push, push_stopped) = tokio::sync::oneshot::channel::<()>();
         let pusher = tokio::spawn(push.run(async {
             let _ = push_stopped.await;
         }));
+        let engine_abort = engine.abort_handle();
+        let committer = supervisor.watch(
+            "committer",
+            true,
+            committer,
+            Some(Box::new(move || (committer_probe.queued_fixes(), committer_probe.groups()))),
+        );
+        let engine = supervisor.watch(
+            "engine",
+            true,
+            tokio::spawn(async move {
+                let ended = engine.await;
+                // Before the supervisor hears of it: no alarm is acknowledged from here on.
+                engine_down.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }),
+            Some(Box::new(move || (engine_probe.queued(), engine_probe.passes()))),
+        );
+        let pusher = supervisor.watch("push", true, pusher, None);
+        let maintenance = tokio::spawn(maintain(api, config.api.purge_interval));
+        let stop_maintenance = maintenance.abort_handle();
+        supervisor.watch("maintenance", false, maintenance, None);
+        let sampler = tokio::spawn(supervisor.clone().sample());
+        if let Some(TestFault::EngineExitAfter(after)) = config.test_fault {
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                tracing::warn!("TEST FAULT (TRYGG_TEST_FAULT): ending the alarm engine task");
+                engine_abort.abort();
+            });
+        }
         tracing::info!(
             http = %listener.local_addr()?,
             database = %redact(&config.database_url),
             "Serving"
         );
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown_supervisor = supervisor.clone();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("Shutdown requested: refusing new connections, draining");
+            shutdown_supervisor.stop();
             stopping.send_replace(true);
             let _ = stopping_tx.send(());
         });
@@ -165,27 +262,43 @@ impl Server {
                     std::future::pending::<()>().await;
                 }
             } => tracing::warn!(?drain_timeout, "Drain timed out; requests still open were not acknowledged"),
+            Some(failure) = failures.recv() => {
+                // What ends from here on ends because the process does.
+                supervisor.stop();
+                tracing::error!(
+                    failure,
+                    "Exiting with a non-zero status: the service manager restarts trygg and recovery \
+                     replays what was not handled from the database"
+                );
+                anyhow::bail!("{failure}: the alarm path is broken; exiting so that trygg is restarted");
+            }
         }
+        supervisor.stop();
+        sampler.abort();
         // The routes held the committer's handles; with them gone it commits what it holds and ends.
-        if tokio::time::timeout(drain_timeout, committer).await.is_err() {
+        if !ended_within(drain_timeout, &committer).await {
             tracing::warn!("Committer did not finish in time; uncommitted fixes were never acknowledged");
         }
         // With ingest gone the engine's queue closes; what it does not finish, it recovers at start.
-        if tokio::time::timeout(drain_timeout, engine).await.is_err() {
+        if !ended_within(drain_timeout, &engine).await {
             tracing::warn!(
                 "Alarm engine did not finish in time; it resumes from the database at the next start"
             );
         }
         // Unsent pushes stay in the outbox; their claims lapse and the next start sends them.
         let _ = stop_push.send(());
-        if tokio::time::timeout(drain_timeout, pusher).await.is_err() {
+        if !ended_within(drain_timeout, &pusher).await {
             tracing::warn!("Push worker did not stop in time; unsent pushes go out at the next start");
         }
-        maintenance.abort();
+        stop_maintenance.abort();
         store.close().await;
         tracing::info!("Stopped");
         Ok(())
     }
+}
+
+async fn ended_within(limit: std::time::Duration, task: &Watched) -> bool {
+    tokio::time::timeout(limit, task.ended()).await.is_ok()
 }
 
 /// Every `every`: purge fixes past retention, and rebuild the zone indexes so consents that
@@ -224,16 +337,29 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     // Push being off does not make trygg unready (alarms still reach staff lists and the alarm
     // centre), but it is said here so an operator sees it.
     let push = if ops.push_on { "on" } else { "off: TRYGG_FCM_CREDENTIALS not set" };
-    let (status, database) = match ping {
-        Ok(Ok(())) => (StatusCode::OK, "ok"),
+    let database = match ping {
+        Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "Readiness check: database failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "error")
+            "error"
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+        Err(_) => "timeout",
     };
-    let ready = if status == StatusCode::OK { "ready" } else { "unavailable" };
-    (status, Json(json!({ "status": ready, "database": database, "push": push })))
+    let (mut failing, tasks) = ops.supervisor.report();
+    if database != "ok" {
+        failing.insert(0, "database");
+    }
+    let (status, ready) = if failing.is_empty() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (
+        status,
+        Json(
+            json!({ "status": ready, "failing": failing, "database": database, "push": push, "tasks": tasks }),
+        ),
+    )
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {

@@ -164,3 +164,64 @@ impl Client {
         answer["token"].as_str().unwrap().to_owned()
     }
 }
+
+impl Trygg {
+    /// Like [`Trygg::start`], with the server's log (at `info`) written to `log` instead of
+    /// dropped: for tests that read what it said last.
+    pub fn start_logged(db_url: &str, extra: &[&str], log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http-bind", "127.0.0.1:0", "--database-url", db_url])
+            .args(extra)
+            .env("TRYGG_LOG", "info")
+            .env("TRYGG_JWT_SECRET", JWT_SECRET)
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .expect("spawn trygg serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut first = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut first);
+            let _ = tx.send(first);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("trygg serve printed its address in time");
+        let base = line
+            .trim()
+            .strip_prefix("trygg listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits (bounded) for the process to end by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        self.wait(limit)
+    }
+}
+
+/// Creates a tenant, a wearer and a native device bound to the wearer; returns the tenant id
+/// and the device's token.
+pub fn register_worn_device(db_url: &str, tenant_name: &str, device: &str) -> (String, String) {
+    let tenant = cli_ok(&["tenant", "create", "--database-url", db_url, tenant_name]);
+    let wearer = cli_ok(&["wearer", "create", "--database-url", db_url, "--tenant", &tenant, "Dagny"]);
+    let token = cli_ok(&[
+        "device",
+        "register",
+        "--database-url",
+        db_url,
+        "--tenant",
+        &tenant,
+        "--device",
+        device,
+        "--wearer",
+        &wearer,
+    ]);
+    (tenant, token)
+}
