@@ -46,6 +46,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// raised or ended), and otherwise at least this often in fix time, which bounds how many of its
 /// fixes a restart replays. Storing every fix's state would double the writes of ingest.
 const STORE_STATE_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+/// Fixes read per page when catching up from the database.
+const RECOVERY_PAGE: u32 = 5000;
+/// How often the engine looks for device alarms committed but never handed to it.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How far back recovery looks for fixes of devices the engine has never evaluated (devices
 /// with a stored zone state are caught up from it, however long ago that was).
 const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
@@ -119,22 +123,56 @@ impl Engine {
     /// Evaluates everything in the database the engine has not handled: device alarms not yet
     /// turned into alarms and fixes newer than their device's stored zone state.
     pub async fn recover(&mut self, now: DateTime<Utc>) -> Result<Vec<SignalOutcome>, EngineError> {
+        // Device alarms first: an SOS must not wait behind a backlog of fixes.
         let pending = self.store.pending_device_alarms().await?;
-        let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
-        for (device, fix) in self.store.unevaluated_fixes(now - RECOVERY_WINDOW).await? {
-            if let Some(entry) = fixes.get_mut(&device) {
-                entry.fixes.push(fix);
-                continue;
+        let mut outcomes = self.run(pending, BTreeMap::new(), now).await?;
+        // Then the fixes, a page at a time, so a long outage's backlog is never one huge read.
+        let mut owners: HashMap<DeviceId, Option<(TenantId, Option<WearerId>)>> = HashMap::new();
+        let mut after: Option<(DeviceId, DateTime<Utc>)> = None;
+        loop {
+            let cursor = after.as_ref().map(|(d, t)| (d, *t));
+            let page = self.store.unevaluated_fixes(now - RECOVERY_WINDOW, cursor, RECOVERY_PAGE).await?;
+            let full = page.len() == RECOVERY_PAGE as usize;
+            after = page.last().map(|(d, f)| (d.clone(), f.time));
+            let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
+            for (device, fix) in page {
+                if let Some(entry) = fixes.get_mut(&device) {
+                    entry.fixes.push(fix);
+                    continue;
+                }
+                let owner = match owners.get(&device) {
+                    Some(owner) => *owner,
+                    None => {
+                        let owner = self.store.device_auth(&device).await?.map(|a| (a.tenant, a.wearer));
+                        owners.insert(device.clone(), owner);
+                        owner
+                    }
+                };
+                // A device deleted since is skipped: it has nobody to alarm for.
+                let Some((tenant, wearer)) = owner else { continue };
+                fixes.insert(device, DeviceFixes { tenant, wearer, fixes: vec![fix] });
             }
-            // A device deleted since is skipped: it has nobody to alarm for.
-            let Some(auth) = self.store.device_auth(&device).await? else { continue };
-            fixes.insert(device, DeviceFixes { tenant: auth.tenant, wearer: auth.wearer, fixes: vec![fix] });
+            outcomes.extend(self.run(Vec::new(), fixes, now).await?);
+            if !full {
+                break;
+            }
         }
-        let outcomes = self.run(pending, fixes, now).await?;
         if !outcomes.is_empty() {
             tracing::info!(signals = outcomes.len(), "Recovered alarms from the database");
         }
         Ok(outcomes)
+    }
+
+    /// Raises the device alarms that are in the database but were never handed to the engine
+    /// (a device that disconnected while its alarm was being committed drops the request before
+    /// ingest hands it over). Cheap: an index on the unhandled ones.
+    pub async fn sweep(&mut self, now: DateTime<Utc>) -> Result<Vec<SignalOutcome>, EngineError> {
+        let pending = self.store.pending_device_alarms().await?;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        tracing::warn!(alarms = pending.len(), "Device alarms committed but never handed to the engine: raising them now");
+        self.run(pending, BTreeMap::new(), now).await
     }
 
     async fn run(
@@ -303,23 +341,45 @@ impl Engine {
         let passes = Arc::new(AtomicU64::new(0));
         let sink = EngineSink { tx, lagged: lagged.clone(), passes: passes.clone() };
         let task = tokio::spawn(async move {
+            let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 passes.fetch_add(1, Ordering::Relaxed);
-                if lagged.swap(false, Ordering::SeqCst)
-                    && let Err(e) = self.recover(Utc::now()).await
-                {
-                    tracing::error!(error = %e, "Alarm engine recovery failed; retrying");
-                    lagged.store(true, Ordering::SeqCst);
-                }
-                let next = if lagged.load(Ordering::SeqCst) {
-                    match tokio::time::timeout(RETRY_AFTER, rx.recv()).await {
-                        Ok(next) => next,
-                        Err(_) => continue,
+                if lagged.swap(false, Ordering::SeqCst) {
+                    // What waits in the queue is in the database, and recovery reads it there in
+                    // time order with the rest. Evaluating it before recovery has succeeded could
+                    // take a newer fix before an older one not yet replayed, which would then be
+                    // dropped as out of order and its exit missed.
+                    let closed = loop {
+                        match rx.try_recv() {
+                            Ok(_) => {}
+                            Err(mpsc::error::TryRecvError::Empty) => break false,
+                            Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                        }
+                    };
+                    if let Err(e) = self.recover(Utc::now()).await {
+                        tracing::error!(error = %e, "Alarm engine recovery failed; retrying");
+                        lagged.store(true, Ordering::SeqCst);
+                        if closed {
+                            break; // shutting down: the next start recovers
+                        }
+                        tokio::time::sleep(RETRY_AFTER).await;
+                        continue;
                     }
-                } else {
-                    rx.recv().await
+                }
+                let first = tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(first) => first,
+                        None => break,
+                    },
+                    _ = sweep.tick() => {
+                        if let Err(e) = self.sweep(Utc::now()).await {
+                            tracing::error!(error = %e, "Alarm engine sweep failed; recovering from the database");
+                            lagged.store(true, Ordering::SeqCst);
+                        }
+                        continue;
+                    }
                 };
-                let Some(first) = next else { break };
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH
                     && let Ok(more) = rx.try_recv()

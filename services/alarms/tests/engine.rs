@@ -8,7 +8,7 @@ use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{
     AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome, Step, TenantId, WearerId,
 };
-use trygg_ingest::Committed;
+use trygg_ingest::{Committed, CommittedSink};
 use trygg_store::{
     AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
     Role, SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
@@ -24,6 +24,8 @@ on_both_backends!(
     a_forgotten_sos_left_on_site_does_not_swallow_the_next_one,
     a_repeat_joins_an_acknowledged_alarm_only_within_the_window_and_is_pushed_to_its_holder,
     an_sos_without_a_position_carries_the_last_known_one,
+    a_device_alarm_never_handed_to_the_engine_is_raised_by_its_sweep,
+    recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it,
     leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it,
     no_consent_no_zone_alarm,
     late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
@@ -540,4 +542,39 @@ async fn a_state_is_stored_when_it_decides_and_a_restart_replays_the_fixes_since
         engine.process(vec![s.commit_fixes(&[s.fix(m, 500.0)]).await], Utc::now()).await.unwrap();
     }
     assert_eq!(s.store.zone_states().await.unwrap()[0].last_fix_at, s.t0 + TimeDelta::minutes(8));
+}
+
+async fn a_device_alarm_never_handed_to_the_engine_is_raised_by_its_sweep(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let (sink, task) = s.engine().await.spawn(16);
+    // Past its start-up recovery: a batch handed over has been taken (the loop turned twice).
+    let probe = sink.probe();
+    sink.committed(s.commit_fixes(&[s.fix(1, 0.0)]).await);
+    while probe.passes() < 2 || probe.queued() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Committed, but the request was dropped (the watch hung up) before ingest handed it over.
+    s.commit_sos(5).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while s.all_alarms().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the SOS in the database was never raised");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.all_alarms().await[0].kind, AlarmKind::Sos);
+    task.abort();
+}
+
+async fn recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    // 12,000 fixes a second apart at home (more than two recovery pages), then she walks out.
+    let home: Vec<Fix> = (0..12_000).map(|i| Fix { time: s.t0 + TimeDelta::seconds(i), ..s.fix(0, 0.0) }).collect();
+    for chunk in home.chunks(2000) {
+        s.commit_fixes(chunk).await;
+    }
+    let out = [s.fix(201, 300.0), s.fix(202, 400.0), s.fix(203, 450.0)];
+    s.commit_fixes(&out).await;
+    let mut engine = s.engine().await;
+    let outcomes = engine.recover(Utc::now()).await.unwrap();
+    assert_eq!(raised(&outcomes).len(), 1, "the exit after the backlog: {outcomes:?}");
+    assert_eq!(s.all_alarms().await[0].kind, AlarmKind::ZoneExit);
 }

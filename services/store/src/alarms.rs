@@ -295,8 +295,13 @@ pub trait Alarms: Send + Sync {
     async fn zone_states(&self) -> Result<Vec<ZoneStateRow>, StoreError>;
     /// Fixes the engine has not evaluated, by device and time: every fix newer than its
     /// device's stored `last_fix_at`, and for devices without a stored state the fixes received
-    /// at or after `since`.
-    async fn unevaluated_fixes(&self, since: DateTime<Utc>) -> Result<Vec<(DeviceId, Fix)>, StoreError>;
+    /// at or after `since`. One page of at most `limit`, after the (device, fix time) `after`.
+    async fn unevaluated_fixes(
+        &self,
+        since: DateTime<Utc>,
+        after: Option<(&DeviceId, DateTime<Utc>)>,
+        limit: u32,
+    ) -> Result<Vec<(DeviceId, Fix)>, StoreError>;
     /// Device alarms not handled by the engine yet, oldest first.
     async fn pending_device_alarms(&self) -> Result<Vec<PendingDeviceAlarm>, StoreError>;
 
@@ -511,18 +516,24 @@ macro_rules! impl_alarms {
             async fn unevaluated_fixes(
                 &self,
                 since: chrono::DateTime<chrono::Utc>,
+                after: Option<(&trygg_core::DeviceId, chrono::DateTime<chrono::Utc>)>,
+                limit: u32,
             ) -> Result<Vec<(trygg_core::DeviceId, trygg_core::Fix)>, $crate::StoreError> {
                 // Devices with a stored state: every later fix, however old (an index range per
-                // device). Devices without: fixes received since `since`.
+                // device). Devices without: fixes received since `since` (fixes_by_received).
                 let rows = sqlx::query(concat!(
-                    "select f.device_id, ", $fix_columns, " from device_zone_state s \
+                    "select * from (select f.device_id, ", $fix_columns, " from device_zone_state s \
                      join fixes f on f.device_id = s.device_id and f.", $fix_time, " > s.last_fix_at \
                      union all \
                      select f.device_id, ", $fix_columns, " from fixes f where f.", $fix_received, " >= $1 \
-                     and not exists (select 1 from device_zone_state s where s.device_id = f.device_id) \
-                     order by 1, 2"
+                     and not exists (select 1 from device_zone_state s where s.device_id = f.device_id)) u \
+                     where $2 is null or u.device_id > $2 or (u.device_id = $2 and u.", $fix_time, " > $3) \
+                     order by 1, 2 limit $4"
                 ))
                 .bind(db_time(since))
+                .bind(after.map(|(d, _)| d.as_str()))
+                .bind(after.map(|(_, t)| db_time(t)))
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(|r| Ok(($crate::parse_device(r.get(0))?, stored_fix(r, 1)?.fix))).collect()
