@@ -81,6 +81,8 @@ pub struct ServeArgs {
     pub api: ApiArgs,
     #[command(flatten)]
     pub push: PushArgs,
+    #[command(flatten)]
+    pub devices: crate::device_config::DeviceArgs,
 }
 
 /// Push to staff phones over FCM HTTP v1.
@@ -239,6 +241,8 @@ pub struct ServeConfig {
     pub api: ApiConfig,
     /// Push to staff phones.
     pub push: PushConfig,
+    /// The watch, GT06 and OsmAnd listeners.
+    pub devices: crate::device_config::DeviceSettings,
 }
 
 impl ServeArgs {
@@ -270,6 +274,7 @@ impl ServeArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             api: self.api.config()?,
             push: self.push.config()?,
+            devices: self.devices.settings()?,
         })
     }
 }

@@ -91,6 +91,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             purge_interval: Duration::from_secs(3600),
         },
         push: PushConfig { key: Some(fcm.service_account()), endpoint: fcm.endpoint() },
+        devices: crate::device_config::DeviceSettings::loopback(),
     };
     let server = Server::build(config).await?;
     let base = format!("http://{}", server.local_addr());

@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod device_config;
 pub mod server;

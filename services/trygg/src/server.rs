@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use trygg_alarms::Engine;
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
-use trygg_ingest::{FixCommitter, Ingest, IngestMetrics};
+use trygg_ingest::{DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics, FixCommitter, Ingest, IngestMetrics};
 use trygg_push::{FcmClient, PushMetrics, Worker, WorkerConfig};
 use trygg_store::Store;
 
@@ -40,6 +40,8 @@ pub struct Server {
     committer: JoinHandle<()>,
     engine: JoinHandle<()>,
     push: Worker,
+    /// The watch, GT06 and OsmAnd listeners, bound.
+    devices: DeviceListeners,
     /// Flipped to true when shutdown starts, so live streams end instead of holding the drain.
     stopping: tokio::sync::watch::Sender<bool>,
     api: ApiState,
@@ -70,7 +72,9 @@ impl Server {
             .with_context(|| format!("binding HTTP on {}", config.http_bind))?;
 
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let links = DeviceLinks::default();
         let api = ApiState {
+            devices: links.clone(),
             store: store.clone(),
             tokens: Arc::new(Tokens::new(&config.api.jwt_secret, config.api.token_ttl)?),
             zones: Arc::new(ZoneIndexes::default()),
@@ -116,6 +120,13 @@ impl Server {
             limits: config.limits,
             policy: config.policy,
         };
+        let device_ingest = DeviceIngest {
+            ingest: ingest.clone(),
+            links,
+            metrics: DeviceMetrics::register(&mut registry),
+            config: config.devices.config,
+        };
+        let devices = DeviceListeners::bind(config.devices.binds, device_ingest).await?;
         let ops = Ops { store: store.clone(), registry: Arc::new(registry), push_on };
         let app = Router::new()
             .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
@@ -127,7 +138,7 @@ impl Server {
             .fallback(|| async {
                 (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
             });
-        Ok(Self { listener, app, store, committer, engine, push, stopping, api, config })
+        Ok(Self { listener, app, store, committer, engine, push, devices, stopping, api, config })
     }
 
     /// The address actually bound.
@@ -135,9 +146,15 @@ impl Server {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The addresses the device listeners bound, by protocol (`watch`, `gt06`, `osmand`).
+    pub fn device_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.devices.local_addrs()
+    }
+
     /// Serves until `shutdown` resolves, then drains and closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, app, store, committer, engine, push, stopping, api, config } = self;
+        let Self { listener, app, store, committer, engine, push, devices, stopping, api, config } = self;
+        let devices = tokio::spawn(devices.run(stopping.subscribe()));
         let maintenance = tokio::spawn(maintain(api, config.api.purge_interval));
         let (stop_push, push_stopped) = tokio::sync::oneshot::channel::<()>();
         let pusher = tokio::spawn(push.run(async {
@@ -165,6 +182,10 @@ impl Server {
                     std::future::pending::<()>().await;
                 }
             } => tracing::warn!(?drain_timeout, "Drain timed out; requests still open were not acknowledged"),
+        }
+        // Device connections finish the frame they are on (commit, reply), then close.
+        if tokio::time::timeout(drain_timeout, devices).await.is_err() {
+            tracing::warn!("Device connections did not close in time; unacknowledged frames will be resent");
         }
         // The routes held the committer's handles; with them gone it commits what it holds and ends.
         if tokio::time::timeout(drain_timeout, committer).await.is_err() {
