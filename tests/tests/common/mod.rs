@@ -35,6 +35,8 @@ pub fn register_native_device(db_url: &str, tenant_name: &str, device: &str) -> 
 pub struct Trygg {
     child: Child,
     pub base: String,
+    /// The device listeners' addresses, by protocol (`watch`, `gt06`, `osmand`).
+    pub devices: std::collections::HashMap<String, String>,
 }
 
 impl Trygg {
@@ -46,24 +48,38 @@ impl Trygg {
             .args(extra)
             .env("TRYGG_LOG", if log { "debug" } else { "warn" })
             .env("TRYGG_JWT_SECRET", JWT_SECRET)
+            // Device listeners on free loopback ports, so tests never compete for 5093 and co.
+            .env("TRYGG_WATCH_BIND", "127.0.0.1:0")
+            .env("TRYGG_GT06_BIND", "127.0.0.1:0")
+            .env("TRYGG_OSMAND_BIND", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(if log { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("spawn trygg serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // Every line is read (the device listeners' addresses follow the first), and stdout is
+        // drained for the life of the process.
         std::thread::spawn(move || {
-            let mut first = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut first);
-            let _ = tx.send(first);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("trygg serve printed its address in time");
+        let mut devices = std::collections::HashMap::new();
+        while let Ok(more) = rx.recv_timeout(Duration::from_millis(300)) {
+            let Some(rest) = more.strip_prefix("trygg ") else { break };
+            if let Some((name, addr)) = rest.split_once(" listening on ") {
+                devices.insert(name.to_owned(), addr.to_owned());
+            }
+        }
         let base = line
             .trim()
             .strip_prefix("trygg listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Self { child, base }
+        Self { child, base, devices }
     }
 
     pub fn url(&self, path: &str) -> String {
