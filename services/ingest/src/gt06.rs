@@ -104,10 +104,10 @@ pub(crate) async fn serve_connection(
 
         match handle_packet(&ctx, s, &packet, message).await {
             Ok(()) => {
-                if let Some(reply) = codec::reply_for(&packet) {
-                    if let Err(e) = conn.write(&reply).await {
-                        break format!("writing a reply failed: {e}");
-                    }
+                if let Some(reply) = codec::reply_for(&packet)
+                    && let Err(e) = conn.write(&reply).await
+                {
+                    break format!("writing a reply failed: {e}");
                 }
             }
             Err(e) => tracing::warn!(device = %s.device, error = %e, "GT06 packet not stored; not acknowledged"),

@@ -95,10 +95,10 @@ pub(crate) async fn serve_connection(
 
         match handle_frame(&ctx, s, &frame).await {
             Ok(()) => {
-                if let Some(reply) = codec::reply_for(&frame) {
-                    if let Err(e) = conn.write(&reply).await {
-                        break format!("writing a reply failed: {e}");
-                    }
+                if let Some(reply) = codec::reply_for(&frame)
+                    && let Err(e) = conn.write(&reply).await
+                {
+                    break format!("writing a reply failed: {e}");
                 }
             }
             // Nothing was stored: no reply, so the watch resends. The connection stays.
