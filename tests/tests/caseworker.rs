@@ -23,7 +23,9 @@ async fn a_caseworker_sets_up_a_wearer_through_the_api(db: TestDb) {
     c.ok(Method::POST, "users", &admin, Some(user("hanna@skovde.test", "caseworker"))).await;
     let staff =
         c.ok(Method::POST, "users", &admin, Some(user("sven@skovde.test", "staff"))).await["id"].clone();
+    c.ok(Method::POST, "users", &admin, Some(user("tina@skovde.test", "tenant_admin"))).await;
     let cw = c.login("hanna@skovde.test", "a long password").await;
+    let tenant_admin = c.login("tina@skovde.test", "a long password").await;
 
     let wearer =
         c.ok(Method::POST, "wearers", &cw, Some(json!({ "name": "Dagny", "note": "Portkod 4711" }))).await;
@@ -31,8 +33,18 @@ async fn a_caseworker_sets_up_a_wearer_through_the_api(db: TestDb) {
     assert_eq!(wearer["zones_alarming"], false);
     let consent = json!({ "covers": ["positioning", "passive_alarms"], "given_by": "wearer", "document_ref": "Dnr 2026/1" });
     c.ok(Method::POST, &format!("wearers/{id}/consents"), &cw, Some(consent)).await;
+    // A watch's id is its only credential: tenant admins register watches, caseworkers bind them.
+    let (status, _) = c
+        .call(Method::POST, "devices", Some(&cw), Some(json!({ "id": "359881234567890", "protocol": "watch" })))
+        .await;
+    assert_eq!(status, 403, "a caseworker does not register a watch");
     let watch = c
-        .ok(Method::POST, "devices", &cw, Some(json!({ "id": "359881234567890", "protocol": "watch" })))
+        .ok(
+            Method::POST,
+            "devices",
+            &tenant_admin,
+            Some(json!({ "id": "359881234567890", "protocol": "watch" })),
+        )
         .await;
     assert!(watch.get("token").is_none(), "a watch has no token");
     let native =
@@ -71,19 +83,31 @@ async fn a_caseworker_sets_up_a_wearer_through_the_api(db: TestDb) {
     let other =
         c.ok(Method::POST, "tenants", &admin, Some(json!({ "name": "Lerums kommun" }))).await["id"].clone();
     let mut lerum = user("lisa@lerum.test", "caseworker");
-    lerum["tenant"] = other;
+    lerum["tenant"] = other.clone();
     c.ok(Method::POST, "users", &admin, Some(lerum)).await;
     let lisa = c.login("lisa@lerum.test", "a long password").await;
+    let mut lerum_admin = user("lars@lerum.test", "tenant_admin");
+    lerum_admin["tenant"] = other;
+    c.ok(Method::POST, "users", &admin, Some(lerum_admin)).await;
+    let lars = c.login("lars@lerum.test", "a long password").await;
     assert_eq!(c.call(Method::GET, &format!("wearers/{id}"), Some(&lisa), None).await.0, 404);
     let (status, _) = c
         .call(
             Method::POST,
             "devices",
-            Some(&lisa),
+            Some(&lars),
             Some(json!({ "id": "359881234567890", "protocol": "watch" })),
         )
         .await;
     assert_eq!(status, 409, "a device id is bound in one tenant only");
+    let (status, taken_here) = c
+        .call(Method::POST, "devices", Some(&tenant_admin), Some(json!({ "id": "phone-1", "protocol": "native" })))
+        .await;
+    let (_, taken_elsewhere) = c
+        .call(Method::POST, "devices", Some(&lars), Some(json!({ "id": "phone-1", "protocol": "native" })))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(taken_here, taken_elsewhere, "the answer does not say which tenant holds the id");
 
     let (status, doc) = c.call(Method::GET, "openapi.json", None, None).await;
     assert_eq!(status, 200);

@@ -47,6 +47,8 @@ pub struct ApiState {
     /// Turns true when the server begins to shut down: live alarm streams end on it rather than
     /// holding the server open until their alarm closes. A sender that goes away counts as true.
     pub stopping: watch::Receiver<bool>,
+    /// Open device connections, for server commands (`devices/{id}/commands`).
+    pub devices: trygg_ingest::DeviceLinks,
 }
 
 /// The live stream's polling interval: a second is well within how often watches report, and

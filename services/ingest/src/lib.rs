@@ -1,5 +1,6 @@
-//! Device ingest: the HTTP endpoints devices post positions and alarms to, and the group
-//! committer behind them.
+//! Device ingest: the HTTP endpoints devices post positions and alarms to, the watch and GT06
+//! TCP listeners and the OsmAnd HTTP listener ([`DeviceListeners`]), and the group committer
+//! behind them all.
 //!
 //! The one rule this crate exists to keep: **a device is acknowledged only after its data is
 //! committed**. A handler validates, hands the fixes to the [`FixCommitter`] and answers when
@@ -18,11 +19,18 @@ use axum::routing::post;
 use trygg_core::FixPolicy;
 use trygg_store::Store;
 
+mod alarm;
 mod commit;
+mod device;
 mod error;
+mod gt06;
+mod listeners;
 mod metrics;
 mod native;
+mod osmand;
 mod sink;
+mod tcp;
+mod watch;
 
 /// The protobuf messages of `proto/trygg/v1`, generated at build time.
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
@@ -31,8 +39,10 @@ pub mod pb {
 }
 
 pub use commit::{CommitConfig, CommitProbe, FixCommitter};
+pub use device::{CommandError, DeviceCommand, DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics};
 pub use error::IngestError;
 pub use metrics::IngestMetrics;
+pub use listeners::{DeviceBinds, DeviceListeners};
 pub use sink::{Committed, CommittedSink, LogSink};
 
 /// Size limits on what a device may send.

@@ -18,8 +18,9 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource, Freshness};
-use trygg_store::{DeviceAuth, FixBatch, NewDeviceAlarm, NewFix, token};
+use trygg_store::{DeviceAuth, FixBatch, NewFix, token};
 
+use crate::alarm::{Sender, StoredAlarm, store_device_alarm, truncate_to_millis, within};
 use crate::{Committed, Ingest, IngestError, pb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,36 +183,9 @@ async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Resul
     };
     let deadline = Instant::now() + ingest.timeout;
     let (device, auth) = within(deadline, authenticate(ingest, &device, token)).await?;
-    ingest.metrics.alarm_received(kind.as_str());
-
-    let now = Utc::now();
-    let time = truncate_time(time);
-    let clock_suspect = ingest.policy.check_time(time, now).is_err();
-    let (fix, fix_error) = match fix.map(truncate_to_millis) {
-        None => (None, None),
-        Some(fix) => match ingest.policy.check(&fix, now) {
-            Ok(freshness) => (Some(NewFix { fix, late: freshness == Freshness::Late }), None),
-            Err(e) => {
-                ingest.metrics.fix_rejected(e.code());
-                (None, Some(e.to_string()))
-            }
-        },
-    };
-    let alarm = NewDeviceAlarm { device: device.clone(), kind, time, received_at: now, clock_suspect, fix };
-    let stored = within(deadline, async { Ok(ingest.store.insert_device_alarm(&alarm).await?) }).await?;
-    ingest.sink.committed(Committed::Alarm {
-        tenant: auth.tenant,
-        wearer: auth.wearer,
-        device,
-        alarm_id: stored.id,
-        kind,
-        duplicate: stored.duplicate,
-        fix: alarm.fix.map(|f| f.fix),
-    });
-    // Asked after the hand-over, so an engine that ended before taking it is seen here.
-    if !ingest.alarm_path.is_alive() {
-        return Err(IngestError::AlarmPathDown);
-    }
+    let sender = Sender { tenant: auth.tenant, wearer: auth.wearer, device };
+    let StoredAlarm { insert: stored, fix_error } =
+        store_device_alarm(ingest, sender, kind, time, fix, deadline).await?;
 
     let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     let ack = AlarmAck { alarm_id: stored.id, duplicate: stored.duplicate, fix_error };
@@ -276,26 +250,9 @@ async fn authenticate(
     }
 }
 
-/// Waits for `work` until `deadline`, then gives up: 503 rather than a request that hangs.
-async fn within<T>(
-    deadline: Instant,
-    work: impl Future<Output = Result<T, IngestError>>,
-) -> Result<T, IngestError> {
-    tokio::time::timeout_at(deadline, work).await.map_err(|_| IngestError::TimedOut)?
-}
-
 fn time_from_ms(ms: i64) -> Result<DateTime<Utc>, IngestError> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| IngestError::Malformed(format!("time_unix_ms {ms} is out of range")))
-}
-
-/// Times are stored to the millisecond; truncating here keeps a resend's key identical.
-fn truncate_time(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
-}
-
-fn truncate_to_millis(fix: Fix) -> Fix {
-    Fix { time: truncate_time(fix.time), ..fix }
 }
 
 fn fix_from_pb(f: pb::Fix) -> Result<Fix, IngestError> {

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
 
 pub mod alarms;
+pub mod devices;
 mod directory;
 pub mod outbox;
 mod postgres;
@@ -30,6 +31,7 @@ pub use alarms::{
     Alarm, AlarmEvent, AlarmFilter, Alarms, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
     Position, PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
+pub use devices::{DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
 pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
     DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
@@ -232,7 +234,7 @@ impl StoreError {
 /// caseworker's data is in the [`Directory`] part, alarms in the [`Alarms`] part, the push
 /// worker's queue and timers in the [`Outbox`] part.
 #[async_trait]
-pub trait Store: Directory + Alarms + Outbox + Debug + Send + Sync + 'static {
+pub trait Store: Directory + Alarms + Outbox + Devices + Debug + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

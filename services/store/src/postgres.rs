@@ -303,6 +303,7 @@ fn stored_fix(r: &PgRow, at: usize) -> Result<StoredFix, StoreError> {
     })
 }
 
+crate::devices::impl_devices!(PgStore, sqlx::Postgres);
 crate::directory::impl_directory!(PgStore, sqlx::Postgres, wearer_created = "created_at");
 crate::alarms::impl_alarms!(
     PgStore,

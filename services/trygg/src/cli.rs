@@ -170,8 +170,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let server = Server::build(args.config()?).await?;
             let shutdown = shutdown_signal().context("listening for SIGINT/SIGTERM")?;
-            // The one line scripts and tests read to find the port (useful with port 0).
-            println!("trygg listening on http://{}", server.local_addr());
+            // The line scripts and tests read to find the port (useful with port 0), then one
+            // line per device listener; written at once, so a reader that stops after the first
+            // line never makes a later write fail.
+            let mut lines = format!("trygg listening on http://{}\n", server.local_addr());
+            for (name, addr) in server.device_addrs() {
+                lines.push_str(&format!("trygg {name} listening on {addr}\n"));
+            }
+            std::io::stdout().write_all(lines.as_bytes())?;
             std::io::stdout().flush()?;
             server.run(shutdown).await?;
         }

@@ -102,6 +102,8 @@ pub struct ServeArgs {
     pub api: ApiArgs,
     #[command(flatten)]
     pub push: PushArgs,
+    #[command(flatten)]
+    pub devices: crate::device_config::DeviceArgs,
 }
 
 /// Push to staff phones over FCM HTTP v1.
@@ -266,6 +268,8 @@ pub struct ServeConfig {
     pub stall_after: Duration,
     /// A fault to inject (tests only).
     pub test_fault: Option<TestFault>,
+    /// The watch, GT06 and OsmAnd listeners.
+    pub devices: crate::device_config::DeviceSettings,
 }
 
 /// A fault injected for black-box tests of supervision (`TRYGG_TEST_FAULT`, hidden from
@@ -332,6 +336,7 @@ impl ServeArgs {
             ingest_timeout: Duration::from_secs(self.ingest_timeout_secs),
             stall_after: Duration::from_secs(self.task_stall_secs),
             test_fault: self.test_fault,
+            devices: self.devices.settings()?,
         })
     }
 }

@@ -94,6 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ingest_timeout: trygg_ingest::DEFAULT_TIMEOUT,
         stall_after: Duration::from_secs(60),
         test_fault: None,
+        devices: crate::device_config::DeviceSettings::loopback(),
     };
     let server = Server::build(config).await?;
     let base = format!("http://{}", server.local_addr());

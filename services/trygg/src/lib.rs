@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod device_config;
 pub mod server;
 mod supervise;

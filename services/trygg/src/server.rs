@@ -29,7 +29,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use trygg_alarms::{Engine, EngineProbe};
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
-use trygg_ingest::{AlarmPath, CommitProbe, FixCommitter, Ingest, IngestMetrics};
+use trygg_ingest::{
+    AlarmPath, CommitProbe, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics, FixCommitter, Ingest,
+    IngestMetrics,
+};
 use trygg_push::{FcmClient, PushMetrics, Worker, WorkerConfig};
 use trygg_store::Store;
 
@@ -51,6 +54,8 @@ pub struct Server {
     supervisor: Arc<Supervisor>,
     failures: tokio::sync::mpsc::UnboundedReceiver<String>,
     push: Worker,
+    /// The watch, GT06 and OsmAnd listeners, bound.
+    devices: DeviceListeners,
     /// Flipped to true when shutdown starts, so live streams end instead of holding the drain.
     stopping: tokio::sync::watch::Sender<bool>,
     api: ApiState,
@@ -83,7 +88,9 @@ impl Server {
             .with_context(|| format!("binding HTTP on {}", config.http_bind))?;
 
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let links = DeviceLinks::default();
         let api = ApiState {
+            devices: links.clone(),
             store: store.clone(),
             tokens: Arc::new(Tokens::new(&config.api.jwt_secret, config.api.token_ttl)?),
             zones: Arc::new(ZoneIndexes::default()),
@@ -141,6 +148,13 @@ impl Server {
             timeout: config.ingest_timeout,
             alarm_path,
         };
+        let device_ingest = DeviceIngest {
+            ingest: ingest.clone(),
+            links,
+            metrics: DeviceMetrics::register(&mut registry),
+            config: config.devices.config,
+        };
+        let devices = DeviceListeners::bind(config.devices.binds, device_ingest).await?;
         let ops = Ops {
             store: store.clone(),
             registry: Arc::new(registry),
@@ -169,6 +183,7 @@ impl Server {
             supervisor,
             failures,
             push,
+            devices,
             stopping,
             api,
             config,
@@ -178,6 +193,11 @@ impl Server {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The addresses the device listeners bound, by protocol (`watch`, `gt06`, `osmand`).
+    pub fn device_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.devices.local_addrs()
     }
 
     /// Serves until `shutdown` resolves, then drains and closes. Returns an error, without
@@ -196,10 +216,12 @@ impl Server {
             supervisor,
             mut failures,
             push,
+            devices,
             stopping,
             api,
             config,
         } = self;
+        let devices = tokio::spawn(devices.run(stopping.subscribe()));
         let (stop_push, push_stopped) = tokio::sync::oneshot::channel::<()>();
         let pusher = tokio::spawn(push.run(async {
             let _ = push_stopped.await;
@@ -272,6 +294,10 @@ impl Server {
                 );
                 anyhow::bail!("{failure}: the alarm path is broken; exiting so that trygg is restarted");
             }
+        }
+        // Device connections finish the frame they are on (commit, reply), then close.
+        if tokio::time::timeout(drain_timeout, devices).await.is_err() {
+            tracing::warn!("Device connections did not close in time; unacknowledged frames will be resent");
         }
         supervisor.stop();
         sampler.abort();

@@ -35,35 +35,57 @@ pub fn register_native_device(db_url: &str, tenant_name: &str, device: &str) -> 
 pub struct Trygg {
     child: Child,
     pub base: String,
+    /// The device listeners' addresses, by protocol (`watch`, `gt06`, `osmand`).
+    pub devices: std::collections::HashMap<String, String>,
 }
 
 impl Trygg {
     /// Starts `trygg serve` on a free port and waits until it says where it listens.
     pub fn start(db_url: &str, extra: &[&str]) -> Self {
         let log = std::env::var("TEST_LOG").is_ok();
+        let stderr = if log { Stdio::inherit() } else { Stdio::null() };
+        Self::spawn(db_url, extra, if log { "debug" } else { "warn" }, stderr)
+    }
+
+    /// Starts `trygg serve` logging at `level` to `stderr`, and reads the addresses it prints.
+    fn spawn(db_url: &str, extra: &[&str], level: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--http-bind", "127.0.0.1:0", "--database-url", db_url])
             .args(extra)
-            .env("TRYGG_LOG", if log { "debug" } else { "warn" })
+            .env("TRYGG_LOG", level)
             .env("TRYGG_JWT_SECRET", JWT_SECRET)
+            // Device listeners on free loopback ports, so tests never compete for 5093 and co.
+            .env("TRYGG_WATCH_BIND", "127.0.0.1:0")
+            .env("TRYGG_GT06_BIND", "127.0.0.1:0")
+            .env("TRYGG_OSMAND_BIND", "127.0.0.1:0")
             .stdout(Stdio::piped())
-            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+            .stderr(stderr)
             .spawn()
             .expect("spawn trygg serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // Every line is read (the device listeners' addresses follow the first), and stdout is
+        // drained for the life of the process.
         std::thread::spawn(move || {
-            let mut first = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut first);
-            let _ = tx.send(first);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("trygg serve printed its address in time");
+        let mut devices = std::collections::HashMap::new();
+        while let Ok(more) = rx.recv_timeout(Duration::from_millis(300)) {
+            let Some(rest) = more.strip_prefix("trygg ") else { break };
+            if let Some((name, addr)) = rest.split_once(" listening on ") {
+                devices.insert(name.to_owned(), addr.to_owned());
+            }
+        }
         let base = line
             .trim()
             .strip_prefix("trygg listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Self { child, base }
+        Self { child, base, devices }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -170,29 +192,7 @@ impl Trygg {
     /// dropped: for tests that read what it said last.
     pub fn start_logged(db_url: &str, extra: &[&str], log: &std::path::Path) -> Self {
         let file = std::fs::File::create(log).expect("create the log file");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--http-bind", "127.0.0.1:0", "--database-url", db_url])
-            .args(extra)
-            .env("TRYGG_LOG", "info")
-            .env("TRYGG_JWT_SECRET", JWT_SECRET)
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .spawn()
-            .expect("spawn trygg serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut first = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut first);
-            let _ = tx.send(first);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("trygg serve printed its address in time");
-        let base = line
-            .trim()
-            .strip_prefix("trygg listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self { child, base }
+        Self::spawn(db_url, extra, "info", file.into())
     }
 
     /// The exit status, if the process has ended.

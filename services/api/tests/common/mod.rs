@@ -41,6 +41,7 @@ impl App {
             zones: Arc::new(ZoneIndexes::default()),
             live_poll: LIVE_POLL,
             stopping: stopping_rx,
+            devices: Default::default(),
         };
         Self { router: trygg_api::router(state.clone()), state, stopping, counter: AtomicU32::new(0) }
     }

@@ -1,0 +1,170 @@
+//! The TCP plumbing the watch and GT06 listeners share, in the shape of mini-redis: an accept
+//! loop bounded by a semaphore, one task per connection, and a [`Connection`] that owns a
+//! receive buffer and cuts frames from it (check → parse → advance), never assuming that one
+//! `read()` is one message.
+//!
+//! Each connection has its own task, read timeout and frame size cap, so a slow, silent or
+//! garbage-sending device costs only its own task and buffer and never holds up another.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// How long a reply or command may take to be written before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a protocol's framer found at the front of the buffer.
+#[derive(Debug)]
+pub(crate) enum Cut<F> {
+    /// More bytes are needed.
+    Incomplete,
+    /// A frame: remove `consumed` bytes, of which `skipped` were garbage before it.
+    Frame {
+        frame: F,
+        consumed: usize,
+        skipped: usize,
+    },
+    /// A broken frame: remove `consumed` bytes and go on.
+    Drop {
+        consumed: usize,
+        reason: &'static str,
+    },
+    /// The stream cannot be framed (too large, no frame start): close the connection.
+    Close(String),
+}
+
+/// What [`Connection::read_frame`] returns.
+#[derive(Debug)]
+pub(crate) enum Read<F> {
+    /// A frame, and how many garbage bytes came before it.
+    Frame(F, usize),
+    /// A broken frame was dropped.
+    Dropped(&'static str),
+}
+
+/// Why a connection ends.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectionError {
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// The stream cannot be framed.
+    #[error("{0}")]
+    Unframeable(String),
+    /// A write did not complete in time.
+    #[error("write timed out")]
+    WriteTimeout,
+}
+
+/// A device connection: the socket and the bytes received but not yet framed.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl Connection {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self { stream, buffer: BytesMut::with_capacity(1024) }
+    }
+
+    /// The next frame, or `None` when the peer closed cleanly between frames.
+    ///
+    /// Cancel-safe: the only await is the read into the buffer, so a frame is never lost when
+    /// a `select!` picks another branch (a command to send, a shutdown).
+    pub(crate) async fn read_frame<F>(
+        &mut self,
+        cut: impl Fn(&[u8]) -> Cut<F>,
+    ) -> Result<Option<Read<F>>, ConnectionError> {
+        loop {
+            match cut(&self.buffer) {
+                Cut::Incomplete => {}
+                Cut::Frame { frame, consumed, skipped } => {
+                    self.buffer.advance(consumed);
+                    return Ok(Some(Read::Frame(frame, skipped)));
+                }
+                Cut::Drop { consumed, reason } => {
+                    self.buffer.advance(consumed.min(self.buffer.len()));
+                    return Ok(Some(Read::Dropped(reason)));
+                }
+                Cut::Close(reason) => return Err(ConnectionError::Unframeable(reason)),
+            }
+            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                return if self.buffer.iter().all(u8::is_ascii_whitespace) {
+                    Ok(None)
+                } else {
+                    Err(ConnectionError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// Writes bytes (a reply or a command), bounded by a timeout.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(bytes)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ConnectionError::WriteTimeout),
+        }
+    }
+}
+
+/// Resolves once shutdown has been requested (or the sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Accepts connections until shutdown, at most `limit` open at once (shared by all listeners),
+/// one task each; then waits for the open ones to finish their current frame and close.
+pub(crate) async fn accept_loop<H, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    loop {
+        // Wait for a free slot before accepting: at the limit, new devices wait in the backlog.
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, listener = name, "Accepting a device connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let task = handler(socket, peer, shutdown.clone());
+        tasks.spawn(async move {
+            task.await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    tracing::info!(listener = name, open = tasks.len(), "Device listener stopped accepting; closing connections");
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,249 @@
+//! What the device listeners need to know and record about TCP and OsmAnd devices: who a device
+//! is (tenant, wearer, protocol, clock offset), when it was last heard and its battery, ids heard
+//! before anyone registered them, and the commands sent to a device.
+//!
+//! A trait of its own (like [`Directory`](crate::Directory) and [`Alarms`](crate::Alarms)) so the
+//! listeners and the API depend on a handful of small queries, each written once for both
+//! backends by [`impl_devices`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use trygg_core::{DeviceId, TenantId, WearerId};
+use uuid::Uuid;
+
+use crate::{Protocol, StoreError};
+
+/// What a listener needs to accept a TCP or OsmAnd device's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceProfile {
+    /// The tenant it is registered in.
+    pub tenant: TenantId,
+    /// The wearer it is bound to now.
+    pub wearer: Option<WearerId>,
+    /// The protocol it was registered with.
+    pub protocol: Protocol,
+    /// Its clock's offset from UTC in minutes, if set.
+    pub utc_offset_minutes: Option<i32>,
+}
+
+/// What the API shows about a device beyond its registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// The device.
+    pub id: DeviceId,
+    /// Its clock's offset from UTC in minutes, if set.
+    pub utc_offset_minutes: Option<i32>,
+    /// When it was last heard (registered or not).
+    pub last_heard_at: Option<DateTime<Utc>>,
+    /// When it was first heard while nobody had registered it.
+    pub heard_before_registration_at: Option<DateTime<Utc>>,
+    /// The battery it last reported in a keep-alive, in percent.
+    pub last_battery_pct: Option<u8>,
+}
+
+/// A command sent to a device on its open connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCommandLog {
+    /// The device.
+    pub device: DeviceId,
+    /// The command as the API names it, with its argument (`locate`, `upload_interval 60`).
+    pub command: String,
+    /// The user who asked.
+    pub sent_by: Option<Uuid>,
+    /// When it was written to the connection.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Device listener and device status queries.
+#[async_trait]
+pub trait Devices: Send + Sync {
+    /// The registered device with this id, in any tenant: the listeners' identity check.
+    async fn device_profile(&self, id: &DeviceId) -> Result<Option<DeviceProfile>, StoreError>;
+    /// Records that a registered device was heard at `at`, with the battery it reported.
+    async fn device_heard(&self, id: &DeviceId, at: DateTime<Utc>, battery_pct: Option<u8>)
+    -> Result<(), StoreError>;
+    /// Records that an id nobody registered connected over `protocol` at `at` (and was refused).
+    async fn unregistered_heard(&self, id: &DeviceId, protocol: Protocol, at: DateTime<Utc>)
+    -> Result<(), StoreError>;
+    /// Sets (or with `None` clears) a device's clock offset; `false` if it is not in the tenant.
+    async fn set_utc_offset(
+        &self,
+        tenant: TenantId,
+        id: &DeviceId,
+        minutes: Option<i32>,
+    ) -> Result<bool, StoreError>;
+    /// Status of the tenant's devices (one device when `id` is given), by id.
+    async fn device_statuses(
+        &self,
+        tenant: TenantId,
+        id: Option<&DeviceId>,
+    ) -> Result<Vec<DeviceStatus>, StoreError>;
+    /// Appends to the device's command log.
+    async fn log_device_command(&self, tenant: TenantId, entry: &DeviceCommandLog) -> Result<(), StoreError>;
+    /// The device's command log, oldest first.
+    async fn device_commands(
+        &self,
+        tenant: TenantId,
+        id: &DeviceId,
+    ) -> Result<Vec<DeviceCommandLog>, StoreError>;
+}
+
+/// Expands to `impl Devices for $store` (backend `$db`), with the invoking module's `db_id`,
+/// `db_time`, `get_opt_time` and `get_opt_uuid`, like [`impl_directory`](crate::directory).
+macro_rules! impl_devices {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::devices::Devices for $store {
+            async fn device_profile(
+                &self,
+                id: &trygg_core::DeviceId,
+            ) -> Result<Option<$crate::devices::DeviceProfile>, $crate::StoreError> {
+                let row = sqlx::query("select tenant_id, wearer_id, protocol, utc_offset_minutes from devices where id = $1")
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(r) = row else { return Ok(None) };
+                Ok(Some($crate::devices::DeviceProfile {
+                    tenant: trygg_core::TenantId(get_uuid(&r, 0)?),
+                    wearer: get_opt_uuid(&r, 1)?.map(trygg_core::WearerId),
+                    protocol: $crate::parse_protocol(r.get(2))?,
+                    utc_offset_minutes: r.get(3),
+                }))
+            }
+
+            async fn device_heard(
+                &self,
+                id: &trygg_core::DeviceId,
+                at: chrono::DateTime<chrono::Utc>,
+                battery_pct: Option<u8>,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "update devices set last_heard_at = $1, last_battery_pct = coalesce($2, last_battery_pct) \
+                     where id = $3",
+                )
+                .bind(db_time(at))
+                .bind(battery_pct.map(i16::from))
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn unregistered_heard(
+                &self,
+                id: &trygg_core::DeviceId,
+                protocol: $crate::Protocol,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "insert into unregistered_devices (id, protocol, first_heard_at, last_heard_at, times_heard) \
+                     values ($1, $2, $3, $3, 1) on conflict (id) do update set \
+                     protocol = excluded.protocol, last_heard_at = excluded.last_heard_at, \
+                     times_heard = unregistered_devices.times_heard + 1",
+                )
+                .bind(id.as_str())
+                .bind(protocol.as_str())
+                .bind(db_time(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn set_utc_offset(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: &trygg_core::DeviceId,
+                minutes: Option<i32>,
+            ) -> Result<bool, $crate::StoreError> {
+                let done = sqlx::query("update devices set utc_offset_minutes = $1 where tenant_id = $2 and id = $3")
+                    .bind(minutes)
+                    .bind(db_id(tenant.0))
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn device_statuses(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: Option<&trygg_core::DeviceId>,
+            ) -> Result<Vec<$crate::devices::DeviceStatus>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "select d.id, d.utc_offset_minutes, d.last_heard_at, u.first_heard_at, u.last_heard_at, \
+                     d.last_battery_pct from devices d left join unregistered_devices u on u.id = d.id \
+                     where d.tenant_id = $1 and ($2 is null or d.id = $2) order by d.id",
+                )
+                .bind(db_id(tenant.0))
+                .bind(id.map(trygg_core::DeviceId::as_str))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let heard = get_opt_time(r, 2)?;
+                        let unregistered_last = get_opt_time(r, 4)?;
+                        Ok($crate::devices::DeviceStatus {
+                            id: $crate::parse_device(r.get(0))?,
+                            utc_offset_minutes: r.get(1),
+                            last_heard_at: heard.max(unregistered_last),
+                            heard_before_registration_at: get_opt_time(r, 3)?,
+                            last_battery_pct: r
+                                .get::<Option<i16>, _>(5)
+                                .map(|b| $crate::narrow("battery", i64::from(b)))
+                                .transpose()?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn log_device_command(
+                &self,
+                tenant: trygg_core::TenantId,
+                e: &$crate::devices::DeviceCommandLog,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "insert into device_commands (tenant_id, device_id, command, sent_by, sent_at) \
+                     values ($1, $2, $3, $4, $5)",
+                )
+                .bind(db_id(tenant.0))
+                .bind(e.device.as_str())
+                .bind(&e.command)
+                .bind(e.sent_by.map(db_id))
+                .bind(db_time(e.sent_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn device_commands(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: &trygg_core::DeviceId,
+            ) -> Result<Vec<$crate::devices::DeviceCommandLog>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "select device_id, command, sent_by, sent_at from device_commands \
+                     where tenant_id = $1 and device_id = $2 order by sent_at, id",
+                )
+                .bind(db_id(tenant.0))
+                .bind(id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::devices::DeviceCommandLog {
+                            device: $crate::parse_device(r.get(0))?,
+                            command: r.get(1),
+                            sent_by: get_opt_uuid(r, 2)?,
+                            sent_at: get_opt_time(r, 3)?.ok_or($crate::StoreError::Corrupt {
+                                what: "command time",
+                                value: String::new(),
+                            })?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_devices;
