@@ -97,7 +97,7 @@ impl Default for WorkerConfig {
             max_attempts: 30,
             backoff: Backoff::default(),
             concurrency: 32,
-            send_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(4),
             outage_probe: Duration::from_secs(5),
         }
     }

@@ -116,6 +116,16 @@ pub struct PushArgs {
     /// Base URL of FCM; set it to a `trygg fake-fcm` to try push without Google.
     #[arg(long, env = "TRYGG_FCM_ENDPOINT", default_value = trygg_push::DEFAULT_ENDPOINT)]
     pub fcm_endpoint: String,
+    /// Longest one FCM send (or alarm-centre POST) may take before it counts as failed and is
+    /// retried. FCM answers in well under a second; a hanging FCM is noticed after this.
+    #[arg(long, env = "TRYGG_PUSH_SEND_TIMEOUT_SECS", default_value_t = 4)]
+    pub push_send_timeout_secs: u64,
+    /// While FCM is down and a critical push waits, FCM is tried again at least this often.
+    #[arg(long, env = "TRYGG_PUSH_OUTAGE_PROBE_SECS", default_value_t = 5)]
+    pub push_outage_probe_secs: u64,
+    /// Pushes (to different staff) and timers sent at once, at most.
+    #[arg(long, env = "TRYGG_PUSH_CONCURRENCY", default_value_t = 32)]
+    pub push_concurrency: usize,
 }
 
 /// Checked push settings.
@@ -125,6 +135,8 @@ pub struct PushConfig {
     pub key: Option<trygg_push::ServiceAccountKey>,
     /// FCM's base URL.
     pub endpoint: String,
+    /// How the delivery worker paces itself.
+    pub worker: trygg_push::WorkerConfig,
 }
 
 impl PushArgs {
@@ -144,7 +156,23 @@ impl PushArgs {
                 self.fcm_endpoint
             )));
         }
-        Ok(PushConfig { key, endpoint: self.fcm_endpoint.clone() })
+        let secs = |name: &str, v: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&v) {
+                Ok(Duration::from_secs(v))
+            } else {
+                Err(ConfigError(format!("{name}: {v} is not within {}..={}", range.start(), range.end())))
+            }
+        };
+        if !(1..=1024).contains(&self.push_concurrency) {
+            return Err(ConfigError(format!("TRYGG_PUSH_CONCURRENCY: {} is not within 1..=1024", self.push_concurrency)));
+        }
+        let worker = trygg_push::WorkerConfig {
+            send_timeout: secs("TRYGG_PUSH_SEND_TIMEOUT_SECS", self.push_send_timeout_secs, 1..=10)?,
+            outage_probe: secs("TRYGG_PUSH_OUTAGE_PROBE_SECS", self.push_outage_probe_secs, 1..=60)?,
+            concurrency: self.push_concurrency,
+            ..trygg_push::WorkerConfig::default()
+        };
+        Ok(PushConfig { key, endpoint: self.fcm_endpoint.clone(), worker })
     }
 }
 

@@ -90,7 +90,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bootstrap_admin: Some(format!("{DEMO_ADMIN}:{admin_password}").parse()?),
             purge_interval: Duration::from_secs(3600),
         },
-        push: PushConfig { key: Some(fcm.service_account()), endpoint: fcm.endpoint() },
+        push: PushConfig {
+            key: Some(fcm.service_account()),
+            endpoint: fcm.endpoint(),
+            worker: trygg_push::WorkerConfig::default(),
+        },
         ingest_timeout: trygg_ingest::DEFAULT_TIMEOUT,
         stall_after: Duration::from_secs(60),
         test_fault: None,
@@ -98,6 +102,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let server = Server::build(config).await?;
     let base = format!("http://{}", server.local_addr());
+    let watch_addr = server.device_addrs().into_iter().find(|(name, _)| *name == "watch").map(|(_, a)| a);
     say(started, &format!("server listening on {base} (try {base}/metrics while it runs)"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async {
@@ -113,6 +118,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sit_with_jitter(&client, &base, &sitter, started, until),
         upload_buffer(&client, &base, &buffered, started),
         stranger(&client, &base, started),
+        watch_over_tcp(watch_addr, started),
     )?;
     passive_alarm(&client, &base, &fcm, &dagny, started).await?;
 
@@ -168,6 +174,13 @@ async fn seed(store: &dyn Store, started: Instant) -> anyhow::Result<(TenantId, 
         say(started, &format!("seeded wearer {wearer} wearing {id} (native device, token issued)"));
         watches.push(Watch { id, wearer, token: secret });
     }
+    // A watch of the common 3G family: its id is its only identity, registered without a token.
+    let wearer_id = store.create_wearer(tenant, "Dagmar").await?;
+    let id = DeviceId::parse(WATCH_3G)?;
+    store
+        .register_device(&NewDevice { id, tenant, wearer: Some(wearer_id), protocol: Protocol::Watch, token_hash: None })
+        .await?;
+    say(started, &format!("seeded wearer Dagmar wearing {WATCH_3G} (3G watch over TCP)"));
     let watches = watches.try_into().map_err(|_| anyhow::anyhow!("three watches were seeded"))?;
     Ok((tenant, watches))
 }
@@ -484,6 +497,47 @@ async fn upload_buffer(
         started,
         &format!("{} ({}) back in coverage, uploads 60 buffered fixes … {status} {ack}", w.id, w.wearer),
     );
+    Ok(())
+}
+
+/// The 3G watch's id (a SeTracker-style 10-digit id).
+const WATCH_3G: &str = "8800000015";
+
+/// A 3G watch over TCP, as the real ones talk: a keep-alive with its battery, a position, then
+/// an SOS without a GPS fix (indoors). Each frame and the server's reply are printed; the SOS
+/// is answered only once it is committed, and is raised with the last known position.
+async fn watch_over_tcp(addr: Option<std::net::SocketAddr>, started: Instant) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.ok_or_else(|| anyhow::anyhow!("the demo's watch listener is off"))?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    let stamp = Utc::now().format("%d%m%y,%H%M%S");
+    let frames = [
+        ("keep-alive, battery 64 %", "LK,1200,0,64".to_owned(), true),
+        (
+            "position (GPS)",
+            format!("UD,{stamp},A,{:.6},N,{:.7},E,0.00,0.0,0.0,9,100,64,1200,0,00000000,0,0,0,0,0", HOME.0, HOME.1),
+            false,
+        ),
+        (
+            "SOS pressed indoors, no GPS fix",
+            format!("AL,{stamp},V,0.000000,N,0.0000000,E,0.00,0.0,0.0,0,100,64,1200,0,00010000,0,0,0,0,0"),
+            true,
+        ),
+    ];
+    for (what, content, answered) in frames {
+        let frame = trygg_protocols::watch::encode_command("3G", WATCH_3G, &content)?;
+        conn.write_all(&frame).await?;
+        let reply = if answered {
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await??;
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        } else {
+            "(no reply: the protocol has none for positions)".to_owned()
+        };
+        say(started, &format!("{WATCH_3G} (Dagmar) over TCP: {what} {} → {reply}", String::from_utf8_lossy(&frame)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     Ok(())
 }
 

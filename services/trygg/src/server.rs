@@ -33,7 +33,7 @@ use trygg_ingest::{
     AlarmPath, CommitProbe, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics, FixCommitter, Ingest,
     IngestMetrics,
 };
-use trygg_push::{FcmClient, PushMetrics, Worker, WorkerConfig};
+use trygg_push::{FcmClient, PushMetrics, Worker};
 use trygg_store::Store;
 
 use crate::config::{ServeConfig, TestFault, redact};
@@ -117,7 +117,7 @@ impl Server {
             store.clone(),
             fcm,
             trygg_push::client::http_client()?,
-            WorkerConfig::default(),
+            config.push.worker.clone(),
             PushMetrics::register(&mut registry),
         );
         let (sink, engine) = Engine::load(store.clone(), api.zones.clone())
