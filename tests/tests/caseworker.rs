@@ -35,7 +35,12 @@ async fn a_caseworker_sets_up_a_wearer_through_the_api(db: TestDb) {
     c.ok(Method::POST, &format!("wearers/{id}/consents"), &cw, Some(consent)).await;
     // A watch's id is its only credential: tenant admins register watches, caseworkers bind them.
     let (status, _) = c
-        .call(Method::POST, "devices", Some(&cw), Some(json!({ "id": "359881234567890", "protocol": "watch" })))
+        .call(
+            Method::POST,
+            "devices",
+            Some(&cw),
+            Some(json!({ "id": "359881234567890", "protocol": "watch" })),
+        )
         .await;
     assert_eq!(status, 403, "a caseworker does not register a watch");
     let watch = c
@@ -101,7 +106,12 @@ async fn a_caseworker_sets_up_a_wearer_through_the_api(db: TestDb) {
         .await;
     assert_eq!(status, 409, "a device id is bound in one tenant only");
     let (status, taken_here) = c
-        .call(Method::POST, "devices", Some(&tenant_admin), Some(json!({ "id": "phone-1", "protocol": "native" })))
+        .call(
+            Method::POST,
+            "devices",
+            Some(&tenant_admin),
+            Some(json!({ "id": "phone-1", "protocol": "native" })),
+        )
         .await;
     let (_, taken_elsewhere) = c
         .call(Method::POST, "devices", Some(&lars), Some(json!({ "id": "phone-1", "protocol": "native" })))

@@ -41,7 +41,14 @@ fn gt06_location_at(t: chrono::DateTime<Utc>) -> Vec<u8> {
     use chrono::{Datelike, Timelike};
     let d = gt06::decode_frame(&bytes(GT06_GPS_LBS), 1024).unwrap().unwrap();
     let mut p = d.frame;
-    let stamp = [t.year() - 2000, t.month() as i32, t.day() as i32, t.hour() as i32, t.minute() as i32, t.second() as i32];
+    let stamp = [
+        t.year() - 2000,
+        t.month() as i32,
+        t.day() as i32,
+        t.hour() as i32,
+        t.minute() as i32,
+        t.second() as i32,
+    ];
     for (i, v) in stamp.into_iter().enumerate() {
         p.payload[i] = v as u8;
     }
@@ -73,7 +80,12 @@ async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
 async fn send_expect(s: &mut TcpStream, frame: &[u8], reply: &[u8]) {
     s.write_all(frame).await.unwrap();
     let got = read_n(s, reply.len()).await;
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(reply), "reply to {}", String::from_utf8_lossy(frame));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(reply),
+        "reply to {}",
+        String::from_utf8_lossy(frame)
+    );
 }
 
 /// Whether the peer closes the connection (reads EOF) within a few seconds, sending nothing.
@@ -102,7 +114,11 @@ fn start(db: &TestDb, fcm: &FakeFcm, dir: &tempfile::TempDir) -> Client {
 }
 
 fn addr(server: &Trygg, protocol: &str) -> String {
-    server.devices.get(protocol).unwrap_or_else(|| panic!("no {protocol} listener: {:?}", server.devices)).clone()
+    server
+        .devices
+        .get(protocol)
+        .unwrap_or_else(|| panic!("no {protocol} listener: {:?}", server.devices))
+        .clone()
 }
 
 async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb) {
@@ -121,15 +137,23 @@ async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb)
     let user = |email: &str, role: &str| json!({ "email": email, "name": email, "role": role, "password": "a long password", "tenant": tenant });
     c.ok(Method::POST, "users", &admin, Some(user("tina@skovde.test", "tenant_admin"))).await;
     c.ok(Method::POST, "users", &admin, Some(user("hanna@skovde.test", "caseworker"))).await;
-    let sven = c.ok(Method::POST, "users", &admin, Some(user("sven@skovde.test", "staff"))).await["id"].clone();
+    let sven =
+        c.ok(Method::POST, "users", &admin, Some(user("sven@skovde.test", "staff"))).await["id"].clone();
     let tina = c.login("tina@skovde.test", "a long password").await;
     let cw = c.login("hanna@skovde.test", "a long password").await;
     let sven_token = c.login("sven@skovde.test", "a long password").await;
-    c.ok(Method::POST, "push-tokens", &sven_token, Some(json!({ "token": STAFF_PHONE, "platform": "android" })))
-        .await;
+    c.ok(
+        Method::POST,
+        "push-tokens",
+        &sven_token,
+        Some(json!({ "token": STAFF_PHONE, "platform": "android" })),
+    )
+    .await;
 
     // The tenant admin imports the delivered devices; the watch runs on Swedish summer time.
-    let csv = format!("device_id,protocol,utc_offset_minutes\n{WATCH},watch,120\n{GT06_IMEI},gt06\n{PHONE},osmand\nnot an id,watch\n");
+    let csv = format!(
+        "device_id,protocol,utc_offset_minutes\n{WATCH},watch,120\n{GT06_IMEI},gt06\n{PHONE},osmand\nnot an id,watch\n"
+    );
     let resp = c
         .http
         .post(c.server.url("/api/v1/devices/import"))
@@ -143,7 +167,15 @@ async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb)
     let imported: Value = resp.json().await.unwrap();
     assert_eq!(imported["registered"], json!([WATCH, GT06_IMEI, PHONE]), "{imported}");
     assert_eq!(imported["errors"][0]["line"], 5, "{imported}");
-    let resp = c.http.post(c.server.url("/api/v1/devices/import")).bearer_auth(&cw).header("content-type", "text/csv").body(csv).send().await.unwrap();
+    let resp = c
+        .http
+        .post(c.server.url("/api/v1/devices/import"))
+        .bearer_auth(&cw)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403, "caseworkers do not register watches");
 
     let watch = c.ok(Method::GET, &format!("devices/{WATCH}"), &cw, None).await;
@@ -151,13 +183,23 @@ async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb)
     assert_eq!(watch["utc_offset_minutes"], 120);
 
     // The caseworker sets up the wearer and binds the three devices.
-    let wearer = c.ok(Method::POST, "wearers", &cw, Some(json!({ "name": "Dagny" }))).await["id"].as_str().unwrap().to_owned();
+    let wearer = c.ok(Method::POST, "wearers", &cw, Some(json!({ "name": "Dagny" }))).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let yesterday = (Utc::now() - TimeDelta::days(1)).to_rfc3339();
     let consent = json!({ "covers": ["positioning", "passive_alarms"], "given_by": "wearer", "document_ref": "Dnr 2026/1", "valid_from": yesterday });
     c.ok(Method::POST, &format!("wearers/{wearer}/consents"), &cw, Some(consent)).await;
     let team = c.ok(Method::POST, "teams", &cw, Some(json!({ "name": "Hemtjänst" }))).await["id"].clone();
-    c.ok(Method::PUT, &format!("teams/{}/members", team.as_str().unwrap()), &cw, Some(json!({ "members": [sven] }))).await;
-    c.ok(Method::PUT, &format!("wearers/{wearer}"), &cw, Some(json!({ "name": "Dagny", "team": team }))).await;
+    c.ok(
+        Method::PUT,
+        &format!("teams/{}/members", team.as_str().unwrap()),
+        &cw,
+        Some(json!({ "members": [sven] })),
+    )
+    .await;
+    c.ok(Method::PUT, &format!("wearers/{wearer}"), &cw, Some(json!({ "name": "Dagny", "team": team })))
+        .await;
     for id in [WATCH, GT06_IMEI, PHONE] {
         c.ok(Method::POST, &format!("devices/{id}/bind"), &cw, Some(json!({ "wearer": wearer }))).await;
     }
@@ -174,7 +216,9 @@ async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb)
     let ud = watch_frame(
         "3G",
         WATCH,
-        &format!("UD_LTE,{local},A,58.390300,N,13.846200,E,3.6,265.158,65.621,18,100,83,0,0,00000000,1,1,240,01,10223,8012811,100,1,ES4104,22:74:1d:39:64:ff,-46,1.7"),
+        &format!(
+            "UD_LTE,{local},A,58.390300,N,13.846200,E,3.6,265.158,65.621,18,100,83,0,0,00000000,1,1,240,01,10223,8012811,100,1,ES4104,22:74:1d:39:64:ff,-46,1.7"
+        ),
     );
     w.write_all(ud.as_bytes()).await.unwrap();
     let reason = "reason=device%20test";
@@ -185,7 +229,11 @@ async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb)
     .await;
     let p = trail.as_array().unwrap().iter().find(|p| p["device"] == WATCH).unwrap();
     let time = chrono::DateTime::parse_from_rfc3339(p["time"].as_str().unwrap()).unwrap();
-    assert_eq!(time.timestamp(), taken.timestamp(), "the device's local clock is read at its UTC offset: {p}");
+    assert_eq!(
+        time.timestamp(),
+        taken.timestamp(),
+        "the device's local clock is read at its UTC offset: {p}"
+    );
     assert_eq!((p["source"].clone(), p["battery_pct"].clone()), (json!("gps"), json!(83)));
 
     // Traccar's AL frame: SOS bit, 'V', 0/0 (Traccar's filters drop it), dated now.
@@ -201,20 +249,44 @@ async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb)
     .await;
     let id = sos["id"].as_str().unwrap().to_owned();
     wait_for("the SOS push at the staff phone", async || {
-        fcm.messages().iter().any(|m| m.token.as_deref() == Some(STAFF_PHONE) && m.collapse_key.as_deref() == Some(id.as_str())).then_some(())
+        fcm.messages()
+            .iter()
+            .any(|m| {
+                m.token.as_deref() == Some(STAFF_PHONE) && m.collapse_key.as_deref() == Some(id.as_str())
+            })
+            .then_some(())
     })
     .await;
 
     // Commands reach the open connection; a device not connected gets 409.
-    let sent = c.ok(Method::POST, &format!("devices/{WATCH}/commands"), &cw, Some(json!({ "command": "locate" }))).await;
+    let sent = c
+        .ok(Method::POST, &format!("devices/{WATCH}/commands"), &cw, Some(json!({ "command": "locate" })))
+        .await;
     assert_eq!(sent["sent"], true);
     assert_eq!(read_n(&mut w, 23).await, b"[SG*8800000015*0002*CR]");
-    c.ok(Method::POST, &format!("devices/{WATCH}/commands"), &cw, Some(json!({ "command": "upload_interval", "secs": 60 }))).await;
+    c.ok(
+        Method::POST,
+        &format!("devices/{WATCH}/commands"),
+        &cw,
+        Some(json!({ "command": "upload_interval", "secs": 60 })),
+    )
+    .await;
     assert_eq!(read_n(&mut w, 30).await, b"[SG*8800000015*0009*UPLOAD,60]");
-    let (status, _) = c.call(Method::POST, &format!("devices/{PHONE}/commands"), Some(&cw), Some(json!({ "command": "locate" }))).await;
+    let (status, _) = c
+        .call(
+            Method::POST,
+            &format!("devices/{PHONE}/commands"),
+            Some(&cw),
+            Some(json!({ "command": "locate" })),
+        )
+        .await;
     assert_eq!(status, 409, "the phone is not connected");
     let watch = c.ok(Method::GET, &format!("devices/{WATCH}"), &cw, None).await;
-    assert_eq!((watch["connected"].clone(), watch["last_battery_pct"].clone()), (json!(true), json!(87)), "{watch}");
+    assert_eq!(
+        (watch["connected"].clone(), watch["last_battery_pct"].clone()),
+        (json!(true), json!(87)),
+        "{watch}"
+    );
 
     // A frame naming another device closes the connection.
     w.write_all(watch_frame("3G", "8800000016", "LK").as_bytes()).await.unwrap();
@@ -235,7 +307,9 @@ async fn watches_trackers_and_phones_report_over_their_own_protocols(db: TestDb)
     let http = reqwest::Client::new();
     let now = Utc::now().timestamp() + 1;
     let good = http
-        .get(format!("http://{osmand_addr}/?id={PHONE}&timestamp={now}&lat=58.3904&lon=13.8463&speed=0&batt=64"))
+        .get(format!(
+            "http://{osmand_addr}/?id={PHONE}&timestamp={now}&lat=58.3904&lon=13.8463&speed=0&batt=64"
+        ))
         .send()
         .await
         .unwrap();

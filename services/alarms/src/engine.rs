@@ -32,8 +32,7 @@ use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_ingest::{Committed, CommittedSink};
 use trygg_store::{
-    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store,
-    ZoneStateRow,
+    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
 };
 
 use crate::{EngineError, ZoneIndexes};
@@ -171,7 +170,10 @@ impl Engine {
         if pending.is_empty() {
             return Ok(Vec::new());
         }
-        tracing::warn!(alarms = pending.len(), "Device alarms committed but never handed to the engine: raising them now");
+        tracing::warn!(
+            alarms = pending.len(),
+            "Device alarms committed but never handed to the engine: raising them now"
+        );
         self.run(pending, BTreeMap::new(), now).await
     }
 

@@ -567,7 +567,8 @@ async fn a_device_alarm_never_handed_to_the_engine_is_raised_by_its_sweep(store:
 async fn recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it(store: Arc<dyn Store>) {
     let s = setup(store, true).await;
     // 12,000 fixes a second apart at home (more than two recovery pages), then she walks out.
-    let home: Vec<Fix> = (0..12_000).map(|i| Fix { time: s.t0 + TimeDelta::seconds(i), ..s.fix(0, 0.0) }).collect();
+    let home: Vec<Fix> =
+        (0..12_000).map(|i| Fix { time: s.t0 + TimeDelta::seconds(i), ..s.fix(0, 0.0) }).collect();
     for chunk in home.chunks(2000) {
         s.commit_fixes(chunk).await;
     }

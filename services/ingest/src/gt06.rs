@@ -25,7 +25,7 @@ use trygg_store::Protocol;
 
 use crate::IngestError;
 use crate::device::{DeviceIngest, Session};
-use crate::tcp::{Connection, ConnectionError, Cut, Read, stopped};
+use crate::tcp::{Connection, Cut, next_frame};
 
 const PROTOCOL: Protocol = Protocol::Gt06;
 
@@ -43,30 +43,20 @@ pub(crate) async fn serve_connection(
     let mut session: Option<(Session, u64)> = None;
     let max = ctx.config.max_frame_bytes;
     let reason = loop {
-        let read = tokio::select! {
-            read = tokio::time::timeout(ctx.config.read_timeout, conn.read_frame(|b| cut(b, max))) => read,
-            Some(command) = commands.recv() => {
-                if let Err(e) = conn.write(&command).await {
-                    break format!("writing a command failed: {e}");
-                }
-                continue;
-            }
-            () = stopped(&mut shutdown) => break "server shutting down".to_owned(),
-        };
-        let packet = match read {
-            Err(_) => break "read timeout".to_owned(),
-            Ok(Ok(None)) => break "closed by the device".to_owned(),
-            Ok(Err(ConnectionError::Truncated)) => break "closed in the middle of a packet".to_owned(),
-            Ok(Err(e)) => break e.to_string(),
-            Ok(Ok(Some(Read::Dropped(why)))) => {
-                ctx.metrics.frame(PROTOCOL, "malformed");
-                tracing::debug!(%peer, reason = why, "Malformed GT06 packet dropped");
-                continue;
-            }
-            Ok(Ok(Some(Read::Frame(packet, skipped)))) => {
-                ctx.metrics.garbage(PROTOCOL, skipped);
-                packet
-            }
+        let next = next_frame(
+            &mut conn,
+            |b| cut(b, max),
+            ctx.config.read_timeout,
+            &mut commands,
+            &mut shutdown,
+            &ctx.metrics,
+            PROTOCOL,
+            peer,
+        )
+        .await;
+        let packet = match next {
+            Ok(packet) => packet,
+            Err(reason) => break reason,
         };
         ctx.metrics.frame(PROTOCOL, if packet.crc_ok { "ok" } else { "bad_crc" });
         let message = packet.message();
@@ -110,7 +100,9 @@ pub(crate) async fn serve_connection(
                     break format!("writing a reply failed: {e}");
                 }
             }
-            Err(e) => tracing::warn!(device = %s.device, error = %e, "GT06 packet not stored; not acknowledged"),
+            Err(e) => {
+                tracing::warn!(device = %s.device, error = %e, "GT06 packet not stored; not acknowledged")
+            }
         }
     };
     if let Some((s, connection)) = &session {

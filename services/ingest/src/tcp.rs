@@ -14,7 +14,10 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+use trygg_store::Protocol;
+
+use crate::DeviceMetrics;
 use tokio::task::JoinSet;
 
 /// How long a reply or command may take to be written before the connection is given up.
@@ -26,16 +29,9 @@ pub(crate) enum Cut<F> {
     /// More bytes are needed.
     Incomplete,
     /// A frame: remove `consumed` bytes, of which `skipped` were garbage before it.
-    Frame {
-        frame: F,
-        consumed: usize,
-        skipped: usize,
-    },
+    Frame { frame: F, consumed: usize, skipped: usize },
     /// A broken frame: remove `consumed` bytes and go on.
-    Drop {
-        consumed: usize,
-        reason: &'static str,
-    },
+    Drop { consumed: usize, reason: &'static str },
     /// The stream cannot be framed (too large, no frame start): close the connection.
     Close(String),
 }
@@ -118,6 +114,46 @@ impl Connection {
     }
 }
 
+/// The connection's next frame, writing meanwhile the commands queued for the device, counting
+/// broken frames (dropped, the connection goes on) and garbage skipped before a frame. `Err`
+/// says why the connection ends: the device closed or went silent past `read_timeout`, the
+/// stream cannot be framed, a command could not be written, or the server is stopping.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn next_frame<F>(
+    conn: &mut Connection,
+    cut: impl Fn(&[u8]) -> Cut<F>,
+    read_timeout: Duration,
+    commands: &mut mpsc::Receiver<Vec<u8>>,
+    shutdown: &mut watch::Receiver<bool>,
+    metrics: &DeviceMetrics,
+    protocol: Protocol,
+    peer: SocketAddr,
+) -> Result<F, String> {
+    loop {
+        let read = tokio::select! {
+            read = tokio::time::timeout(read_timeout, conn.read_frame(&cut)) => read,
+            Some(command) = commands.recv() => {
+                conn.write(&command).await.map_err(|e| format!("writing a command failed: {e}"))?;
+                continue;
+            }
+            () = stopped(shutdown) => return Err("server shutting down".to_owned()),
+        };
+        match read {
+            Err(_) => return Err("read timeout".to_owned()),
+            Ok(Ok(None)) => return Err("closed by the device".to_owned()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(Some(Read::Dropped(why)))) => {
+                metrics.frame(protocol, "malformed");
+                tracing::debug!(%peer, protocol = protocol.as_str(), reason = why, "Malformed frame dropped");
+            }
+            Ok(Ok(Some(Read::Frame(frame, skipped)))) => {
+                metrics.garbage(protocol, skipped);
+                return Ok(frame);
+            }
+        }
+    }
+}
+
 /// Resolves once shutdown has been requested (or the sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -165,6 +201,10 @@ pub(crate) async fn accept_loop<H, Fut>(
         });
         while tasks.try_join_next().is_some() {}
     }
-    tracing::info!(listener = name, open = tasks.len(), "Device listener stopped accepting; closing connections");
+    tracing::info!(
+        listener = name,
+        open = tasks.len(),
+        "Device listener stopped accepting; closing connections"
+    );
     while tasks.join_next().await.is_some() {}
 }

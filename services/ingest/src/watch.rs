@@ -26,7 +26,7 @@ use trygg_store::Protocol;
 
 use crate::IngestError;
 use crate::device::{DeviceIngest, Session};
-use crate::tcp::{Connection, ConnectionError, Cut, Read, stopped};
+use crate::tcp::{Connection, Cut, next_frame};
 
 const PROTOCOL: Protocol = Protocol::Watch;
 
@@ -43,30 +43,20 @@ pub(crate) async fn serve_connection(
     let mut session: Option<(Session, u64)> = None;
     let max = ctx.config.max_frame_bytes;
     let reason = loop {
-        let read = tokio::select! {
-            read = tokio::time::timeout(ctx.config.read_timeout, conn.read_frame(|b| cut(b, max))) => read,
-            Some(command) = commands.recv() => {
-                if let Err(e) = conn.write(&command).await {
-                    break format!("writing a command failed: {e}");
-                }
-                continue;
-            }
-            () = stopped(&mut shutdown) => break "server shutting down".to_owned(),
-        };
-        let frame = match read {
-            Err(_) => break "read timeout".to_owned(),
-            Ok(Ok(None)) => break "closed by the device".to_owned(),
-            Ok(Err(ConnectionError::Truncated)) => break "closed in the middle of a frame".to_owned(),
-            Ok(Err(e)) => break e.to_string(),
-            Ok(Ok(Some(Read::Dropped(why)))) => {
-                ctx.metrics.frame(PROTOCOL, "malformed");
-                tracing::debug!(%peer, reason = why, "Malformed watch frame dropped");
-                continue;
-            }
-            Ok(Ok(Some(Read::Frame(frame, skipped)))) => {
-                ctx.metrics.garbage(PROTOCOL, skipped);
-                frame
-            }
+        let next = next_frame(
+            &mut conn,
+            |b| cut(b, max),
+            ctx.config.read_timeout,
+            &mut commands,
+            &mut shutdown,
+            &ctx.metrics,
+            PROTOCOL,
+            peer,
+        )
+        .await;
+        let frame = match next {
+            Ok(frame) => frame,
+            Err(reason) => break reason,
         };
         ctx.metrics.frame(PROTOCOL, if frame.length_mismatch { "length_mismatch" } else { "ok" });
 
@@ -102,7 +92,9 @@ pub(crate) async fn serve_connection(
                 }
             }
             // Nothing was stored: no reply, so the watch resends. The connection stays.
-            Err(e) => tracing::warn!(device = %s.device, error = %e, "Watch frame not stored; not acknowledged"),
+            Err(e) => {
+                tracing::warn!(device = %s.device, error = %e, "Watch frame not stored; not acknowledged")
+            }
         }
     };
     if let Some((s, connection)) = &session {

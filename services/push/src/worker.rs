@@ -433,8 +433,8 @@ impl Inner {
                 continue;
             };
             // A repeat of an acknowledged alarm is pushed to the one who has it ("trycker igen").
-            let repeat_for_holder =
-                alarm.state == AlarmState::Acknowledged && alarm.acknowledged.as_ref().is_some_and(|a| a.user == row.recipient);
+            let repeat_for_holder = alarm.state == AlarmState::Acknowledged
+                && alarm.acknowledged.as_ref().is_some_and(|a| a.user == row.recipient);
             if !matches!(alarm.state, AlarmState::Raised | AlarmState::Notified) && !repeat_for_holder {
                 // Someone has it: further pushes would only alarm staff for nothing.
                 store.outbox_failed(row.id, &format!("not pushed: the alarm is {}", alarm.state)).await?;
@@ -720,7 +720,12 @@ impl Inner {
         let next = match store.alarm_recipients(alarm.tenant, alarm.wearer, index).await? {
             Some(recipients) => {
                 let wait = match alarm.wearer {
-                    Some(w) => store.responders(alarm.tenant, w).await?.steps.get(index).map(|s| s.escalate_after_secs),
+                    Some(w) => store
+                        .responders(alarm.tenant, w)
+                        .await?
+                        .steps
+                        .get(index)
+                        .map(|s| s.escalate_after_secs),
                     None => None,
                 };
                 let wait = wait.unwrap_or(trygg_store::outbox::DEFAULT_ESCALATE_AFTER_SECS);

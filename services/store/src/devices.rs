@@ -60,11 +60,19 @@ pub trait Devices: Send + Sync {
     /// The registered device with this id, in any tenant: the listeners' identity check.
     async fn device_profile(&self, id: &DeviceId) -> Result<Option<DeviceProfile>, StoreError>;
     /// Records that a registered device was heard at `at`, with the battery it reported.
-    async fn device_heard(&self, id: &DeviceId, at: DateTime<Utc>, battery_pct: Option<u8>)
-    -> Result<(), StoreError>;
+    async fn device_heard(
+        &self,
+        id: &DeviceId,
+        at: DateTime<Utc>,
+        battery_pct: Option<u8>,
+    ) -> Result<(), StoreError>;
     /// Records that an id nobody registered connected over `protocol` at `at` (and was refused).
-    async fn unregistered_heard(&self, id: &DeviceId, protocol: Protocol, at: DateTime<Utc>)
-    -> Result<(), StoreError>;
+    async fn unregistered_heard(
+        &self,
+        id: &DeviceId,
+        protocol: Protocol,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Sets (or with `None` clears) a device's clock offset; `false` if it is not in the tenant.
     async fn set_utc_offset(
         &self,

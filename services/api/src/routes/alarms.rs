@@ -178,7 +178,9 @@ impl Items {
             kind: a.kind.as_str(),
             state: a.state.as_str(),
             zone: a.zone.clone(),
-            wearer: a.wearer.map(|w| Named { id: w.0, name: self.names.get(&w).cloned().unwrap_or_default() }),
+            wearer: a
+                .wearer
+                .map(|w| Named { id: w.0, name: self.names.get(&w).cloned().unwrap_or_default() }),
             device_id: a.device.as_ref().map(|d| d.to_string()),
             raised_at: a.raised_at,
             trigger_time: a.trigger_time,
