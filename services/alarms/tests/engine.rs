@@ -14,6 +14,7 @@ use trygg_store::{
     Role, SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
     on_both_backends,
 };
+use trygg_store::testing::TestDb;
 use uuid::Uuid;
 
 on_both_backends!(
@@ -578,4 +579,79 @@ async fn recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it(store: Arc<d
     let outcomes = engine.recover(Utc::now()).await.unwrap();
     assert_eq!(raised(&outcomes).len(), 1, "the exit after the backlog: {outcomes:?}");
     assert_eq!(s.all_alarms().await[0].kind, AlarmKind::ZoneExit);
+}
+
+/// Another connection holding the database's write lock (SQLite) or the alarms table (PostgreSQL):
+/// the engine can read but not raise.
+enum Lock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Lock {
+    async fn take(db: &TestDb) -> Self {
+        use sqlx::{Connection, Executor};
+        match db {
+            TestDb::Sqlite { .. } => {
+                let mut conn = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+                conn.execute("begin exclusive").await.unwrap();
+                Self::Sqlite(conn)
+            }
+            TestDb::Postgres { .. } => {
+                let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+                conn.execute("begin; lock table alarms in exclusive mode").await.unwrap();
+                Self::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use sqlx::Executor;
+        match self {
+            Self::Sqlite(mut conn) => drop(conn.execute("rollback").await.unwrap()),
+            Self::Postgres(mut conn) => drop(conn.execute("rollback").await.unwrap()),
+        }
+    }
+}
+
+/// The engine starts lagged and its catch-up fails (the database takes no writes) while a
+/// newer batch waits in its queue. That batch must wait for the catch-up: evaluated first, its
+/// fixes back at home would make the catch-up drop her walk out as out of order.
+async fn a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_missed(db: TestDb) {
+    let options = trygg_store::ConnectOptions {
+        busy_timeout: std::time::Duration::from_millis(200),
+        statement_timeout: std::time::Duration::from_millis(300),
+        ..trygg_store::ConnectOptions::default()
+    };
+    let s = setup(trygg_store::connect(db.url(), &options).await.unwrap(), true).await;
+    // The engine saw her at home.
+    let mut engine = s.engine().await;
+    engine.process(vec![s.commit_fixes(&[s.fix(0, 0.0)]).await], Utc::now()).await.unwrap();
+    drop(engine);
+    // Then, with no engine running, she walked out and came back (committed, never handed over).
+    s.commit_fixes(&[s.fix(1, 300.0), s.fix(2, 400.0)]).await;
+    let back = s.commit_fixes(&[s.fix(3, 10.0), s.fix(4, 0.0)]).await;
+    let lock = Lock::take(&db).await;
+    let (sink, task) = s.engine().await.spawn(16);
+    sink.committed(back);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    lock.release().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.all_alarms().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "her walk out raised no exit alarm");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let alarms = s.all_alarms().await;
+    assert_eq!(alarms.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlarmKind::ZoneExit]);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_missed() {
+    a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_missed(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_missed() {
+    a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_missed(TestDb::postgres().await).await;
 }

@@ -289,8 +289,8 @@ pub struct ConnectOptions {
     /// this includes connecting, so a server that refuses connections fails within it).
     pub busy_timeout: Duration,
     /// PostgreSQL: the longest one statement may run (`statement_timeout`), so a lock held
-    /// elsewhere or a stalled query frees its connection. Migrations and the retention purge
-    /// run without it.
+    /// elsewhere or a stalled query frees its connection. Migrations run without it (the
+    /// retention purge's statements are small batches).
     pub statement_timeout: Duration,
     /// SQLite's `synchronous` setting: what a commit survives.
     pub sqlite_synchronous: Synchronous,
