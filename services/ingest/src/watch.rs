@@ -131,15 +131,13 @@ async fn handle_frame(ctx: &DeviceIngest, s: &Session, frame: &Frame) -> Result<
             match record {
                 Ok(record) => {
                     let fix = record.position.to_fix(s.utc_offset());
-                    let mut alarms = record.status.device_alarms();
-                    if alarm_frame && alarms.is_empty() {
-                        // An alarm frame without a known alarm bit (Traccar's "general"): the
-                        // wearer may have pressed the button.
-                        tracing::info!(device = %s.device, status = ?record.status, "Alarm frame with no alarm bit raised as SOS");
-                        alarms.push(DeviceAlarmKind::Sos);
-                    }
-                    if record.status.low_battery() {
-                        tracing::info!(device = %s.device, "Watch reports low battery");
+                    let alarms = if alarm_frame {
+                        record.status.alarm_frame_alarms()
+                    } else {
+                        record.status.device_alarms()
+                    };
+                    if record.status.low_battery() || record.status.power_cut() {
+                        tracing::info!(device = %s.device, status = ?record.status, "Watch reports low battery or power cut");
                     }
                     if alarms.is_empty() {
                         match fix {

@@ -430,6 +430,16 @@ impl WatchStatus {
         .filter_map(|(set, kind)| set.then_some(kind))
         .collect()
     }
+
+    /// The device alarms an `AL*` frame with this status raises: its critical bits, or an SOS
+    /// when it names no alarm at all (Traccar's "general": the button may have been pressed).
+    /// A frame that names only a non-critical condition — power cut (a watch taken off its
+    /// charger), low battery, a geofence of the watch's own (bits 1, 2, 18, 19) — raises none.
+    pub fn alarm_frame_alarms(self) -> Vec<DeviceAlarmKind> {
+        let alarms = self.device_alarms();
+        let non_critical = self.power_cut() || self.low_battery() || [1, 2, 18, 19].iter().any(|&n| self.bit(n));
+        if alarms.is_empty() && !non_critical { vec![DeviceAlarmKind::Sos] } else { alarms }
+    }
 }
 
 impl fmt::Debug for WatchStatus {

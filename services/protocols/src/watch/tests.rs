@@ -378,3 +378,15 @@ fn commands_are_framed_with_a_lowercase_hex_length() {
         Err(FrameError::InvalidField { field: "content", .. })
     ));
 }
+
+#[test]
+fn an_alarm_frame_raises_its_critical_bits_an_sos_when_it_names_nothing_and_nothing_for_a_power_cut() {
+    use trygg_core::DeviceAlarmKind::{Fall, Sos};
+    assert_eq!(WatchStatus(0x0001_0000).alarm_frame_alarms(), [Sos]);
+    assert_eq!(WatchStatus(0x0021_0001).alarm_frame_alarms(), [Sos, Fall], "low battery does not hide them");
+    assert_eq!(WatchStatus(0).alarm_frame_alarms(), [Sos], "a general alarm: the button may have been pressed");
+    assert_eq!(WatchStatus(0x0000_0010).alarm_frame_alarms(), [Sos], "motion alone names no alarm");
+    assert!(WatchStatus(0x0000_4000).alarm_frame_alarms().is_empty(), "taken off the charger");
+    assert!(WatchStatus(0x0002_0000).alarm_frame_alarms().is_empty(), "low battery is supervision's");
+    assert!(WatchStatus(0x0004_0000).alarm_frame_alarms().is_empty(), "the watch's own geofence");
+}
