@@ -82,7 +82,8 @@ impl Check {
     /// A webhook URL with one of `schemes`, a host, no whitespace, at most 2,000 characters.
     pub(crate) fn webhook_url(&mut self, field: &str, url: &str, schemes: &[&str]) -> &mut Self {
         let rest = url.split_once("://").filter(|(scheme, _)| schemes.contains(scheme)).map(|(_, rest)| rest);
-        let ok = rest.is_some_and(|r| !r.is_empty()) && url.len() <= 2000 && !url.contains(char::is_whitespace);
+        let ok =
+            rest.is_some_and(|r| !r.is_empty()) && url.len() <= 2000 && !url.contains(char::is_whitespace);
         self.ensure(ok, field, format!("must be a {} URL", schemes.join(" or ")))
     }
 

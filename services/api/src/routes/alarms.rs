@@ -36,7 +36,7 @@ use trygg_store::{
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{READERS, path_id};
+use super::{CLOSERS, READERS, RESPONDERS, path_id};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -178,7 +178,9 @@ impl Items {
             kind: a.kind.as_str(),
             state: a.state.as_str(),
             zone: a.zone.clone(),
-            wearer: a.wearer.map(|w| Named { id: w.0, name: self.names.get(&w).cloned().unwrap_or_default() }),
+            wearer: a
+                .wearer
+                .map(|w| Named { id: w.0, name: self.names.get(&w).cloned().unwrap_or_default() }),
             device_id: a.device.as_ref().map(|d| d.to_string()),
             raised_at: a.raised_at,
             trigger_time: a.trigger_time,
@@ -567,12 +569,12 @@ pub struct CloseIn {
 async fn take_step(
     state: &ApiState,
     caller: &Caller,
+    tenant: TenantId,
     id: &str,
     step: Step,
     position: Option<Position>,
     note: String,
 ) -> Result<Json<AlarmOut>, ApiError> {
-    let tenant = caller.tenant_for(READERS)?;
     let a = visible(state, caller, tenant, id).await?;
     let req = StepRequest { step, actor: Some(caller.user), at: Utc::now(), position, note };
     match state.store.step_alarm(tenant, a.id, &req).await?.ok_or(ApiError::NotFound("alarm"))? {
@@ -608,12 +610,12 @@ fn refusal(step: Step, a: &Alarm) -> ApiError {
     ApiError::ConflictWith { message, details }
 }
 
-/// Takes the alarm (kvittera). Exactly one of several staff acknowledging at once wins; the
+/// Takes the alarm (kvittera); staff only. Exactly one of several staff acknowledging at once wins; the
 /// others get 409 naming who did.
 #[utoipa::path(post, path = "/api/v1/alarms/{id}/acknowledge", tag = "alarms", params(("id" = Uuid, Path)),
     request_body(content = Option<StepIn>, description = "Optional: the staff member's position"),
     security(("bearer" = [])),
-    responses((status = 200, body = AlarmOut), (status = 404),
+    responses((status = 200, body = AlarmOut), (status = 403, description = "staff only"), (status = 404),
         (status = 409, description = "already acknowledged (details name by whom) or closed"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn acknowledge(
@@ -622,16 +624,17 @@ pub async fn acknowledge(
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<StepIn>,
 ) -> Result<Json<AlarmOut>, ApiError> {
+    let tenant = caller.tenant_for(RESPONDERS)?;
     let position = body.position()?;
-    take_step(&state, &caller, &id, Step::Acknowledge, position, String::new()).await
+    take_step(&state, &caller, tenant, &id, Step::Acknowledge, position, String::new()).await
 }
 
-/// Marks that the staff member is with the wearer (närvaromarkering); only after an
-/// acknowledgement.
+/// Marks that the staff member is with the wearer (närvaromarkering); staff only, and only
+/// after an acknowledgement.
 #[utoipa::path(post, path = "/api/v1/alarms/{id}/on-site", tag = "alarms", params(("id" = Uuid, Path)),
     request_body(content = Option<StepIn>, description = "Optional: the staff member's position"),
     security(("bearer" = [])),
-    responses((status = 200, body = AlarmOut), (status = 404),
+    responses((status = 200, body = AlarmOut), (status = 403, description = "staff only"), (status = 404),
         (status = 409, description = "not acknowledged yet, already on site, or closed"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn on_site(
@@ -640,14 +643,16 @@ pub async fn on_site(
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<StepIn>,
 ) -> Result<Json<AlarmOut>, ApiError> {
+    let tenant = caller.tenant_for(RESPONDERS)?;
     let position = body.position()?;
-    take_step(&state, &caller, &id, Step::OnSite, position, String::new()).await
+    take_step(&state, &caller, tenant, &id, Step::OnSite, position, String::new()).await
 }
 
-/// Closes the alarm with an outcome and a note; only once someone acknowledged it.
+/// Closes the alarm with an outcome and a note; staff or tenant admins, only once someone
+/// acknowledged it.
 #[utoipa::path(post, path = "/api/v1/alarms/{id}/close", tag = "alarms", params(("id" = Uuid, Path)),
     request_body = CloseIn, security(("bearer" = [])),
-    responses((status = 200, body = AlarmOut), (status = 404),
+    responses((status = 200, body = AlarmOut), (status = 403, description = "staff and tenant admins only"), (status = 404),
         (status = 409, description = "not acknowledged yet, or already closed"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn close(
@@ -656,12 +661,13 @@ pub async fn close(
     Path(id): Path<String>,
     Body(body): Body<CloseIn>,
 ) -> Result<Json<AlarmOut>, ApiError> {
+    let tenant = caller.tenant_for(CLOSERS)?;
     let mut check = Check::default();
     let outcome: Option<Outcome> = check.parse("outcome", &body.outcome);
     check.ensure(body.note.chars().count() <= 2000, "note", "must be at most 2000 characters");
     check.done()?;
     let outcome = outcome.ok_or_else(|| ApiError::field("outcome", "required"))?;
-    take_step(&state, &caller, &id, Step::Close(outcome), None, body.note.trim().to_owned()).await
+    take_step(&state, &caller, tenant, &id, Step::Close(outcome), None, body.note.trim().to_owned()).await
 }
 
 /// How far back each live poll re-reads, by received time. A fix is stamped when it arrives but

@@ -14,10 +14,10 @@ use std::collections::HashMap;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
-use trygg_ingest::{CommandError, DeviceCommand};
-use trygg_store::{DeviceCommandLog, DeviceStatus};
 use serde::{Deserialize, Serialize};
 use trygg_core::{DeviceId, TenantId, WearerId};
+use trygg_ingest::{CommandError, DeviceCommand};
+use trygg_store::{DeviceCommandLog, DeviceStatus};
 use trygg_store::{DeviceInfo, NewDevice, Protocol, token};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -158,7 +158,11 @@ fn may_register(caller: &Caller, protocol: Protocol) -> Result<(), ApiError> {
 /// Offsets real clocks use: −12:00 to +14:00 in quarter hours.
 fn check_offset(check: &mut Check, field: &str, minutes: Option<i32>) {
     if let Some(m) = minutes {
-        check.ensure((-720..=840).contains(&m) && m % 15 == 0, field, "must be -720..840 minutes, in quarter hours");
+        check.ensure(
+            (-720..=840).contains(&m) && m % 15 == 0,
+            field,
+            "must be -720..840 minutes, in quarter hours",
+        );
     }
 }
 
@@ -357,7 +361,8 @@ pub async fn import(
     body: String,
 ) -> Result<Json<ImportOut>, ApiError> {
     let tenant = caller.tenant_for(TENANT_ADMINS)?;
-    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type =
+        headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("text/csv") && !content_type.starts_with("text/plain") {
         return Err(ApiError::Malformed("send the device list as text/csv".to_owned()));
     }
@@ -369,7 +374,8 @@ pub async fn import(
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let raw_id = fields[0].to_owned();
-        let mut fail = |error: String| out.errors.push(ImportError { line: n + 1, id: raw_id.clone(), error });
+        let mut fail =
+            |error: String| out.errors.push(ImportError { line: n + 1, id: raw_id.clone(), error });
         let id = match DeviceId::parse(fields[0]) {
             Ok(id) => id,
             Err(e) => {
@@ -455,8 +461,12 @@ pub async fn command(
     state.store.device(tenant, &id).await?.ok_or(ApiError::NotFound("device"))?;
     let command = match (body.command.as_str(), body.secs) {
         ("locate", None) => DeviceCommand::Locate,
-        ("upload_interval", Some(secs)) if (10..=86_400).contains(&secs) => DeviceCommand::UploadInterval { secs },
-        ("upload_interval", _) => return Err(ApiError::field("secs", "required for upload_interval: 10..86400")),
+        ("upload_interval", Some(secs)) if (10..=86_400).contains(&secs) => {
+            DeviceCommand::UploadInterval { secs }
+        }
+        ("upload_interval", _) => {
+            return Err(ApiError::field("secs", "required for upload_interval: 10..86400"));
+        }
         ("locate", Some(_)) => return Err(ApiError::field("secs", "locate takes no secs")),
         _ => return Err(ApiError::field("command", "expected locate or upload_interval")),
     };

@@ -14,7 +14,9 @@ use trygg_store::{
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{EDITORS, READERS, find_wearer, path_id, zones_changed};
+use super::{
+    EDITORS, READERS, WearerScope, find_visible_wearer, find_wearer, has_open_alarm, path_id, zones_changed,
+};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -173,8 +175,14 @@ pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<
     let tenant = caller.tenant_for(READERS)?;
     let consents = state.store.consents(tenant, None).await?;
     let now = Utc::now();
-    let wearers = state.store.wearers(tenant).await?;
-    Ok(Json(wearers.into_iter().map(|w| wearer_out(w, &consents, now)).collect()))
+    let scope = WearerScope::of(&state, &caller, tenant).await?;
+    let mut out = Vec::new();
+    for w in state.store.wearers(tenant).await? {
+        if scope.sees(&state, tenant, &w).await? {
+            out.push(wearer_out(w, &consents, now));
+        }
+    }
+    Ok(Json(out))
 }
 
 /// One wearer.
@@ -187,7 +195,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<WearerOut>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
     answer(&state, tenant, wearer).await
 }
 
@@ -464,7 +472,7 @@ pub async fn get_responders(
     Path(id): Path<String>,
 ) -> Result<Json<Responders>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
     Ok(Json(state.store.responders(tenant, wearer.id).await?.into()))
 }
 
@@ -499,10 +507,11 @@ pub struct PositionOut {
 }
 
 /// A wearer's recent positions (the trail), from every device bound to them at the time. Every
-/// read is recorded in the access log with the caller and the stated reason. Staff, who later
-/// get positions through an open alarm, may read them here only with a reason as well.
+/// read is recorded in the access log with the caller and the stated reason. Staff read them
+/// only while they have an open alarm for the wearer that they can see (403 otherwise).
 #[utoipa::path(get, path = "/api/v1/wearers/{id}/positions", tag = "positions", params(("id" = Uuid, Path), PositionsQuery),
     security(("bearer" = [])), responses((status = 200, body = Vec<PositionOut>), (status = 404),
+    (status = 403, description = "staff without an open alarm for the wearer"),
     (status = 409, description = "no consent in force covers positioning"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn positions(
@@ -512,7 +521,11 @@ pub async fn positions(
     Params(q): Params<PositionsQuery>,
 ) -> Result<Json<Vec<PositionOut>>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
+    // DESIGN.md: staff see a wearer's position only while they have an open alarm for them.
+    if caller.role == Role::Staff && !has_open_alarm(&state, caller.user, tenant, wearer.id).await? {
+        return Err(ApiError::Forbidden);
+    }
     let reason = q.reason.unwrap_or_default();
     Check::default().text("reason", &reason, 3, 500).done()?;
     let now = Utc::now();
