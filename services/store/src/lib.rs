@@ -7,8 +7,8 @@
 //! embedded in the binary and applied by [`connect`].
 
 use std::fmt::Debug;
-use std::str::FromStr;
 use std::future::Future;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +31,11 @@ pub use alarms::{
     Alarm, AlarmEvent, AlarmFilter, Alarms, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
     Position, PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
-pub use devices::{DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
+pub use devices::{DeviceBinding, DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
 pub use directory::{
-    AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
-    DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
-    Wearer,
-    WearerFields, ZoneFields,
+    AccessEntry, Binding, Consent, ConsentGiver, DEFAULT_REPEAT_JOIN_SECS, DeviceInfo, Directory, NewConsent,
+    NewUser, Responder, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
+    Wearer, WearerFields, ZoneFields,
 };
 pub use outbox::{
     EscalateOutcome, Escalation, Outbox, OutboxRow, PushSettings, ReceiptOutcome, Timer, TimerKind,

@@ -40,7 +40,8 @@ async fn purge_while_ingest_runs(store: Arc<dyn Store>) {
     let mut devices = Vec::new();
     for i in 0..=DEVICES {
         let id = DeviceId::parse(&format!("watch-{i}")).unwrap();
-        let new = NewDevice { id: id.clone(), tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
+        let new =
+            NewDevice { id: id.clone(), tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
         store.register_device(&new).await.unwrap();
         devices.push(id);
     }
