@@ -49,6 +49,8 @@ pub struct ApiState {
     pub stopping: watch::Receiver<bool>,
     /// Open device connections, for server commands (`devices/{id}/commands`).
     pub devices: trygg_ingest::DeviceLinks,
+    /// Account states the per-request check read recently.
+    pub accounts: Arc<auth::AccountCache>,
 }
 
 /// The live stream's polling interval: a second is well within how often watches report, and

@@ -86,6 +86,17 @@ fn cases() -> Vec<Case> {
             false,
         ),
         case("GET", "/api/v1/users", None, &[Admin, TenantAdmin], 200, false),
+        case("POST", "/api/v1/users/{fresh_user}/disable", None, &[Admin, TenantAdmin], 204, true),
+        case("POST", "/api/v1/users/{fresh_user}/enable", None, &[Admin, TenantAdmin], 204, true),
+        case(
+            "POST",
+            "/api/v1/users/{fresh_user}/password",
+            Some(json!({ "new_password": "a long new password" })),
+            &[Admin, TenantAdmin],
+            204,
+            true,
+        ),
+        case("DELETE", "/api/v1/users/{fresh_user}", None, &[Admin, TenantAdmin], 204, true),
         case("GET", "/api/v1/settings", None, EDITORS, 200, false),
         case("PUT", "/api/v1/settings", Some(json!({ "battery_low_pct": 25 })), &[TenantAdmin], 200, false),
         case("GET", "/api/v1/access-log", None, &[TenantAdmin], 200, false),
@@ -317,6 +328,9 @@ async fn fill(app: &App, text: &str, f: &Target) -> String {
     if s.contains("{fresh_bound}") {
         let wearer = app.wearer(f.tenant).await;
         s = s.replace("{fresh_bound}", app.device(f.tenant, Some(wearer)).await.as_str());
+    }
+    if s.contains("{fresh_user}") {
+        s = s.replace("{fresh_user}", &app.user(Some(f.tenant), Role::Staff).await.0.to_string());
     }
     if s.contains("{fresh_alarm}") {
         s = s.replace("{fresh_alarm}", &fresh_alarm(app, &f.base, f.staff_of_team).await.to_string());

@@ -164,7 +164,10 @@ impl PushArgs {
             }
         };
         if !(1..=1024).contains(&self.push_concurrency) {
-            return Err(ConfigError(format!("TRYGG_PUSH_CONCURRENCY: {} is not within 1..=1024", self.push_concurrency)));
+            return Err(ConfigError(format!(
+                "TRYGG_PUSH_CONCURRENCY: {} is not within 1..=1024",
+                self.push_concurrency
+            )));
         }
         let worker = trygg_push::WorkerConfig {
             send_timeout: secs("TRYGG_PUSH_SEND_TIMEOUT_SECS", self.push_send_timeout_secs, 1..=10)?,

@@ -178,7 +178,13 @@ async fn seed(store: &dyn Store, started: Instant) -> anyhow::Result<(TenantId, 
     let wearer_id = store.create_wearer(tenant, "Dagmar").await?;
     let id = DeviceId::parse(WATCH_3G)?;
     store
-        .register_device(&NewDevice { id, tenant, wearer: Some(wearer_id), protocol: Protocol::Watch, token_hash: None })
+        .register_device(&NewDevice {
+            id,
+            tenant,
+            wearer: Some(wearer_id),
+            protocol: Protocol::Watch,
+            token_hash: None,
+        })
         .await?;
     say(started, &format!("seeded wearer Dagmar wearing {WATCH_3G} (3G watch over TCP)"));
     let watches = watches.try_into().map_err(|_| anyhow::anyhow!("three watches were seeded"))?;
@@ -516,7 +522,10 @@ async fn watch_over_tcp(addr: Option<std::net::SocketAddr>, started: Instant) ->
         ("keep-alive, battery 64 %", "LK,1200,0,64".to_owned(), true),
         (
             "position (GPS)",
-            format!("UD,{stamp},A,{:.6},N,{:.7},E,0.00,0.0,0.0,9,100,64,1200,0,00000000,0,0,0,0,0", HOME.0, HOME.1),
+            format!(
+                "UD,{stamp},A,{:.6},N,{:.7},E,0.00,0.0,0.0,9,100,64,1200,0,00000000,0,0,0,0,0",
+                HOME.0, HOME.1
+            ),
             false,
         ),
         (
@@ -535,7 +544,10 @@ async fn watch_over_tcp(addr: Option<std::net::SocketAddr>, started: Instant) ->
         } else {
             "(no reply: the protocol has none for positions)".to_owned()
         };
-        say(started, &format!("{WATCH_3G} (Dagmar) over TCP: {what} {} → {reply}", String::from_utf8_lossy(&frame)));
+        say(
+            started,
+            &format!("{WATCH_3G} (Dagmar) over TCP: {what} {} → {reply}", String::from_utf8_lossy(&frame)),
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(())

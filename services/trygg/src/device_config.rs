@@ -55,10 +55,9 @@ fn bind(setting: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
     if value.is_empty() {
         return Ok(None);
     }
-    value
-        .parse()
-        .map(Some)
-        .map_err(|_| ConfigError(format!("{setting} {value:?} is not an address like 0.0.0.0:5093 (or empty for off)")))
+    value.parse().map(Some).map_err(|_| {
+        ConfigError(format!("{setting} {value:?} is not an address like 0.0.0.0:5093 (or empty for off)"))
+    })
 }
 
 impl DeviceArgs {

@@ -91,6 +91,7 @@ impl Server {
         let links = DeviceLinks::default();
         let api = ApiState {
             devices: links.clone(),
+            accounts: Default::default(),
             store: store.clone(),
             tokens: Arc::new(Tokens::new(&config.api.jwt_secret, config.api.token_ttl)?),
             zones: Arc::new(ZoneIndexes::default()),

@@ -48,9 +48,14 @@ const CLOSERS: &[Role] = &[Role::Staff, Role::TenantAdmin];
 pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
         .routes(routes!(auth::login))
+        .routes(routes!(auth::change_password))
         .routes(routes!(tenants::create, tenants::list))
         .routes(routes!(tenants::get))
         .routes(routes!(users::create, users::list))
+        .routes(routes!(users::delete))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
+        .routes(routes!(users::reset_password))
         .routes(routes!(settings::get, settings::put))
         .routes(routes!(settings::get_push, settings::put_push))
         .routes(routes!(access_log::list))

@@ -42,6 +42,7 @@ impl App {
             live_poll: LIVE_POLL,
             stopping: stopping_rx,
             devices: Default::default(),
+            accounts: Default::default(),
         };
         Self { router: trygg_api::router(state.clone()), state, stopping, counter: AtomicU32::new(0) }
     }
