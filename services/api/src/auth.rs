@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString, rand_core::OsRng};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -246,25 +246,58 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
-/// Hashes a password with argon2id (its recommended parameters) on a blocking thread.
+/// Hashes a password with argon2id (its recommended parameters) on a hashing thread, once a
+/// hashing slot is free ([`login_guard`](crate::login_guard) bounds how many run at once).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    crate::login_guard::hash_on_slot(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
+    .await?
     .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
 }
 
-/// Checks a password against a stored hash on a blocking thread.
+/// Checks a password against a stored hash on a hashing thread, once a hashing slot is free.
 pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("verifying task: {e}")))
+    crate::login_guard::hash_on_slot(move || verify_reusing_memory(password.as_bytes(), &hash)).await
+}
+
+/// Most argon2 memory a stored hash may ask for, in KiB (the recommended 19 MiB, with room).
+const MAX_HASH_MEMORY_KIB: u32 = 64 * 1024;
+
+/// Checks `password` against a PHC string, with argon2's working memory kept by the hashing
+/// thread: allocated once per thread, not once per check, so a flood of checks does not leave
+/// the allocator holding a freed block per check.
+fn verify_reusing_memory(password: &[u8], phc: &str) -> bool {
+    use argon2::password_hash::Output;
+    use argon2::{Algorithm, Block, Params, Version};
+    thread_local! {
+        static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Ok(h) = PasswordHash::new(phc) else { return false };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(h.algorithm), Params::try_from(&h)) else {
+        return false;
+    };
+    let Ok(version) = h.version.map_or(Ok(Version::default()), Version::try_from) else { return false };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else { return false };
+    if params.m_cost() > MAX_HASH_MEMORY_KIB {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let hashed = BLOCKS.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::new());
+        }
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+            .is_ok()
+    });
+    // `Output`'s equality is constant-time.
+    hashed && Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// A `--bootstrap-admin` value that cannot be used.

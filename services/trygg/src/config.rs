@@ -195,6 +195,12 @@ pub struct ApiArgs {
     /// start if no account has that email, never changed afterwards.
     #[arg(long, env = "TRYGG_BOOTSTRAP_ADMIN", hide_env_values = true)]
     pub bootstrap_admin: Option<String>,
+    /// Login attempts allowed per minute from one source address (429 beyond it).
+    #[arg(long, env = "TRYGG_LOGIN_PER_ADDRESS_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub login_per_address_per_minute: u32,
+    /// Login attempts allowed per minute for one account (429 beyond it).
+    #[arg(long, env = "TRYGG_LOGIN_PER_ACCOUNT_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub login_per_account_per_minute: u32,
     /// Seconds between runs of the fix purge (retention) and the zone index refresh.
     #[arg(long, env = "TRYGG_PURGE_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub purge_interval_secs: u64,
@@ -221,6 +227,8 @@ pub struct ApiConfig {
     pub bootstrap_admin: Option<BootstrapAdmin>,
     /// Purge and zone refresh interval.
     pub purge_interval: Duration,
+    /// Login attempt budgets.
+    pub login_limits: trygg_api::login_guard::LoginLimits,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -268,6 +276,10 @@ impl ApiArgs {
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             bootstrap_admin,
             purge_interval: Duration::from_secs(self.purge_interval_secs),
+            login_limits: trygg_api::login_guard::LoginLimits {
+                per_address_per_minute: self.login_per_address_per_minute,
+                per_account_per_minute: self.login_per_account_per_minute,
+            },
         })
     }
 }

@@ -2,8 +2,10 @@
 //! change one's own password.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -46,13 +48,19 @@ const NO_SUCH_ACCOUNT: &str =
 
 /// Exchanges email and password for a token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, body = LoginResponse), (status = 401, description = "wrong email or password, or account disabled")))]
+    responses((status = 200, body = LoginResponse), (status = 401, description = "wrong email or password, or account disabled"),
+        (status = 429, description = "too many attempts from this address or for this account; see Retry-After"),
+        (status = 503, description = "too many logins at once; see Retry-After")))]
 #[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<ApiState>,
+    extensions: Extensions,
     Body(login): Body<Login>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let user = state.store.user_by_email(&login.email.trim().to_lowercase()).await?;
+    let email = login.email.trim().to_lowercase();
+    let address = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    state.logins.attempt(address, &email)?;
+    let user = state.store.user_by_email(&email).await?;
     let hash = user.as_ref().map_or(NO_SUCH_ACCOUNT, |u| u.user.password_hash.as_str()).to_owned();
     let ok = verify_password(login.password, hash).await?;
     let Some(user) = user.filter(|_| ok) else {

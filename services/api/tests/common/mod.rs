@@ -43,6 +43,7 @@ impl App {
             stopping: stopping_rx,
             devices: Default::default(),
             accounts: Default::default(),
+            logins: Default::default(),
         };
         Self { router: trygg_api::router(state.clone()), state, stopping, counter: AtomicU32::new(0) }
     }
