@@ -153,6 +153,18 @@ fn cases() -> Vec<Case> {
             true,
         ),
         hidden(case("GET", "/api/v1/wearers/{wearer}/responders", None, READERS, 200, true)),
+        // The alarm centre receives positions: only tenant admins point the webhook somewhere.
+        Case {
+            own_refused: &[(Caseworker, 403)],
+            ..case(
+                "PUT",
+                "/api/v1/wearers/{known}/responders",
+                Some(json!({ "steps": [], "alarm_centre_url": "https://larm.example.se/hook-{n}" })),
+                EDITORS,
+                200,
+                true,
+            )
+        },
         case("GET", "/api/v1/wearers/{mine}/responders", None, READERS, 200, true),
         // Staff know the wearer through their team but have no open alarm for them: 403.
         no_alarm(case(

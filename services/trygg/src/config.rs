@@ -123,6 +123,11 @@ pub struct PushArgs {
     /// While FCM is down and a critical push waits, FCM is tried again at least this often.
     #[arg(long, env = "TRYGG_PUSH_OUTAGE_PROBE_SECS", default_value_t = 5)]
     pub push_outage_probe_secs: u64,
+    /// Hosts the alarm-centre webhook may reach although they are not public https addresses
+    /// (comma-separated names or IPs: an alarm centre on the municipality's own network, a test
+    /// receiver); they may also use plain http. Empty: public https addresses only.
+    #[arg(long, env = "TRYGG_WEBHOOK_ALLOW_HOSTS", default_value = "")]
+    pub webhook_allow_hosts: String,
     /// Pushes (to different staff) and timers sent at once, at most.
     #[arg(long, env = "TRYGG_PUSH_CONCURRENCY", default_value_t = 32)]
     pub push_concurrency: usize,
@@ -173,6 +178,7 @@ impl PushArgs {
             send_timeout: secs("TRYGG_PUSH_SEND_TIMEOUT_SECS", self.push_send_timeout_secs, 1..=10)?,
             outage_probe: secs("TRYGG_PUSH_OUTAGE_PROBE_SECS", self.push_outage_probe_secs, 1..=60)?,
             concurrency: self.push_concurrency,
+            webhook_allow_hosts: trygg_push::webhook::AllowHosts::parse(&self.webhook_allow_hosts),
             ..trygg_push::WorkerConfig::default()
         };
         Ok(PushConfig { key, endpoint: self.fcm_endpoint.clone(), worker })

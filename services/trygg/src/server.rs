@@ -115,13 +115,8 @@ impl Server {
                 None
             }
         };
-        let push = Worker::new(
-            store.clone(),
-            fcm,
-            trygg_push::client::http_client()?,
-            config.push.worker.clone(),
-            PushMetrics::register(&mut registry),
-        );
+        let push =
+            Worker::new(store.clone(), fcm, config.push.worker.clone(), PushMetrics::register(&mut registry));
         let (sink, engine) = Engine::load(store.clone(), api.zones.clone())
             .await
             .context("loading the alarm engine's zone states")?

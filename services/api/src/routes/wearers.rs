@@ -394,6 +394,8 @@ pub struct Responders {
     /// Steps in order, at most 10.
     pub steps: Vec<Step>,
     /// An external alarm receiving centre's webhook (`https://…`), alerted after the last step.
+    /// Set by tenant admins only; a caseworker's order leaves it as it is (a different value:
+    /// 403).
     pub alarm_centre_url: Option<String>,
 }
 
@@ -416,7 +418,8 @@ impl From<ResponderPlan> for Responders {
 
 /// Sets a wearer's responder order.
 #[utoipa::path(put, path = "/api/v1/wearers/{id}/responders", tag = "responders", params(("id" = Uuid, Path)),
-    request_body = Responders, security(("bearer" = [])), responses((status = 200, body = Responders), (status = 404), (status = 422)))]
+    request_body = Responders, security(("bearer" = [])), responses((status = 200, body = Responders),
+        (status = 403, description = "a caseworker changing alarm_centre_url"), (status = 404), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn put_responders(
     State(state): State<ApiState>,
@@ -451,11 +454,19 @@ pub async fn put_responders(
         check.range(&format!("{field}.escalate_after_secs"), s.escalate_after_secs, 30..=3600);
         steps.extend(target.map(|target| Responder { target, escalate_after_secs: s.escalate_after_secs }));
     }
-    if let Some(url) = &body.alarm_centre_url {
-        check.webhook_url("alarm_centre_url", url, &["https", "http"]);
+    // The alarm centre receives positions and its answers land in the alarm's events: only a
+    // tenant admin points it somewhere. A caseworker's order keeps the URL as it is.
+    let current = state.store.responders(tenant, wearer.id).await?.alarm_centre_url;
+    let alarm_centre_url = match body.alarm_centre_url {
+        url if caller.role == Role::TenantAdmin => url,
+        Some(url) if Some(&url) != current.as_ref() => return Err(ApiError::Forbidden),
+        _ => current,
+    };
+    if let Some(url) = &alarm_centre_url {
+        check.webhook_url("alarm_centre_url", url, &["https"]);
     }
     check.done()?;
-    let plan = ResponderPlan { steps, alarm_centre_url: body.alarm_centre_url };
+    let plan = ResponderPlan { steps, alarm_centre_url };
     if !state.store.set_responders(tenant, wearer.id, &plan).await? {
         return Err(ApiError::NotFound("wearer"));
     }
