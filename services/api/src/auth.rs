@@ -6,14 +6,20 @@
 //! token signed with another key, another algorithm or `alg: none` is refused, as is an expired
 //! one.
 //!
+//! Every request also checks that the account is still active and that the token was issued at
+//! the account's current token version (disabling, deleting, a password change or a reset
+//! increments it). That check reads the account at most every [`ACCOUNT_CHECK_TTL`] per node, so
+//! a revocation takes effect everywhere within that long (at once on the node that made it).
+//!
 //! Authorization is by role per endpoint ([`Caller::tenant_for`]) and by tenant in every store
 //! query: handlers get the caller's tenant from the token, never from the request.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString, rand_core::OsRng};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -21,7 +27,7 @@ use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use trygg_core::TenantId;
-use trygg_store::{NewUser, Role, Store};
+use trygg_store::{AccountState, NewUser, Role, Store};
 use uuid::Uuid;
 
 use crate::ApiState;
@@ -65,6 +71,9 @@ pub struct Claims {
     pub exp: i64,
     /// Issued at, seconds since the epoch.
     pub iat: i64,
+    /// The account's token version when it was issued; a token of another version is revoked.
+    #[serde(default)]
+    pub tv: i64,
 }
 
 impl Tokens {
@@ -89,8 +98,19 @@ impl Tokens {
         self.lifetime
     }
 
-    /// Signs a token for an account.
+    /// Signs a token for an account at token version 0 (a fresh account's).
     pub fn issue(&self, user: Uuid, tenant: Option<TenantId>, role: Role) -> Result<String, ApiError> {
+        self.issue_at(user, tenant, role, 0)
+    }
+
+    /// Signs a token for an account at its current token version.
+    pub fn issue_at(
+        &self,
+        user: Uuid,
+        tenant: Option<TenantId>,
+        role: Role,
+        tv: i64,
+    ) -> Result<String, ApiError> {
         let iat = Utc::now().timestamp();
         let exp = iat + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
         self.sign(&Claims {
@@ -99,6 +119,7 @@ impl Tokens {
             role: role.as_str().to_owned(),
             exp,
             iat,
+            tv,
         })
     }
 
@@ -108,8 +129,14 @@ impl Tokens {
             .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))
     }
 
-    /// Checks a token and returns the caller it names.
+    /// Checks a token and returns the caller it names (the signature and expiry only: the
+    /// account's state is checked by the [`Caller`] extractor).
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        self.verify_versioned(token).map(|(caller, _)| caller)
+    }
+
+    /// Like [`verify`](Self::verify), with the token version.
+    fn verify_versioned(&self, token: &str) -> Result<(Caller, i64), ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             tracing::debug!(error = %e, "Token refused");
             match e.kind() {
@@ -125,7 +152,42 @@ impl Tokens {
         if (role == Role::Admin) != claims.tenant.is_none() {
             return Err(ApiError::Unauthorized("invalid token"));
         }
-        Ok(Caller { user: claims.sub, tenant: claims.tenant.map(TenantId), role })
+        Ok((Caller { user: claims.sub, tenant: claims.tenant.map(TenantId), role }, claims.tv))
+    }
+}
+
+/// How long an account's state is trusted before it is read again.
+pub const ACCOUNT_CHECK_TTL: Duration = Duration::from_secs(5);
+
+/// Account states read recently, so the per-request check costs a database read per account at
+/// most every [`ACCOUNT_CHECK_TTL`].
+#[derive(Debug, Default)]
+pub struct AccountCache {
+    entries: Mutex<HashMap<Uuid, (Instant, Option<AccountState>)>>,
+}
+
+impl AccountCache {
+    /// Most accounts remembered; beyond it expired entries are dropped.
+    const MAX_ENTRIES: usize = 100_000;
+
+    async fn state(&self, store: &dyn Store, id: Uuid) -> Result<Option<AccountState>, ApiError> {
+        if let Some((at, state)) = self.entries.lock().expect("account cache").get(&id) {
+            if at.elapsed() < ACCOUNT_CHECK_TTL {
+                return Ok(*state);
+            }
+        }
+        let state = store.account_state(id).await?;
+        let mut entries = self.entries.lock().expect("account cache");
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.retain(|_, (at, _)| at.elapsed() < ACCOUNT_CHECK_TTL);
+        }
+        entries.insert(id, (Instant::now(), state));
+        Ok(state)
+    }
+
+    /// Forgets an account's state: a change made on this node takes effect here at once.
+    pub fn forget(&self, id: Uuid) {
+        self.entries.lock().expect("account cache").remove(&id);
     }
 }
 
@@ -170,29 +232,72 @@ impl FromRequestParts<ApiState> for Caller {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        state.tokens.verify(token.trim())
+        let (caller, tv) = state.tokens.verify_versioned(token.trim())?;
+        match state.accounts.state(state.store.as_ref(), caller.user).await? {
+            Some(account) if account.active && account.tenant == caller.tenant => {
+                if account.token_version == tv {
+                    Ok(caller)
+                } else {
+                    Err(ApiError::Unauthorized("token revoked; log in again"))
+                }
+            }
+            _ => Err(ApiError::Unauthorized("account disabled")),
+        }
     }
 }
 
-/// Hashes a password with argon2id (its recommended parameters) on a blocking thread.
+/// Hashes a password with argon2id (its recommended parameters) on a hashing thread, once a
+/// hashing slot is free ([`login_guard`](crate::login_guard) bounds how many run at once).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    crate::login_guard::hash_on_slot(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
+    .await?
     .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
 }
 
-/// Checks a password against a stored hash on a blocking thread.
+/// Checks a password against a stored hash on a hashing thread, once a hashing slot is free.
 pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("verifying task: {e}")))
+    crate::login_guard::hash_on_slot(move || verify_reusing_memory(password.as_bytes(), &hash)).await
+}
+
+/// Most argon2 memory a stored hash may ask for, in KiB (the recommended 19 MiB, with room).
+const MAX_HASH_MEMORY_KIB: u32 = 64 * 1024;
+
+/// Checks `password` against a PHC string, with argon2's working memory kept by the hashing
+/// thread: allocated once per thread, not once per check, so a flood of checks does not leave
+/// the allocator holding a freed block per check.
+fn verify_reusing_memory(password: &[u8], phc: &str) -> bool {
+    use argon2::password_hash::Output;
+    use argon2::{Algorithm, Block, Params, Version};
+    thread_local! {
+        static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Ok(h) = PasswordHash::new(phc) else { return false };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(h.algorithm), Params::try_from(&h)) else {
+        return false;
+    };
+    let Ok(version) = h.version.map_or(Ok(Version::default()), Version::try_from) else { return false };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else { return false };
+    if params.m_cost() > MAX_HASH_MEMORY_KIB {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let hashed = BLOCKS.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::new());
+        }
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+            .is_ok()
+    });
+    // `Output`'s equality is constant-time.
+    hashed && Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// A `--bootstrap-admin` value that cannot be used.

@@ -42,6 +42,18 @@ pub enum ApiError {
     /// Fields that fail validation: field path → what is wrong.
     #[error("validation failed")]
     Invalid(BTreeMap<String, String>),
+    /// Too many attempts (logins): try again after the given seconds.
+    #[error("too many attempts; try again later")]
+    TooManyRequests {
+        /// Seconds until the next attempt is allowed (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// The server is too busy to answer this now (`Retry-After`).
+    #[error("busy; try again shortly")]
+    Busy {
+        /// Seconds to wait (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -76,6 +88,16 @@ impl IntoResponse for ApiError {
             Self::ConflictWith { details, .. } => (StatusCode::CONFLICT, details.clone()),
             Self::Malformed(_) => (StatusCode::BAD_REQUEST, Value::Null),
             Self::Invalid(fields) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "fields": fields })),
+            Self::TooManyRequests { retry_after_secs } | Self::Busy { retry_after_secs } => {
+                let status = match self {
+                    Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::TOO_MANY_REQUESTS,
+                };
+                let body =
+                    json!({ "error": self.to_string(), "details": { "retry_after_secs": retry_after_secs } });
+                let retry = [(axum::http::header::RETRY_AFTER, retry_after_secs.to_string())];
+                return (status, retry, Json(body)).into_response();
+            }
             Self::Store(StoreError::Conflict(what)) => {
                 return ApiError::Conflict(format!("{what} already exists")).into_response();
             }

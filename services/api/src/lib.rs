@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod auth;
 mod error;
+pub mod login_guard;
 pub mod retention;
 pub mod routes;
 pub mod settings;
@@ -49,6 +50,10 @@ pub struct ApiState {
     pub stopping: watch::Receiver<bool>,
     /// Open device connections, for server commands (`devices/{id}/commands`).
     pub devices: trygg_ingest::DeviceLinks,
+    /// Account states the per-request check read recently.
+    pub accounts: Arc<auth::AccountCache>,
+    /// Login attempt budgets per source address and per account.
+    pub logins: Arc<login_guard::LoginGuard>,
 }
 
 /// The live stream's polling interval: a second is well within how often watches report, and

@@ -33,6 +33,7 @@ on_both_backends!(
     the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes,
     the_live_stream_sends_a_fix_committed_after_one_received_later,
     the_live_stream_ends_for_staff_taken_off_the_team,
+    a_watch_given_to_someone_else_shows_none_of_their_positions_on_the_alarm,
     the_live_stream_ends_promptly_when_the_server_stops,
     a_live_client_that_goes_away_leaves_nothing_running,
     push_tokens_are_registered_listed_and_deleted_by_their_owner_only,
@@ -149,15 +150,22 @@ async fn another_tenants_alarm_is_not_found_on_any_endpoint(store: Arc<dyn Store
     let close = json!({ "outcome": "assisted" });
     for role in [Role::Staff, Role::Caseworker, Role::TenantAdmin] {
         let t = other.token(role);
-        for (method, path, body) in [
-            ("GET", base.clone(), None),
-            ("GET", format!("{base}/events"), None),
-            ("GET", format!("{base}/live"), None),
-            ("POST", format!("{base}/acknowledge"), None),
-            ("POST", format!("{base}/on-site"), None),
-            ("POST", format!("{base}/close"), Some(&close)),
+        // Roles that may not take a step are refused before any lookup (403, see matrix.rs).
+        let steps = role == Role::Staff;
+        let closes = role != Role::Caseworker;
+        for (method, path, body, allowed) in [
+            ("GET", base.clone(), None, true),
+            ("GET", format!("{base}/events"), None, true),
+            ("GET", format!("{base}/live"), None, true),
+            ("POST", format!("{base}/acknowledge"), None, steps),
+            ("POST", format!("{base}/on-site"), None, steps),
+            ("POST", format!("{base}/close"), Some(&close), closes),
         ] {
             let (status, body) = app.call(method, &path, Some(t), body).await;
+            if !allowed {
+                assert_eq!(status, 403, "{role:?} {method} {path}");
+                continue;
+            }
             assert_eq!(status, 404, "{role:?} {method} {path}");
             assert_eq!(body["error"], "alarm not found");
         }
@@ -230,7 +238,8 @@ async fn acknowledge_on_site_and_close_are_recorded_in_order_with_their_actors(s
 async fn steps_out_of_order_are_refused_with_the_reason(store: Arc<dyn Store>) {
     let app = App::new(store);
     let f = app.tenant("Own").await;
-    let cw = f.token(Role::Caseworker);
+    team_up(&app, &f, &[f.staff]).await;
+    let cw = f.token(Role::Staff);
     let id = raise(&app, &f, f.wearer, AlarmKind::Sos, Utc::now()).await;
     let base = format!("/api/v1/alarms/{id}");
 
@@ -563,6 +572,42 @@ async fn the_live_stream_ends_for_staff_taken_off_the_team(store: Arc<dyn Store>
     let (kind, ended) = events.next().await.unwrap();
     assert_eq!(kind, "ended", "no position after the staff member left the team: {ended}");
     assert!(events.next().await.is_none());
+}
+
+async fn a_watch_given_to_someone_else_shows_none_of_their_positions_on_the_alarm(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    team_up(&app, &f, &[f.staff]).await;
+    let now = Utc::now();
+    store_fix(&app, &f.device, fix(now - TimeDelta::seconds(30), 58.39, 13.84, Some(20.0)), now).await;
+    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), f.token(Role::Staff), &[]).await;
+    let mut events = Events::new(resp.into_body());
+    assert_eq!(events.next().await.unwrap().1["lat"], 58.39);
+
+    // The watch goes to another wearer; their walk must not show on this alarm.
+    let store = &app.state.store;
+    let moved = Utc::now();
+    store.unbind_device(f.tenant, &f.device, moved).await.unwrap();
+    let stranger = app.wearer(f.tenant).await;
+    store.bind_device(f.tenant, &f.device, stranger, moved).await.unwrap();
+    let later = moved + TimeDelta::milliseconds(10);
+    store_fix(&app, &f.device, fix(later, 57.70, 11.97, Some(5.0)), later).await;
+
+    let (kind, ended) = events.next().await.unwrap();
+    assert_eq!(kind, "ended", "no position of the watch's new wearer: {ended}");
+    assert!(events.next().await.is_none());
+    for token in [f.token(Role::Staff), f.token(Role::Caseworker)] {
+        let (status, detail) = app.call("GET", &format!("/api/v1/alarms/{id}"), Some(token), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(detail["last_position"]["lat"], 58.39, "{detail}");
+        let trail: Vec<&Value> = detail["trail"].as_array().unwrap().iter().map(|p| &p["lat"]).collect();
+        assert_eq!(trail, [&json!(58.39)], "{detail}");
+    }
+    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), f.token(Role::Caseworker), &[]).await;
+    let mut events = Events::new(resp.into_body());
+    assert_eq!(events.next().await.unwrap().1["lat"], 58.39, "the last position of the wearer's binding");
+    assert_eq!(events.next().await.unwrap().0, "ended");
 }
 
 async fn the_live_stream_sends_a_fix_committed_after_one_received_later(store: Arc<dyn Store>) {

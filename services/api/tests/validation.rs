@@ -162,8 +162,15 @@ async fn every_bad_field_is_a_422_naming_it(store: Arc<dyn Store>) {
         (
             "PUT",
             format!("/api/v1/wearers/{w}/responders"),
-            &cw,
+            &ta,
             json!({ "steps": [], "alarm_centre_url": "ftp://x" }),
+            "alarm_centre_url",
+        ),
+        (
+            "PUT",
+            format!("/api/v1/wearers/{w}/responders"),
+            &ta,
+            json!({ "steps": [], "alarm_centre_url": "http://larm.example.se/hook" }),
             "alarm_centre_url",
         ),
         ("POST", "/api/v1/devices".into(), &cw, json!({ "id": "", "protocol": "watch" }), "id"),

@@ -28,6 +28,7 @@ pub mod credentials;
 pub mod fake;
 pub mod message;
 pub mod token;
+pub mod webhook;
 pub mod worker;
 
 pub use backoff::Backoff;

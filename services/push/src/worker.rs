@@ -85,6 +85,9 @@ pub struct WorkerConfig {
     /// is tried again at most this long after its last try (never before FCM's `Retry-After`),
     /// so FCM's return is noticed within it.
     pub outage_probe: Duration,
+    /// Hosts the alarm-centre webhook may reach beyond public https addresses (see
+    /// [`webhook`](crate::webhook)).
+    pub webhook_allow_hosts: crate::webhook::AllowHosts,
 }
 
 impl Default for WorkerConfig {
@@ -99,6 +102,7 @@ impl Default for WorkerConfig {
             concurrency: 32,
             send_timeout: Duration::from_secs(4),
             outage_probe: Duration::from_secs(5),
+            webhook_allow_hosts: crate::webhook::AllowHosts::default(),
         }
     }
 }
@@ -162,7 +166,8 @@ pub struct Worker {
 struct Inner {
     store: Arc<dyn Store>,
     fcm: Option<FcmClient>,
-    http: reqwest::Client,
+    /// The alarm-centre client: no redirects, public addresses only.
+    webhook: reqwest::Client,
     messages: MessageBuilder,
     config: WorkerConfig,
     metrics: PushMetrics,
@@ -198,7 +203,6 @@ impl Worker {
     pub fn new(
         store: Arc<dyn Store>,
         fcm: Option<FcmClient>,
-        http: reqwest::Client,
         config: WorkerConfig,
         metrics: PushMetrics,
     ) -> Self {
@@ -206,7 +210,7 @@ impl Worker {
         let inner = Inner {
             store,
             fcm,
-            http,
+            webhook: crate::webhook::client(&config.webhook_allow_hosts),
             messages: MessageBuilder::default(),
             config,
             metrics,
@@ -774,12 +778,22 @@ impl Inner {
                 return Ok(());
             }
         };
+        if let Some(why) = crate::webhook::check_url(&url, &self.config.webhook_allow_hosts) {
+            // Saved before the rules were what they are, or by hand in the database: never called.
+            self.metrics.alarm_centre.get_or_create(&label("failed")).inc();
+            let error = format!("alarm centre URL refused: {why}");
+            tracing::error!(alarm = %alarm.id, %error, "Alarm centre webhook not called");
+            if store.timer_failed(timer.id, &error).await? {
+                alarm_event(store, &alarm, "alarm_centre_failed", error, now).await?;
+            }
+            return Ok(());
+        }
         let body = alarm_centre_body(&alarm, timer.step, now);
         let sent = self
-            .http
+            .webhook
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, sign(secret.as_bytes(), &body))
+            .header(SIGNATURE_HEADER, sign(secret.as_bytes(), now.timestamp(), &body))
             .body(body)
             .timeout(self.config.send_timeout)
             .send()
@@ -856,7 +870,7 @@ async fn alarm_event(
 fn alarm_centre_body(alarm: &Alarm, step: u32, now: DateTime<Utc>) -> Vec<u8> {
     let position = alarm.position.map(|(p, time)| {
         json!({"lat": p.lat, "lon": p.lon, "accuracy_m": p.accuracy_m, "time": time,
-               "age_s": (now - time).num_seconds().max(0)})
+               "age_secs": (now - time).num_seconds().max(0)})
     });
     let body = json!({
         "type": "trygg.alarm.escalated",
@@ -875,20 +889,34 @@ fn alarm_centre_body(alarm: &Alarm, step: u32, now: DateTime<Utc>) -> Vec<u8> {
     serde_json::to_vec(&body).expect("JSON values always serialise")
 }
 
-/// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`, as sent in [`SIGNATURE_HEADER`].
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+/// `t=<unix seconds>,v1=<hex>`: the time of sending and the HMAC-SHA256 under `secret` of
+/// `"<t>.<body>"`, as sent in [`SIGNATURE_HEADER`]. The time is signed so a receiver can refuse a
+/// replayed request.
+pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
+    format!("t={t},v1={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))
 }
 
-/// Whether `header` (a [`SIGNATURE_HEADER`] value) is `body`'s signature under `secret`,
-/// compared in constant time. What an alarm centre (or a test) runs on each request.
-pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(signature) = header.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
-        return false;
-    };
+fn mac(secret: &[u8], t: i64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&signature).is_ok()
+    mac
+}
+
+/// Whether `header` (a [`SIGNATURE_HEADER`] value) is `body`'s signature under `secret`, made
+/// within `tolerance_secs` of `now` (unix seconds), compared in constant time. What an alarm
+/// centre (or a test) runs on each request.
+pub fn verify(secret: &[u8], body: &[u8], header: &str, now: i64, tolerance_secs: i64) -> bool {
+    let mut t = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => signatures.extend(hex::decode(v).ok()),
+            _ => {}
+        }
+    }
+    let Some(t) = t.filter(|t| (now - t).abs() <= tolerance_secs) else { return false };
+    signatures.iter().any(|s| mac(secret, t, body).verify_slice(s).is_ok())
 }

@@ -17,6 +17,7 @@ use axum::routing::post;
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_core::{AlarmKind, AlarmState, Step, TenantId, WearerId};
 use trygg_push::fake::{FakeFcm, Fault};
+use trygg_push::webhook::AllowHosts;
 use trygg_push::worker::{SIGNATURE_HEADER, verify};
 use trygg_push::{FcmClient, PushMetrics, Worker, WorkerConfig};
 use trygg_store::{
@@ -86,8 +87,13 @@ async fn world(store: Arc<dyn Store>, staff: usize) -> World {
 
 fn worker(store: &Arc<dyn Store>, fake: &FakeFcm, metrics: PushMetrics) -> Worker {
     let fcm = FcmClient::from_key(fake.service_account(), &fake.endpoint()).unwrap();
-    let http = trygg_push::client::http_client().unwrap();
-    Worker::new(store.clone(), Some(fcm), http, WorkerConfig::default(), metrics)
+    let config =
+        WorkerConfig { webhook_allow_hosts: AllowHosts::parse("127.0.0.1"), ..WorkerConfig::default() };
+    Worker::new(store.clone(), Some(fcm), config, metrics)
+}
+
+fn json_age_secs(body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(body).ok()?["position"]["age_secs"].as_i64()
 }
 
 /// A worker on the world's store and fake with `config`, its access token already fetched so
@@ -95,8 +101,7 @@ fn worker(store: &Arc<dyn Store>, fake: &FakeFcm, metrics: PushMetrics) -> Worke
 async fn worker_with(w: &World, config: WorkerConfig) -> Worker {
     let fcm = FcmClient::from_key(w.fake.service_account(), &w.fake.endpoint()).unwrap();
     fcm.tokens().access_token().await.unwrap();
-    let http = trygg_push::client::http_client().unwrap();
-    Worker::new(w.store.clone(), Some(fcm), http, config, PushMetrics::default())
+    Worker::new(w.store.clone(), Some(fcm), config, PushMetrics::default())
 }
 
 /// Runs `worker` in real time until the returned sender is dropped.
@@ -401,9 +406,16 @@ async fn escalation_follows_the_responder_order_then_signs_the_alarm_centre_webh
     assert_eq!(got.len(), 2, "one 503, then delivered");
     let (headers, body) = &got[1];
     let signature = headers[SIGNATURE_HEADER].to_str().unwrap();
-    assert!(verify(secret.as_bytes(), body, signature));
-    assert!(!verify(b"another secret", body, signature));
-    assert!(!verify(secret.as_bytes(), &[body.as_slice(), b" "].concat(), signature));
+    // Signed at the worker's clock: 92 s after t0.
+    let sent = at(92.0).timestamp();
+    assert!(signature.starts_with(&format!("t={sent},v1=")), "{signature}");
+    assert!(verify(secret.as_bytes(), body, signature, sent + 10, 300));
+    assert!(!verify(secret.as_bytes(), body, signature, sent + 301, 300), "a replay after the tolerance");
+    assert!(!verify(b"another secret", body, signature, sent, 300));
+    assert!(!verify(secret.as_bytes(), &[body.as_slice(), b" "].concat(), signature, sent, 300));
+    let other_time = signature.replacen(&format!("t={sent}"), &format!("t={}", sent + 1), 1);
+    assert!(!verify(secret.as_bytes(), body, &other_time, sent, 300), "the time is signed");
+    assert_eq!(json_age_secs(body), Some(92 + 40), "durations in seconds are named _secs");
     let json: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(
         (json["alarm_id"].as_str(), json["kind"].as_str()),

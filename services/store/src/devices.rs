@@ -54,6 +54,17 @@ pub struct DeviceCommandLog {
     pub sent_at: DateTime<Utc>,
 }
 
+/// One period in which a device was bound to a wearer, seen from the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceBinding {
+    /// The wearer.
+    pub wearer: WearerId,
+    /// From.
+    pub bound_at: DateTime<Utc>,
+    /// Until, if it ended.
+    pub unbound_at: Option<DateTime<Utc>>,
+}
+
 /// Device listener and device status queries.
 #[async_trait]
 pub trait Devices: Send + Sync {
@@ -94,6 +105,13 @@ pub trait Devices: Send + Sync {
         tenant: TenantId,
         id: &DeviceId,
     ) -> Result<Vec<DeviceCommandLog>, StoreError>;
+    /// Every binding the device had in the tenant, oldest first: whose positions its fixes are
+    /// at which time.
+    async fn device_bindings(
+        &self,
+        tenant: TenantId,
+        id: &DeviceId,
+    ) -> Result<Vec<DeviceBinding>, StoreError>;
 }
 
 /// Expands to `impl Devices for $store` (backend `$db`), with the invoking module's `db_id`,
@@ -246,6 +264,30 @@ macro_rules! impl_devices {
                                 what: "command time",
                                 value: String::new(),
                             })?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn device_bindings(
+                &self,
+                tenant: trygg_core::TenantId,
+                id: &trygg_core::DeviceId,
+            ) -> Result<Vec<$crate::devices::DeviceBinding>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "select wearer_id, bound_at, unbound_at from device_bindings \
+                     where tenant_id = $1 and device_id = $2 order by bound_at, id",
+                )
+                .bind(db_id(tenant.0))
+                .bind(id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::devices::DeviceBinding {
+                            wearer: trygg_core::WearerId(get_uuid(r, 0)?),
+                            bound_at: get_time(r, 1)?,
+                            unbound_at: get_opt_time(r, 2)?,
                         })
                     })
                     .collect()

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
 
+pub mod accounts;
 pub mod alarms;
 pub mod devices;
 mod directory;
@@ -27,11 +28,12 @@ pub mod token;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use accounts::{AccountState, Accounts};
 pub use alarms::{
     Alarm, AlarmEvent, AlarmFilter, Alarms, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
     Position, PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
-pub use devices::{DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
+pub use devices::{DeviceBinding, DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
 pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DEFAULT_REPEAT_JOIN_SECS, DeviceInfo, Directory, NewConsent,
     NewUser, Responder, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
@@ -233,7 +235,7 @@ impl StoreError {
 /// caseworker's data is in the [`Directory`] part, alarms in the [`Alarms`] part, the push
 /// worker's queue and timers in the [`Outbox`] part.
 #[async_trait]
-pub trait Store: Directory + Alarms + Outbox + Devices + Debug + Send + Sync + 'static {
+pub trait Store: Directory + Alarms + Outbox + Devices + Accounts + Debug + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

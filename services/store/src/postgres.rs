@@ -304,6 +304,7 @@ fn stored_fix(r: &PgRow, at: usize) -> Result<StoredFix, StoreError> {
 }
 
 crate::devices::impl_devices!(PgStore, sqlx::Postgres);
+crate::accounts::impl_accounts!(PgStore, sqlx::Postgres);
 crate::directory::impl_directory!(PgStore, sqlx::Postgres, wearer_created = "created_at");
 crate::alarms::impl_alarms!(
     PgStore,

@@ -352,6 +352,7 @@ fn stored_fix(r: &SqliteRow, at: usize) -> Result<StoredFix, StoreError> {
 }
 
 crate::devices::impl_devices!(SqliteStore, sqlx::Sqlite);
+crate::accounts::impl_accounts!(SqliteStore, sqlx::Sqlite);
 crate::directory::impl_directory!(SqliteStore, sqlx::Sqlite, wearer_created = "created_ms");
 crate::alarms::impl_alarms!(
     SqliteStore,

@@ -123,6 +123,11 @@ pub struct PushArgs {
     /// While FCM is down and a critical push waits, FCM is tried again at least this often.
     #[arg(long, env = "TRYGG_PUSH_OUTAGE_PROBE_SECS", default_value_t = 5)]
     pub push_outage_probe_secs: u64,
+    /// Hosts the alarm-centre webhook may reach although they are not public https addresses
+    /// (comma-separated names or IPs: an alarm centre on the municipality's own network, a test
+    /// receiver); they may also use plain http. Empty: public https addresses only.
+    #[arg(long, env = "TRYGG_WEBHOOK_ALLOW_HOSTS", default_value = "")]
+    pub webhook_allow_hosts: String,
     /// Pushes (to different staff) and timers sent at once, at most.
     #[arg(long, env = "TRYGG_PUSH_CONCURRENCY", default_value_t = 32)]
     pub push_concurrency: usize,
@@ -173,6 +178,7 @@ impl PushArgs {
             send_timeout: secs("TRYGG_PUSH_SEND_TIMEOUT_SECS", self.push_send_timeout_secs, 1..=10)?,
             outage_probe: secs("TRYGG_PUSH_OUTAGE_PROBE_SECS", self.push_outage_probe_secs, 1..=60)?,
             concurrency: self.push_concurrency,
+            webhook_allow_hosts: trygg_push::webhook::AllowHosts::parse(&self.webhook_allow_hosts),
             ..trygg_push::WorkerConfig::default()
         };
         Ok(PushConfig { key, endpoint: self.fcm_endpoint.clone(), worker })
@@ -195,6 +201,12 @@ pub struct ApiArgs {
     /// start if no account has that email, never changed afterwards.
     #[arg(long, env = "TRYGG_BOOTSTRAP_ADMIN", hide_env_values = true)]
     pub bootstrap_admin: Option<String>,
+    /// Login attempts allowed per minute from one source address (429 beyond it).
+    #[arg(long, env = "TRYGG_LOGIN_PER_ADDRESS_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub login_per_address_per_minute: u32,
+    /// Login attempts allowed per minute for one account (429 beyond it).
+    #[arg(long, env = "TRYGG_LOGIN_PER_ACCOUNT_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub login_per_account_per_minute: u32,
     /// Seconds between runs of the fix purge (retention) and the zone index refresh.
     #[arg(long, env = "TRYGG_PURGE_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub purge_interval_secs: u64,
@@ -221,6 +233,8 @@ pub struct ApiConfig {
     pub bootstrap_admin: Option<BootstrapAdmin>,
     /// Purge and zone refresh interval.
     pub purge_interval: Duration,
+    /// Login attempt budgets.
+    pub login_limits: trygg_api::login_guard::LoginLimits,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -268,6 +282,10 @@ impl ApiArgs {
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             bootstrap_admin,
             purge_interval: Duration::from_secs(self.purge_interval_secs),
+            login_limits: trygg_api::login_guard::LoginLimits {
+                per_address_per_minute: self.login_per_address_per_minute,
+                per_account_per_minute: self.login_per_account_per_minute,
+            },
         })
     }
 }

@@ -89,6 +89,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             token_ttl: Duration::from_secs(3600),
             bootstrap_admin: Some(format!("{DEMO_ADMIN}:{admin_password}").parse()?),
             purge_interval: Duration::from_secs(3600),
+            login_limits: Default::default(),
         },
         push: PushConfig {
             key: Some(fcm.service_account()),

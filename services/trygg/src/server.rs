@@ -91,6 +91,8 @@ impl Server {
         let links = DeviceLinks::default();
         let api = ApiState {
             devices: links.clone(),
+            accounts: Default::default(),
+            logins: Arc::new(trygg_api::login_guard::LoginGuard::new(config.api.login_limits)),
             store: store.clone(),
             tokens: Arc::new(Tokens::new(&config.api.jwt_secret, config.api.token_ttl)?),
             zones: Arc::new(ZoneIndexes::default()),
@@ -113,13 +115,8 @@ impl Server {
                 None
             }
         };
-        let push = Worker::new(
-            store.clone(),
-            fcm,
-            trygg_push::client::http_client()?,
-            config.push.worker.clone(),
-            PushMetrics::register(&mut registry),
-        );
+        let push =
+            Worker::new(store.clone(), fcm, config.push.worker.clone(), PushMetrics::register(&mut registry));
         let (sink, engine) = Engine::load(store.clone(), api.zones.clone())
             .await
             .context("loading the alarm engine's zone states")?
@@ -267,6 +264,7 @@ impl Server {
         );
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown_supervisor = supervisor.clone();
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("Shutdown requested: refusing new connections, draining");

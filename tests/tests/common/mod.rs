@@ -42,16 +42,22 @@ pub struct Trygg {
 impl Trygg {
     /// Starts `trygg serve` on a free port and waits until it says where it listens.
     pub fn start(db_url: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(db_url, extra, &[])
+    }
+
+    /// Like [`start`](Self::start), with settings in the environment.
+    pub fn start_with_env(db_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::var("TEST_LOG").is_ok();
         let stderr = if log { Stdio::inherit() } else { Stdio::null() };
-        Self::spawn(db_url, extra, if log { "debug" } else { "warn" }, stderr)
+        Self::spawn(db_url, extra, env, if log { "debug" } else { "warn" }, stderr)
     }
 
     /// Starts `trygg serve` logging at `level` to `stderr`, and reads the addresses it prints.
-    fn spawn(db_url: &str, extra: &[&str], level: &str, stderr: Stdio) -> Self {
+    fn spawn(db_url: &str, extra: &[&str], env: &[(&str, &str)], level: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--http-bind", "127.0.0.1:0", "--database-url", db_url])
             .args(extra)
+            .envs(env.iter().copied())
             .env("TRYGG_LOG", level)
             .env("TRYGG_JWT_SECRET", JWT_SECRET)
             // Device listeners on free loopback ports, so tests never compete for 5093 and co.
@@ -86,6 +92,11 @@ impl Trygg {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         Self { child, base, devices }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -192,7 +203,7 @@ impl Trygg {
     /// dropped: for tests that read what it said last.
     pub fn start_logged(db_url: &str, extra: &[&str], log: &std::path::Path) -> Self {
         let file = std::fs::File::create(log).expect("create the log file");
-        Self::spawn(db_url, extra, "info", file.into())
+        Self::spawn(db_url, extra, &[], "info", file.into())
     }
 
     /// The exit status, if the process has ended.

@@ -36,7 +36,7 @@ use trygg_store::{
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{READERS, path_id};
+use super::{CLOSERS, READERS, RESPONDERS, path_id};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -232,6 +232,58 @@ async fn visible(state: &ApiState, caller: &Caller, tenant: TenantId, id: &str) 
     state.store.alarm(tenant, id, viewer(caller)).await?.ok_or(ApiError::NotFound("alarm"))
 }
 
+/// The fix times of an alarm's device that are positions of the alarm's wearer: the device's
+/// binding to that wearer in force when the alarm was raised (or the last one before it, for an
+/// alarm raised late). For an alarm from a watch bound to nobody, the time between the bindings
+/// around it. A fix outside it is somebody else's position (DESIGN.md: an alarm shows its
+/// wearer's binding, never whoever the device is bound to later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    /// From (inclusive); `None`: from the first fix.
+    from: Option<DateTime<Utc>>,
+    /// Until (exclusive); `None`: the binding is still in force.
+    until: Option<DateTime<Utc>>,
+}
+
+impl Window {
+    /// The window of `a`'s positions; `None` when no binding makes any fix the wearer's.
+    async fn of(store: &dyn Store, tenant: TenantId, a: &Alarm) -> Result<Option<Self>, StoreError> {
+        let Some(device) = &a.device else { return Ok(None) };
+        let bindings = store.device_bindings(tenant, device).await?;
+        let at = a.raised_at;
+        Ok(match a.wearer {
+            Some(wearer) => bindings
+                .iter()
+                .filter(|b| b.wearer == wearer && b.bound_at <= at)
+                .max_by_key(|b| b.bound_at)
+                .map(|b| Self { from: Some(b.bound_at), until: b.unbound_at }),
+            None => Some(Self {
+                from: bindings.iter().filter_map(|b| b.unbound_at).filter(|u| *u <= at).max(),
+                until: bindings.iter().map(|b| b.bound_at).filter(|b| *b > at).min(),
+            }),
+        })
+    }
+
+    fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| f <= t) && self.until.is_none_or(|u| t < u)
+    }
+
+    /// The first instant, for an inclusive range query.
+    fn first(&self) -> DateTime<Utc> {
+        self.from.unwrap_or(DateTime::UNIX_EPOCH)
+    }
+
+    /// The last instant, for an inclusive range query (fix times are stored to the millisecond).
+    fn last(&self) -> Option<DateTime<Utc>> {
+        self.until.map(|u| u - TimeDelta::milliseconds(1))
+    }
+}
+
+/// The newest fix of the alarm's device within its window.
+async fn last_fix(store: &dyn Store, device: &DeviceId, w: &Window) -> Result<Option<StoredFix>, StoreError> {
+    Ok(store.fixes_between(device, w.first(), w.last(), 1).await?.pop())
+}
+
 /// Records that the caller is shown positions of the wearers of `alarms`: one entry per wearer,
 /// naming that wearer's alarms. A read that cannot be logged is not served.
 async fn log_reads(
@@ -345,11 +397,12 @@ pub struct AlarmDetail {
     pub contact_name: String,
     /// The contact person's phone.
     pub contact_phone: String,
-    /// The newest fix of the alarm's device (for a closed alarm: the newest of the trail, up to
-    /// its closing; none for staff).
+    /// The newest fix of the alarm's device while bound to the alarm's wearer (for a closed
+    /// alarm: the newest of the trail, up to its closing; none for staff).
     pub last_position: Option<PositionOut>,
     /// The device's newest 500 fixes from ten minutes before the trigger on (up to the closing
-    /// for a closed alarm), oldest first; empty for staff once the alarm is closed.
+    /// for a closed alarm), only those of its binding to the alarm's wearer, oldest first; empty
+    /// for staff once the alarm is closed.
     pub trail: Vec<TrailPoint>,
     /// An OpenStreetMap link to the last position.
     pub map_url: Option<String>,
@@ -380,12 +433,20 @@ pub async fn get(
     // A closed alarm shows where the wearer was while it was open, not where they are now.
     let until = a.closed.as_ref().map(|c| c.at);
     let (mut trail, mut last) = (Vec::new(), None);
-    if let Some(device) = a.device.as_ref().filter(|_| shows_positions(caller.role, &a)) {
-        let from = a.trigger_time - trygg_store::alarms::TRAIL_BEFORE;
-        trail = state.store.fixes_between(device, from, until, TRAIL_MAX).await?;
+    let window = match a.device.as_ref().filter(|_| shows_positions(caller.role, &a)) {
+        Some(device) => Window::of(state.store.as_ref(), tenant, &a).await?.map(|w| (device, w)),
+        None => None,
+    };
+    if let Some((device, window)) = window {
+        let from = (a.trigger_time - trygg_store::alarms::TRAIL_BEFORE).max(window.first());
+        let end = match (until, window.last()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        trail = state.store.fixes_between(device, from, end, TRAIL_MAX).await?;
         last = match until {
             Some(_) => trail.last().cloned(),
-            None => state.store.recent_fixes(device, 1).await?.pop(),
+            None => last_fix(state.store.as_ref(), device, &window).await?,
         };
     }
     let names = wearer.iter().map(|w| (w.id, w.fields.name.clone())).collect();
@@ -569,12 +630,12 @@ pub struct CloseIn {
 async fn take_step(
     state: &ApiState,
     caller: &Caller,
+    tenant: TenantId,
     id: &str,
     step: Step,
     position: Option<Position>,
     note: String,
 ) -> Result<Json<AlarmOut>, ApiError> {
-    let tenant = caller.tenant_for(READERS)?;
     let a = visible(state, caller, tenant, id).await?;
     let req = StepRequest { step, actor: Some(caller.user), at: Utc::now(), position, note };
     match state.store.step_alarm(tenant, a.id, &req).await?.ok_or(ApiError::NotFound("alarm"))? {
@@ -610,12 +671,12 @@ fn refusal(step: Step, a: &Alarm) -> ApiError {
     ApiError::ConflictWith { message, details }
 }
 
-/// Takes the alarm (kvittera). Exactly one of several staff acknowledging at once wins; the
+/// Takes the alarm (kvittera); staff only. Exactly one of several staff acknowledging at once wins; the
 /// others get 409 naming who did.
 #[utoipa::path(post, path = "/api/v1/alarms/{id}/acknowledge", tag = "alarms", params(("id" = Uuid, Path)),
     request_body(content = Option<StepIn>, description = "Optional: the staff member's position"),
     security(("bearer" = [])),
-    responses((status = 200, body = AlarmOut), (status = 404),
+    responses((status = 200, body = AlarmOut), (status = 403, description = "staff only"), (status = 404),
         (status = 409, description = "already acknowledged (details name by whom) or closed"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn acknowledge(
@@ -624,16 +685,17 @@ pub async fn acknowledge(
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<StepIn>,
 ) -> Result<Json<AlarmOut>, ApiError> {
+    let tenant = caller.tenant_for(RESPONDERS)?;
     let position = body.position()?;
-    take_step(&state, &caller, &id, Step::Acknowledge, position, String::new()).await
+    take_step(&state, &caller, tenant, &id, Step::Acknowledge, position, String::new()).await
 }
 
-/// Marks that the staff member is with the wearer (närvaromarkering); only after an
-/// acknowledgement.
+/// Marks that the staff member is with the wearer (närvaromarkering); staff only, and only
+/// after an acknowledgement.
 #[utoipa::path(post, path = "/api/v1/alarms/{id}/on-site", tag = "alarms", params(("id" = Uuid, Path)),
     request_body(content = Option<StepIn>, description = "Optional: the staff member's position"),
     security(("bearer" = [])),
-    responses((status = 200, body = AlarmOut), (status = 404),
+    responses((status = 200, body = AlarmOut), (status = 403, description = "staff only"), (status = 404),
         (status = 409, description = "not acknowledged yet, already on site, or closed"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn on_site(
@@ -642,14 +704,16 @@ pub async fn on_site(
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<StepIn>,
 ) -> Result<Json<AlarmOut>, ApiError> {
+    let tenant = caller.tenant_for(RESPONDERS)?;
     let position = body.position()?;
-    take_step(&state, &caller, &id, Step::OnSite, position, String::new()).await
+    take_step(&state, &caller, tenant, &id, Step::OnSite, position, String::new()).await
 }
 
-/// Closes the alarm with an outcome and a note; only once someone acknowledged it.
+/// Closes the alarm with an outcome and a note; staff or tenant admins, only once someone
+/// acknowledged it.
 #[utoipa::path(post, path = "/api/v1/alarms/{id}/close", tag = "alarms", params(("id" = Uuid, Path)),
     request_body = CloseIn, security(("bearer" = [])),
-    responses((status = 200, body = AlarmOut), (status = 404),
+    responses((status = 200, body = AlarmOut), (status = 403, description = "staff and tenant admins only"), (status = 404),
         (status = 409, description = "not acknowledged yet, or already closed"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn close(
@@ -658,12 +722,13 @@ pub async fn close(
     Path(id): Path<String>,
     Body(body): Body<CloseIn>,
 ) -> Result<Json<AlarmOut>, ApiError> {
+    let tenant = caller.tenant_for(CLOSERS)?;
     let mut check = Check::default();
     let outcome: Option<Outcome> = check.parse("outcome", &body.outcome);
     check.ensure(body.note.chars().count() <= 2000, "note", "must be at most 2000 characters");
     check.done()?;
     let outcome = outcome.ok_or_else(|| ApiError::field("outcome", "required"))?;
-    take_step(&state, &caller, &id, Step::Close(outcome), None, body.note.trim().to_owned()).await
+    take_step(&state, &caller, tenant, &id, Step::Close(outcome), None, body.note.trim().to_owned()).await
 }
 
 /// How far back each live poll re-reads, by received time. A fix is stamped when it arrives but
@@ -680,6 +745,8 @@ struct Live {
     /// The staff member watching, whose right to see the alarm is checked at every poll.
     viewer: Option<Uuid>,
     device: Option<DeviceId>,
+    /// The fix times that are the wearer's positions; none: no fix is.
+    window: Option<Window>,
     /// Newest received time of the fixes seen.
     cursor: DateTime<Utc>,
     /// The fixes seen (sent, or summed up by the first position), by fix time (unique per
@@ -735,8 +802,17 @@ impl Live {
             self.done = true;
             return Ok(());
         };
+        // The watch was unbound (and perhaps given to someone else): its fixes from then on are
+        // not the wearer's, so the stream sends those from before and ends rather than follow it.
+        self.window = Window::of(self.store.as_ref(), self.tenant, &alarm).await?;
         for f in self.unseen().await? {
             self.pending.push_back(position_event(&f, now));
+        }
+        if alarm.state.is_open() && self.window.is_none_or(|w| w.until.is_some()) {
+            let data = json!({ "id": self.alarm, "reason": "the watch is no longer bound to the wearer" });
+            self.pending.push_back(Event::default().event("ended").data(data.to_string()));
+            self.done = true;
+            return Ok(());
         }
         if !alarm.state.is_open() {
             let data = json!({
@@ -763,7 +839,9 @@ impl Live {
             for f in batch {
                 if self.seen.insert(f.fix.time, f.received_at).is_none() {
                     self.cursor = self.cursor.max(f.received_at);
-                    fresh.push(f);
+                    if self.window.is_some_and(|w| w.contains(f.fix.time)) {
+                        fresh.push(f);
+                    }
                 }
             }
             if full && fresh.is_empty() && after < self.cursor {
@@ -785,7 +863,9 @@ fn position_event(f: &StoredFix, now: DateTime<Utc>) -> Event {
 /// Server-Sent Events of the wearer's position while the alarm is open: `position` with the
 /// last known position first, then one per fix of the alarm's device received from then on
 /// (fixes that arrive late are sent when they become visible), and `closed` when the alarm
-/// closes, or `shutdown` when the server stops; either ends the stream. Each connection is
+/// closes, `ended` when the caller may no longer see it or the watch is no longer bound to the
+/// wearer, or `shutdown` when the server stops; each ends the stream. Only fixes of the
+/// device's binding to the alarm's wearer are sent. Each connection is
 /// recorded in the access log.
 #[utoipa::path(get, path = "/api/v1/alarms/{id}/live", tag = "alarms", params(("id" = Uuid, Path)),
     security(("bearer" = [])),
@@ -806,9 +886,10 @@ pub async fn live(
     }
     log_reads(&state, &caller, tenant, &[&a], "live").await?;
     let started = Utc::now();
-    let last = match &a.device {
-        Some(device) => state.store.recent_fixes(device, 1).await?.pop(),
-        None => None,
+    let window = Window::of(state.store.as_ref(), tenant, &a).await?;
+    let last = match (&a.device, &window) {
+        (Some(device), Some(w)) => last_fix(state.store.as_ref(), device, w).await?,
+        _ => None,
     };
     let mut live = Live {
         store: state.store.clone(),
@@ -816,6 +897,7 @@ pub async fn live(
         alarm: a.id,
         viewer: viewer(&caller),
         device: a.device.clone(),
+        window,
         cursor: last.as_ref().map_or(started, |f| f.received_at),
         seen: HashMap::new(),
         poll: state.live_poll,

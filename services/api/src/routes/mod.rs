@@ -6,13 +6,16 @@
 //! nothing about which ids exist (403), and an allowed caller asking for another tenant's id
 //! gets 404 like for a missing one.
 
-use trygg_core::WearerId;
-use trygg_store::{Role, Wearer};
+use std::collections::HashSet;
+
+use trygg_core::{TenantId, WearerId};
+use trygg_store::{AlarmFilter, ResponderTarget, Role, Wearer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 pub mod access_log;
@@ -35,14 +38,24 @@ const EDITORS: &[Role] = &[Role::TenantAdmin, Role::Caseworker];
 const READERS: &[Role] = &[Role::TenantAdmin, Role::Caseworker, Role::Staff];
 /// Manage the tenant itself: users, settings, the access log.
 const TENANT_ADMINS: &[Role] = &[Role::TenantAdmin];
+/// Take an alarm and mark being on site: responders, never an office click that would stop the
+/// escalation while nobody goes out.
+const RESPONDERS: &[Role] = &[Role::Staff];
+/// Close an alarm: the responder, or a tenant admin clearing one up.
+const CLOSERS: &[Role] = &[Role::Staff, Role::TenantAdmin];
 
 /// Adds every API route to `router`.
 pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
         .routes(routes!(auth::login))
+        .routes(routes!(auth::change_password))
         .routes(routes!(tenants::create, tenants::list))
         .routes(routes!(tenants::get))
         .routes(routes!(users::create, users::list))
+        .routes(routes!(users::delete))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
+        .routes(routes!(users::reset_password))
         .routes(routes!(settings::get, settings::put))
         .routes(routes!(settings::get_push, settings::put_push))
         .routes(routes!(access_log::list))
@@ -83,12 +96,87 @@ fn path_id(what: &'static str, s: &str) -> Result<Uuid, ApiError> {
 }
 
 /// The wearer named in the path, in the caller's tenant.
-async fn find_wearer(state: &ApiState, tenant: trygg_core::TenantId, id: &str) -> Result<Wearer, ApiError> {
+async fn find_wearer(state: &ApiState, tenant: TenantId, id: &str) -> Result<Wearer, ApiError> {
     let id = WearerId(path_id("wearer", id)?);
     state.store.wearer(tenant, id).await?.ok_or(ApiError::NotFound("wearer"))
 }
 
+/// The wearer named in the path, if the caller may see its configuration (note and door code,
+/// contact, zones, responders); 404 otherwise, like a missing one. See [`WearerScope`].
+async fn find_visible_wearer(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: TenantId,
+    id: &str,
+) -> Result<Wearer, ApiError> {
+    let wearer = find_wearer(state, tenant, id).await?;
+    if WearerScope::of(state, caller, tenant).await?.sees(state, tenant, &wearer).await? {
+        Ok(wearer)
+    } else {
+        Err(ApiError::NotFound("wearer"))
+    }
+}
+
+/// Which wearers a caller may see the configuration of. Caseworkers and tenant admins see every
+/// wearer of their tenant; staff those of their teams, those whose responder order names them or
+/// a team of theirs, and those they have an open alarm for that they can see (a fallback push
+/// names the wearer's door code too).
+pub(crate) struct WearerScope {
+    /// `None`: every wearer. Otherwise the staff member and their teams.
+    staff: Option<(uuid::Uuid, HashSet<uuid::Uuid>)>,
+}
+
+impl WearerScope {
+    /// The scope of `caller` (one query for staff: their teams).
+    pub(crate) async fn of(state: &ApiState, caller: &Caller, tenant: TenantId) -> Result<Self, ApiError> {
+        if caller.role != Role::Staff {
+            return Ok(Self { staff: None });
+        }
+        let teams = state.store.teams(tenant).await?;
+        let mine = teams.into_iter().filter(|t| t.members.contains(&caller.user)).map(|t| t.id).collect();
+        Ok(Self { staff: Some((caller.user, mine)) })
+    }
+
+    /// Whether the caller may see `wearer`.
+    pub(crate) async fn sees(
+        &self,
+        state: &ApiState,
+        tenant: TenantId,
+        wearer: &Wearer,
+    ) -> Result<bool, ApiError> {
+        let Some((user, teams)) = &self.staff else { return Ok(true) };
+        if wearer.fields.team.is_some_and(|t| teams.contains(&t)) {
+            return Ok(true);
+        }
+        let plan = state.store.responders(tenant, wearer.id).await?;
+        if plan.steps.iter().any(|s| match s.target {
+            ResponderTarget::User(u) => u == *user,
+            ResponderTarget::Team(t) => teams.contains(&t),
+        }) {
+            return Ok(true);
+        }
+        has_open_alarm(state, *user, tenant, wearer.id).await
+    }
+}
+
+/// Whether staff member `user` can see an open alarm of `wearer`.
+async fn has_open_alarm(
+    state: &ApiState,
+    user: uuid::Uuid,
+    tenant: TenantId,
+    wearer: WearerId,
+) -> Result<bool, ApiError> {
+    let filter = AlarmFilter {
+        viewer: Some(user),
+        open: Some(true),
+        wearer: Some(wearer),
+        limit: 1,
+        ..Default::default()
+    };
+    Ok(!state.store.alarms(tenant, &filter).await?.is_empty())
+}
+
 /// After a write that changes which zones alarm: the evaluator sees it from the next fix on.
-async fn zones_changed(state: &ApiState, tenant: trygg_core::TenantId) -> Result<(), ApiError> {
+async fn zones_changed(state: &ApiState, tenant: TenantId) -> Result<(), ApiError> {
     Ok(state.zones.rebuild(state.store.as_ref(), tenant).await?)
 }

@@ -1,11 +1,15 @@
-//! Accounts: admins create them in any tenant, tenant admins in their own.
+//! Accounts: admins create and manage them in any tenant, tenant admins in their own: disable,
+//! enable, delete, reset a password.
+
+use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use trygg_core::TenantId;
-use trygg_store::{NewUser, Role, User};
+use trygg_store::{AccountState, NewUser, Role, User};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -42,6 +46,8 @@ pub struct UserOut {
     pub role: &'static str,
     /// Tenant (none for admins).
     pub tenant: Option<Uuid>,
+    /// False while disabled.
+    pub active: bool,
 }
 
 impl From<User> for UserOut {
@@ -52,6 +58,7 @@ impl From<User> for UserOut {
             name: u.user.name,
             role: u.user.role.as_str(),
             tenant: u.user.tenant.map(|t| t.0),
+            active: true,
         }
     }
 }
@@ -134,5 +141,108 @@ pub async fn list(
         Role::Admin => filter.tenant.map(TenantId),
         _ => Some(caller.tenant_for(super::TENANT_ADMINS)?),
     };
-    Ok(Json(state.store.users(tenant).await?.into_iter().map(Into::into).collect()))
+    let states: HashMap<Uuid, AccountState> = state.store.account_states(tenant).await?.into_iter().collect();
+    let mut out = Vec::new();
+    for user in state.store.users(tenant).await? {
+        let Some(account) = states.get(&user.id).filter(|a| !a.deleted) else { continue };
+        let active = account.active;
+        out.push(UserOut { active, ..user.into() });
+    }
+    Ok(Json(out))
+}
+
+/// The tenant filter for changing account `id`: admins change any account, tenant admins those
+/// of their tenant (never an admin, who has none); nobody disables or deletes themselves.
+fn managed(caller: &Caller, id: &str, own_ok: bool) -> Result<(Option<TenantId>, Uuid), ApiError> {
+    let tenant = match caller.role {
+        Role::Admin => None,
+        _ => Some(caller.tenant_for(super::TENANT_ADMINS)?),
+    };
+    let id = super::path_id("user", id)?;
+    if id == caller.user && !own_ok {
+        return Err(ApiError::Conflict("you cannot disable or delete your own account".to_owned()));
+    }
+    Ok((tenant, id))
+}
+
+/// After a change that revokes tokens: effective at once on this node, within
+/// [`ACCOUNT_CHECK_TTL`](crate::auth::ACCOUNT_CHECK_TTL) on the others.
+fn changed(state: &ApiState, done: bool, id: Uuid) -> Result<StatusCode, ApiError> {
+    state.accounts.forget(id);
+    if done { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound("user")) }
+}
+
+/// Disables an account: no login, and its tokens are refused from now on (admin: any account;
+/// tenant admin: own tenant's).
+#[utoipa::path(post, path = "/api/v1/users/{id}/disable", tag = "users", params(("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses((status = 204), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "your own account")))]
+#[tracing::instrument(skip_all)]
+pub async fn disable(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (tenant, id) = managed(&caller, &id, false)?;
+    let done = state.store.set_account_disabled(tenant, id, true, Utc::now()).await?;
+    changed(&state, done, id)
+}
+
+/// Enables a disabled account again (its old tokens stay revoked).
+#[utoipa::path(post, path = "/api/v1/users/{id}/enable", tag = "users", params(("id" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+#[tracing::instrument(skip_all)]
+pub async fn enable(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (tenant, id) = managed(&caller, &id, true)?;
+    let done = state.store.set_account_disabled(tenant, id, false, Utc::now()).await?;
+    changed(&state, done, id)
+}
+
+/// Deletes an account for good: its tokens are refused, its email is free again, it leaves its
+/// teams and its phones get no more pushes. Alarm events and the access log keep its name.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses((status = 204), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "your own account")))]
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (tenant, id) = managed(&caller, &id, false)?;
+    let done = state.store.delete_account(tenant, id, Utc::now()).await?;
+    changed(&state, done, id)
+}
+
+/// A new password set by an administrator.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordReset {
+    /// The new password, at least 12 characters.
+    pub new_password: String,
+}
+
+/// Resets an account's password (admin: any account; tenant admin: own tenant's); the account's
+/// tokens are refused from now on.
+#[utoipa::path(post, path = "/api/v1/users/{id}/password", tag = "users", params(("id" = Uuid, Path)),
+    request_body = PasswordReset, security(("bearer" = [])),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 422)))]
+#[tracing::instrument(skip_all)]
+pub async fn reset_password(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<PasswordReset>,
+) -> Result<StatusCode, ApiError> {
+    let (tenant, id) = managed(&caller, &id, true)?;
+    super::auth::check_new_password(&body.new_password)?;
+    let hash = hash_password(body.new_password).await?;
+    let done = state.store.set_password_hash(tenant, id, &hash).await?;
+    changed(&state, done, id)
 }

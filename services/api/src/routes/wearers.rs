@@ -14,7 +14,9 @@ use trygg_store::{
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{EDITORS, READERS, find_wearer, path_id, zones_changed};
+use super::{
+    EDITORS, READERS, WearerScope, find_visible_wearer, find_wearer, has_open_alarm, path_id, zones_changed,
+};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -173,8 +175,14 @@ pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<
     let tenant = caller.tenant_for(READERS)?;
     let consents = state.store.consents(tenant, None).await?;
     let now = Utc::now();
-    let wearers = state.store.wearers(tenant).await?;
-    Ok(Json(wearers.into_iter().map(|w| wearer_out(w, &consents, now)).collect()))
+    let scope = WearerScope::of(&state, &caller, tenant).await?;
+    let mut out = Vec::new();
+    for w in state.store.wearers(tenant).await? {
+        if scope.sees(&state, tenant, &w).await? {
+            out.push(wearer_out(w, &consents, now));
+        }
+    }
+    Ok(Json(out))
 }
 
 /// One wearer.
@@ -187,7 +195,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<WearerOut>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
     answer(&state, tenant, wearer).await
 }
 
@@ -386,6 +394,8 @@ pub struct Responders {
     /// Steps in order, at most 10.
     pub steps: Vec<Step>,
     /// An external alarm receiving centre's webhook (`https://…`), alerted after the last step.
+    /// Set by tenant admins only; a caseworker's order leaves it as it is (a different value:
+    /// 403).
     pub alarm_centre_url: Option<String>,
 }
 
@@ -408,7 +418,8 @@ impl From<ResponderPlan> for Responders {
 
 /// Sets a wearer's responder order.
 #[utoipa::path(put, path = "/api/v1/wearers/{id}/responders", tag = "responders", params(("id" = Uuid, Path)),
-    request_body = Responders, security(("bearer" = [])), responses((status = 200, body = Responders), (status = 404), (status = 422)))]
+    request_body = Responders, security(("bearer" = [])), responses((status = 200, body = Responders),
+        (status = 403, description = "a caseworker changing alarm_centre_url"), (status = 404), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn put_responders(
     State(state): State<ApiState>,
@@ -443,11 +454,19 @@ pub async fn put_responders(
         check.range(&format!("{field}.escalate_after_secs"), s.escalate_after_secs, 30..=3600);
         steps.extend(target.map(|target| Responder { target, escalate_after_secs: s.escalate_after_secs }));
     }
-    if let Some(url) = &body.alarm_centre_url {
-        check.webhook_url("alarm_centre_url", url, &["https", "http"]);
+    // The alarm centre receives positions and its answers land in the alarm's events: only a
+    // tenant admin points it somewhere. A caseworker's order keeps the URL as it is.
+    let current = state.store.responders(tenant, wearer.id).await?.alarm_centre_url;
+    let alarm_centre_url = match body.alarm_centre_url {
+        url if caller.role == Role::TenantAdmin => url,
+        Some(url) if Some(&url) != current.as_ref() => return Err(ApiError::Forbidden),
+        _ => current,
+    };
+    if let Some(url) = &alarm_centre_url {
+        check.webhook_url("alarm_centre_url", url, &["https"]);
     }
     check.done()?;
-    let plan = ResponderPlan { steps, alarm_centre_url: body.alarm_centre_url };
+    let plan = ResponderPlan { steps, alarm_centre_url };
     if !state.store.set_responders(tenant, wearer.id, &plan).await? {
         return Err(ApiError::NotFound("wearer"));
     }
@@ -464,7 +483,7 @@ pub async fn get_responders(
     Path(id): Path<String>,
 ) -> Result<Json<Responders>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
     Ok(Json(state.store.responders(tenant, wearer.id).await?.into()))
 }
 
@@ -499,10 +518,11 @@ pub struct PositionOut {
 }
 
 /// A wearer's recent positions (the trail), from every device bound to them at the time. Every
-/// read is recorded in the access log with the caller and the stated reason. Staff, who later
-/// get positions through an open alarm, may read them here only with a reason as well.
+/// read is recorded in the access log with the caller and the stated reason. Staff read them
+/// only while they have an open alarm for the wearer that they can see (403 otherwise).
 #[utoipa::path(get, path = "/api/v1/wearers/{id}/positions", tag = "positions", params(("id" = Uuid, Path), PositionsQuery),
     security(("bearer" = [])), responses((status = 200, body = Vec<PositionOut>), (status = 404),
+    (status = 403, description = "staff without an open alarm for the wearer"),
     (status = 409, description = "no consent in force covers positioning"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn positions(
@@ -512,7 +532,11 @@ pub async fn positions(
     Params(q): Params<PositionsQuery>,
 ) -> Result<Json<Vec<PositionOut>>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
+    // DESIGN.md: staff see a wearer's position only while they have an open alarm for them.
+    if caller.role == Role::Staff && !has_open_alarm(&state, caller.user, tenant, wearer.id).await? {
+        return Err(ApiError::Forbidden);
+    }
     let reason = q.reason.unwrap_or_default();
     Check::default().text("reason", &reason, 3, 500).done()?;
     let now = Utc::now();

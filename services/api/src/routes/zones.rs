@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::wearers::not_alarming_reason;
-use super::{EDITORS, READERS, find_wearer, path_id, zones_changed};
+use super::{EDITORS, READERS, find_visible_wearer, find_wearer, path_id, zones_changed};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -271,7 +271,7 @@ pub async fn list(
     Path(id): Path<String>,
 ) -> Result<Json<ZoneCollection>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
     let reason = reason_for(&state, tenant, &wearer).await?;
     let features = state
         .store
@@ -293,7 +293,7 @@ pub async fn get(
     Path((id, zone)): Path<(String, String)>,
 ) -> Result<Json<ZoneFeature>, ApiError> {
     let tenant = caller.tenant_for(READERS)?;
-    let wearer = find_wearer(&state, tenant, &id).await?;
+    let wearer = find_visible_wearer(&state, &caller, tenant, &id).await?;
     let zone = find_zone(&state, tenant, &wearer, &zone).await?;
     Ok(Json(feature(zone, reason_for(&state, tenant, &wearer).await?, Vec::new())?))
 }

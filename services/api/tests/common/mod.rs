@@ -42,6 +42,8 @@ impl App {
             live_poll: LIVE_POLL,
             stopping: stopping_rx,
             devices: Default::default(),
+            accounts: Default::default(),
+            logins: Default::default(),
         };
         Self { router: trygg_api::router(state.clone()), state, stopping, counter: AtomicU32::new(0) }
     }
@@ -136,10 +138,17 @@ impl App {
         self.state.store.add_consent(tenant, &c).await.unwrap()
     }
 
+    /// A watch, bound to `wearer` since a day ago (so fixes the tests stamp minutes back are the
+    /// wearer's positions).
     pub async fn device(&self, tenant: TenantId, wearer: Option<WearerId>) -> DeviceId {
         let id = DeviceId::parse(&format!("dev-{}", self.next())).unwrap();
-        let new = NewDevice { id: id.clone(), tenant, wearer, protocol: Protocol::Watch, token_hash: None };
+        let new =
+            NewDevice { id: id.clone(), tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
         self.state.store.register_device(&new).await.unwrap();
+        if let Some(wearer) = wearer {
+            let since = Utc::now() - chrono::TimeDelta::days(1);
+            self.state.store.bind_device(tenant, &id, wearer, since).await.unwrap();
+        }
         id
     }
 

@@ -1,0 +1,11 @@
+-- Accounts can be disabled and deleted, and their tokens revoked (SQLite).
+-- Times are integer milliseconds since the Unix epoch (UTC), as in 0001.
+
+-- Disabled: no login, and every token of the account is refused. Null: active.
+alter table users add column disabled_at integer;
+-- Deleted: like disabled, for good; the row stays because alarm events and the access log name
+-- the account, but its email is freed and it is listed nowhere.
+alter table users add column deleted_at integer;
+-- Tokens carry the version they were issued at; disabling, deleting and every password change or
+-- reset increment it, which refuses every token issued before.
+alter table users add column token_version integer not null default 0;

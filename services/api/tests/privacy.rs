@@ -1,0 +1,35 @@
+//! DESIGN.md's privacy rules seen from the API, on SQLite and PostgreSQL: what staff may know of
+//! wearers they do not respond for, and whose positions an alarm shows.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::App;
+use serde_json::Value;
+use trygg_store::{Role, Store, WearerFields, on_both_backends};
+
+on_both_backends!(staff_list_only_the_wearers_they_respond_for);
+
+async fn staff_list_only_the_wearers_they_respond_for(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    let s = &app.state.store;
+    assert!(s.set_team_members(f.tenant, f.team, &[f.staff]).await.unwrap());
+    let fields = WearerFields {
+        name: "Teamets brukare".into(),
+        note: "Portkod 4711".into(),
+        team: Some(f.team),
+        ..Default::default()
+    };
+    let mine = s.add_wearer(f.tenant, &fields).await.unwrap();
+
+    let (status, list) = app.call("GET", "/api/v1/wearers", Some(f.token(Role::Staff)), None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&Value> = list.as_array().unwrap().iter().map(|w| &w["id"]).collect();
+    assert_eq!(ids, [&Value::String(mine.to_string())], "only the team's wearer: {list}");
+    assert_eq!(list[0]["note"], "Portkod 4711");
+
+    let (_, all) = app.call("GET", "/api/v1/wearers", Some(f.token(Role::Caseworker)), None).await;
+    assert_eq!(all.as_array().unwrap().len(), 2, "caseworkers see every wearer");
+}
