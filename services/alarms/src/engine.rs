@@ -18,9 +18,20 @@
 //! Fixes of one device are evaluated in time order; a fix older than the newest one evaluated (a
 //! buffered upload arriving late) is stored and shown in the trail but changes no zone state.
 //!
+//! **Offline supervision.** Every device bound to a wearer that reports (a fix or a device
+//! alarm) arms its `offline` deadline, a row due at the report plus the tenant's
+//! `offline_after_secs`, in the same commit as the rest of the batch; the row is written only
+//! when its due time moves by a quarter of the threshold, so a device reporting every minute
+//! costs a row update every few minutes, not one per fix. [`Engine::supervise`] (every few
+//! seconds) reads the rows that are due — an index range, never every device — and asks the
+//! database when the device was really last heard (keep-alives of TCP watches update it without
+//! passing through the engine): heard since, the row is moved on; silent, one `device_offline`
+//! alert is raised and the row marked fired in one transaction, so a restart neither skips nor
+//! repeats it. The first report after that closes the alert (`resolved_by_device`).
+//!
 //! [`pending_device_alarms`]: trygg_store::Alarms::pending_device_alarms
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,8 +43,8 @@ use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_ingest::{Committed, CommittedSink};
 use trygg_store::{
-    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store,
-    ZoneStateRow,
+    DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline, EngineCommit, NewAlarm,
+    PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
 };
 
 use crate::{EngineError, ZoneIndexes};
@@ -54,6 +65,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// with a stored zone state are caught up from it, however long ago that was).
 const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
 
+/// How often a device under an offline alert is looked at again (has it been heard?), for
+/// the keep-alives of TCP watches, which reach the database without passing through the engine.
+const OFFLINE_RECHECK: chrono::Duration = chrono::Duration::seconds(60);
+/// Most due deadlines handled in one supervision pass.
+const DEADLINES_PER_PASS: u32 = 500;
+
 /// The fixes of one device in a batch.
 #[derive(Debug)]
 struct DeviceFixes {
@@ -70,6 +87,11 @@ pub struct Engine {
     states: HashMap<DeviceId, DeviceState>,
     /// The `last_fix_at` of each device's stored state.
     stored_at: HashMap<DeviceId, DateTime<Utc>>,
+    /// The due time of each device's stored offline deadline, as far as this engine wrote it
+    /// (empty after a start: each device's first report writes it again).
+    offline_due: HashMap<DeviceId, DateTime<Utc>>,
+    /// Devices whose offline alert has fired and who have not been heard since.
+    offline: HashSet<DeviceId>,
     /// Woken after a commit that raised an alarm: the push worker, so a push does not wait
     /// for its next poll.
     raised: Option<Arc<Notify>>,
@@ -85,7 +107,8 @@ impl Engine {
             stored_at.insert(row.device.clone(), row.last_fix_at);
             states.insert(row.device, state);
         }
-        Ok(Self { store, zones, states, stored_at, raised: None })
+        let offline = store.offline_devices().await?.into_iter().collect();
+        Ok(Self { store, zones, states, stored_at, offline_due: HashMap::new(), offline, raised: None })
     }
 
     /// Wakes `waker` after every commit that raised an alarm.
@@ -185,6 +208,9 @@ impl Engine {
         for alarm in pending {
             signals.push(self.device_alarm_signal(alarm).await?);
         }
+        // Every bound device in the batch was heard now.
+        let heard: Vec<(DeviceId, TenantId)> =
+            fixes.iter().filter(|(_, b)| b.wearer.is_some()).map(|(d, b)| (d.clone(), b.tenant)).collect();
         // Changed states, and whether each decided something new.
         let mut touched: HashMap<DeviceId, (DeviceState, bool)> = HashMap::new();
         let mut policies: HashMap<TenantId, Policy> = HashMap::new();
@@ -226,8 +252,22 @@ impl Engine {
                 .map_err(|e| EngineError::Corrupt(format!("encoding the zone state of {device}: {e}")))?;
             states.push(ZoneStateRow { device: device.clone(), state, last_fix_at });
         }
-        let commit = EngineCommit { states, signals };
-        let outcomes = if commit.states.is_empty() && commit.signals.is_empty() {
+        let mut deadlines = Vec::new();
+        let mut offline_after: HashMap<TenantId, chrono::Duration> = HashMap::new();
+        for (device, tenant) in heard {
+            let after = self.offline_after(tenant, &mut offline_after).await?;
+            let due_at = now + after;
+            let back = self.offline.contains(&device);
+            if back {
+                signals.push(Signal::DeviceBack { device: device.clone(), at: now });
+            }
+            let moved = self.offline_due.get(&device).is_none_or(|at| due_at - *at >= after / 4);
+            if back || moved {
+                deadlines.push(DeadlineChange::Arm { device, tenant, kind: DEADLINE_OFFLINE, due_at });
+            }
+        }
+        let commit = EngineCommit { states, signals, deadlines };
+        let outcomes = if commit.states.is_empty() && commit.signals.is_empty() && commit.deadlines.is_empty() {
             Vec::new()
         } else {
             self.store.engine_commit(&commit, now).await?
@@ -236,17 +276,134 @@ impl Engine {
             self.stored_at.insert(row.device.clone(), row.last_fix_at);
         }
         self.states.extend(touched.into_iter().map(|(device, (state, _))| (device, state)));
+        self.deadlines_stored(&commit.deadlines);
         if let Some(waker) = &self.raised
             && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
         {
             waker.notify_one();
         }
-        for (signal, outcome) in commit.signals.iter().zip(&outcomes) {
-            if let (Signal::Raise(a), SignalOutcome::Raised(id)) = (signal, outcome) {
-                tracing::info!(alarm = %id, kind = %a.kind, wearer = ?a.wearer, device = ?a.device, recipients = a.recipients.len(), "Alarm raised");
+        log_outcomes(&commit, &outcomes);
+        Ok(outcomes)
+    }
+
+    /// Remembers what a committed batch wrote to the deadlines.
+    fn deadlines_stored(&mut self, changes: &[DeadlineChange]) {
+        for change in changes {
+            match change {
+                DeadlineChange::Arm { device, due_at, .. } => {
+                    self.offline.remove(device);
+                    self.offline_due.insert(device.clone(), *due_at);
+                }
+                DeadlineChange::Fired { device, .. } => {
+                    self.offline.insert(device.clone());
+                    self.offline_due.remove(device);
+                }
+                DeadlineChange::Postpone { device, due_at, .. } => {
+                    if !self.offline.contains(device) {
+                        self.offline_due.insert(device.clone(), *due_at);
+                    }
+                }
+                DeadlineChange::Drop { device, .. } => {
+                    self.offline.remove(device);
+                    self.offline_due.remove(device);
+                }
             }
         }
+    }
+
+    /// The tenant's offline threshold, read once per pass into `cache`.
+    async fn offline_after(
+        &self,
+        tenant: TenantId,
+        cache: &mut HashMap<TenantId, chrono::Duration>,
+    ) -> Result<chrono::Duration, EngineError> {
+        if let Some(after) = cache.get(&tenant) {
+            return Ok(*after);
+        }
+        let secs = self.store.settings(tenant).await?.map_or(DEFAULT_OFFLINE_AFTER_SECS, |s| s.offline_after_secs);
+        let after = chrono::Duration::seconds(i64::from(secs));
+        cache.insert(tenant, after);
+        Ok(after)
+    }
+
+    /// Handles the supervision deadlines due at `now`: a device silent past its tenant's
+    /// threshold raises one `device_offline` alert for its wearer; one heard since is moved on;
+    /// one under an alert that has been heard again (a keep-alive) closes it.
+    pub async fn supervise(&mut self, now: DateTime<Utc>) -> Result<Vec<SignalOutcome>, EngineError> {
+        let due = self.store.due_deadlines(now, DEADLINES_PER_PASS).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut signals, mut deadlines) = (Vec::new(), Vec::new());
+        let mut offline_after = HashMap::new();
+        for d in due {
+            self.offline_deadline(d, now, &mut offline_after, &mut signals, &mut deadlines).await?;
+        }
+        let commit = EngineCommit { states: Vec::new(), signals, deadlines };
+        let outcomes = self.store.engine_commit(&commit, now).await?;
+        self.deadlines_stored(&commit.deadlines);
+        if let Some(waker) = &self.raised
+            && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
+        {
+            waker.notify_one();
+        }
+        log_outcomes(&commit, &outcomes);
         Ok(outcomes)
+    }
+
+    async fn offline_deadline(
+        &self,
+        d: DueDeadline,
+        now: DateTime<Utc>,
+        cache: &mut HashMap<TenantId, chrono::Duration>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) -> Result<(), EngineError> {
+        let kind = DEADLINE_OFFLINE;
+        if d.kind != kind {
+            // A kind this version does not know (written by a newer one): leave it be.
+            return Ok(());
+        }
+        let device = d.device;
+        // Bound to nobody (or moved to another tenant) since: nobody to tell.
+        let auth = self.store.device_auth(&device).await?;
+        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant) else {
+            deadlines.push(DeadlineChange::Drop { device, kind });
+            return Ok(());
+        };
+        let after = self.offline_after(tenant, cache).await?;
+        let heard = self.store.last_heard(&device).await?;
+        if let Some(fired_at) = d.fired_at {
+            match heard {
+                Some(heard) if heard > fired_at => {
+                    signals.push(Signal::DeviceBack { device: device.clone(), at: heard });
+                    deadlines.push(DeadlineChange::Arm { device, tenant, kind, due_at: heard + after });
+                }
+                _ => deadlines.push(DeadlineChange::Postpone { device, kind, due_at: now + OFFLINE_RECHECK }),
+            }
+            return Ok(());
+        }
+        // The row is armed at most a quarter of the threshold early: the database says when.
+        let last = heard.unwrap_or(d.due_at - after);
+        if last + after > now {
+            deadlines.push(DeadlineChange::Postpone { device, kind, due_at: last + after });
+            return Ok(());
+        }
+        let fix = self.store.recent_fixes(&device, 1).await?.pop().map(|s| s.fix);
+        signals.push(Signal::Raise(NewAlarm {
+            tenant,
+            wearer: Some(wearer),
+            device: Some(device.clone()),
+            kind: AlarmKind::DeviceOffline,
+            zone: None,
+            trigger_time: last + after,
+            position: fix.as_ref().map(|f| (Position::of(f), f.time)),
+            last_known_position: fix.is_some(),
+            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
+            device_alarm: None,
+        }));
+        deadlines.push(DeadlineChange::Fired { device, kind, at: now, recheck_at: now + OFFLINE_RECHECK });
+        Ok(())
     }
 
     async fn device_alarm_signal(&self, alarm: PendingDeviceAlarm) -> Result<Signal, EngineError> {
@@ -377,6 +534,10 @@ impl Engine {
                             tracing::error!(error = %e, "Alarm engine sweep failed; recovering from the database");
                             lagged.store(true, Ordering::SeqCst);
                         }
+                        if let Err(e) = self.supervise(Utc::now()).await {
+                            // The deadlines stay due in the database: the next tick retries.
+                            tracing::error!(error = %e, "Device supervision pass failed; retrying at the next tick");
+                        }
                         continue;
                     }
                 };
@@ -395,6 +556,20 @@ impl Engine {
             tracing::info!("Alarm engine stopped");
         });
         (sink, task)
+    }
+}
+
+fn log_outcomes(commit: &EngineCommit, outcomes: &[SignalOutcome]) {
+    for (signal, outcome) in commit.signals.iter().zip(outcomes) {
+        match (signal, outcome) {
+            (Signal::Raise(a), SignalOutcome::Raised(id)) => {
+                tracing::info!(alarm = %id, kind = %a.kind, wearer = ?a.wearer, device = ?a.device, recipients = a.recipients.len(), "Alarm raised");
+            }
+            (Signal::DeviceBack { device, .. }, SignalOutcome::Joined(id)) => {
+                tracing::info!(alarm = %id, %device, "Device heard again: offline alert resolved");
+            }
+            _ => {}
+        }
     }
 }
 

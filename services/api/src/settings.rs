@@ -14,7 +14,7 @@ use crate::error::ApiError;
 /// Time zone of schedules and reports when a tenant set none.
 pub const DEFAULT_TIME_ZONE: &str = "Europe/Stockholm";
 /// A device silent this long is offline: three missed reports at the slowest usual interval.
-pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = 15 * 60;
+pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = trygg_store::DEFAULT_OFFLINE_AFTER_SECS;
 /// Battery level that raises a low-battery alert.
 pub const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
 /// Fixes are kept this long unless attached to an alarm.

@@ -305,6 +305,8 @@ pub struct TenantSettings {
 
 /// How long after its last trigger an acknowledged alarm takes repeats, unless the tenant says.
 pub const DEFAULT_REPEAT_JOIN_SECS: u32 = 900;
+/// How long a device may be silent before it is offline, unless the tenant says.
+pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = 15 * 60;
 
 /// One read of a wearer's positions.
 #[derive(Debug, Clone, PartialEq, Eq)]

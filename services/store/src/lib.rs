@@ -28,13 +28,13 @@ pub mod token;
 pub mod testing;
 
 pub use alarms::{
-    Alarm, AlarmEvent, AlarmFilter, Alarms, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
+    Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_OFFLINE, DeadlineChange, DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
     Position, PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
 pub use devices::{DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
 pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
-    DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
+    DEFAULT_OFFLINE_AFTER_SECS, DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
     Wearer,
     WearerFields, ZoneFields,
 };
