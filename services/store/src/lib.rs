@@ -34,7 +34,7 @@ pub use alarms::{
 pub use devices::{DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
 pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
-    DEFAULT_OFFLINE_AFTER_SECS, DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, Team, Tenant, TenantSettings, User,
+    DEFAULT_OFFLINE_AFTER_SECS, DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, SupervisionSettings, Team, Tenant, TenantSettings, User,
     Wearer,
     WearerFields, ZoneFields,
 };
