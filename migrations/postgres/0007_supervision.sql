@@ -21,8 +21,8 @@ create index device_deadlines_due on device_deadlines (due_at);
 -- Supervision settings per tenant (see the README's Supervision section).
 -- A low-battery alert is re-armed once the device reports this many points above the threshold
 -- (or charging): one alert per discharge.
-alter table tenant_settings add column battery_rearm_margin_pct integer not null default 10;
+alter table tenant_settings add column battery_rearm_margin_pct bigint not null default 10;
 -- Quiet hours (the tenant's local time): technical alerts that can wait are held from
 -- quiet_from_hour until quiet_until_hour.
-alter table tenant_settings add column quiet_from_hour integer not null default 22;
-alter table tenant_settings add column quiet_until_hour integer not null default 7;
+alter table tenant_settings add column quiet_from_hour bigint not null default 22;
+alter table tenant_settings add column quiet_until_hour bigint not null default 7;

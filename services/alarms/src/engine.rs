@@ -29,6 +29,12 @@
 //! alert is raised and the row marked fired in one transaction, so a restart neither skips nor
 //! repeats it. The first report after that closes the alert (`resolved_by_device`).
 //!
+//! **Battery.** The battery level of each bound device's fixes goes through
+//! [`BatteryTrack`](crate::supervision::BatteryTrack) (one alert per discharge, early from the
+//! trend, quiet hours); an alert is raised in the batch's commit, and where it stands is a
+//! `low_battery` row in the same table: fired while alerted, due in the morning while a low
+//! battery waits out the night (then [`Engine::supervise`] raises it), absent when re-armed.
+//!
 //! [`pending_device_alarms`]: trygg_store::Alarms::pending_device_alarms
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,8 +48,9 @@ use tokio::task::JoinHandle;
 use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_ingest::{Committed, CommittedSink};
+use crate::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, QuietHours};
 use trygg_store::{
-    DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline, EngineCommit, NewAlarm,
+    DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline, EngineCommit, NewAlarm,
     PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
 };
 
@@ -68,6 +75,10 @@ const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
 /// How often a device under an offline alert is looked at again (has it been heard?), for
 /// the keep-alives of TCP watches, which reach the database without passing through the engine.
 const OFFLINE_RECHECK: chrono::Duration = chrono::Duration::seconds(60);
+/// How often an alerted discharge's row comes due (it only waits for a report that re-arms it).
+const ALERTED_RECHECK: chrono::Duration = chrono::Duration::days(7);
+/// The battery threshold when a tenant has saved no settings.
+const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
 /// Most due deadlines handled in one supervision pass.
 const DEADLINES_PER_PASS: u32 = 500;
 
@@ -92,6 +103,8 @@ pub struct Engine {
     offline_due: HashMap<DeviceId, DateTime<Utc>>,
     /// Devices whose offline alert has fired and who have not been heard since.
     offline: HashSet<DeviceId>,
+    /// Each device's battery readings and low-battery alert state.
+    battery: HashMap<DeviceId, BatteryTrack>,
     /// Woken after a commit that raised an alarm: the push worker, so a push does not wait
     /// for its next poll.
     raised: Option<Arc<Notify>>,
@@ -107,8 +120,24 @@ impl Engine {
             stored_at.insert(row.device.clone(), row.last_fix_at);
             states.insert(row.device, state);
         }
-        let offline = store.offline_devices().await?.into_iter().collect();
-        Ok(Self { store, zones, states, stored_at, offline_due: HashMap::new(), offline, raised: None })
+        let offline = store
+            .deadlines_of_kind(DEADLINE_OFFLINE)
+            .await?
+            .into_iter()
+            .filter(|d| d.fired_at.is_some())
+            .map(|d| d.device)
+            .collect();
+        let battery = store
+            .deadlines_of_kind(DEADLINE_LOW_BATTERY)
+            .await?
+            .into_iter()
+            .map(|d| {
+                // The level it alerted at is not stored: only charging re-arms it after a restart.
+                let state = if d.fired_at.is_some() { BatteryState::Alerted(100) } else { BatteryState::Waiting(d.due_at) };
+                (d.device, BatteryTrack::new(state))
+            })
+            .collect();
+        Ok(Self { store, zones, states, stored_at, offline_due: HashMap::new(), offline, battery, raised: None })
     }
 
     /// Wakes `waker` after every commit that raised an alarm.
@@ -214,6 +243,9 @@ impl Engine {
         // Changed states, and whether each decided something new.
         let mut touched: HashMap<DeviceId, (DeviceState, bool)> = HashMap::new();
         let mut policies: HashMap<TenantId, Policy> = HashMap::new();
+        let mut rules: HashMap<TenantId, BatteryRule> = HashMap::new();
+        let mut deadlines = Vec::new();
+        let mut tracks = Vec::new();
         for (device, mut batch) in fixes {
             batch.fixes.sort_by_key(|f| f.time);
             let index = self.zones.get(batch.tenant);
@@ -225,6 +257,12 @@ impl Engine {
                     p
                 }
             };
+            if let Some(wearer) = batch.wearer {
+                let track = self.battery_readings(batch.tenant, wearer, &device, &batch.fixes, &mut rules, &mut signals, &mut deadlines).await?;
+                if let Some(track) = track {
+                    tracks.push((device.clone(), track));
+                }
+            }
             let before = self.states.get(&device).cloned().unwrap_or_default();
             let mut state = before.clone();
             for fix in &batch.fixes {
@@ -252,7 +290,6 @@ impl Engine {
                 .map_err(|e| EngineError::Corrupt(format!("encoding the zone state of {device}: {e}")))?;
             states.push(ZoneStateRow { device: device.clone(), state, last_fix_at });
         }
-        let mut deadlines = Vec::new();
         let mut offline_after: HashMap<TenantId, chrono::Duration> = HashMap::new();
         for (device, tenant) in heard {
             let after = self.offline_after(tenant, &mut offline_after).await?;
@@ -277,6 +314,7 @@ impl Engine {
         }
         self.states.extend(touched.into_iter().map(|(device, (state, _))| (device, state)));
         self.deadlines_stored(&commit.deadlines);
+        self.battery.extend(tracks);
         if let Some(waker) = &self.raised
             && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
         {
@@ -286,9 +324,111 @@ impl Engine {
         Ok(outcomes)
     }
 
+    /// Runs a device's battery readings through its track (a copy: kept once the batch is
+    /// stored), adding the alerts and row changes they lead to. `None` without readings.
+    #[allow(clippy::too_many_arguments)]
+    async fn battery_readings(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        device: &DeviceId,
+        fixes: &[Fix],
+        rules: &mut HashMap<TenantId, BatteryRule>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) -> Result<Option<BatteryTrack>, EngineError> {
+        if fixes.iter().all(|f| f.battery_pct.is_none()) {
+            return Ok(None);
+        }
+        let rule = match rules.get(&tenant) {
+            Some(rule) => *rule,
+            None => {
+                let rule = self.battery_rule(tenant).await?;
+                rules.insert(tenant, rule);
+                rule
+            }
+        };
+        let mut track = self.battery.get(device).cloned().unwrap_or_default();
+        let kind = DEADLINE_LOW_BATTERY;
+        for fix in fixes {
+            let Some(pct) = fix.battery_pct else { continue };
+            let decision = track.reading(&rule, fix.time, pct);
+            track.settle(decision);
+            match decision {
+                BatteryDecision::Nothing => {}
+                BatteryDecision::Raise { early, empty_at, pct } => {
+                    tracing::info!(%device, pct, early, ?empty_at, "Low battery");
+                    signals.push(self.low_battery_signal(tenant, wearer, device, fix.time, Some(fix)).await?);
+                    deadlines.push(DeadlineChange::Fired {
+                        device: device.clone(),
+                        tenant,
+                        kind,
+                        at: fix.time,
+                        recheck_at: fix.time + ALERTED_RECHECK,
+                    });
+                }
+                BatteryDecision::WaitUntil(due_at) => {
+                    tracing::info!(%device, pct, %due_at, "Low battery at night: the alert waits for the morning");
+                    deadlines.push(DeadlineChange::Arm { device: device.clone(), tenant, kind, due_at });
+                }
+                BatteryDecision::Rearm => deadlines.push(DeadlineChange::Drop { device: device.clone(), kind }),
+            }
+        }
+        Ok(Some(track))
+    }
+
+    async fn low_battery_signal(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        device: &DeviceId,
+        at: DateTime<Utc>,
+        fix: Option<&Fix>,
+    ) -> Result<Signal, EngineError> {
+        let last = match fix {
+            Some(f) => Some(f.clone()),
+            None => self.store.recent_fixes(device, 1).await?.pop().map(|s| s.fix),
+        };
+        Ok(Signal::Raise(NewAlarm {
+            tenant,
+            wearer: Some(wearer),
+            device: Some(device.clone()),
+            kind: AlarmKind::LowBattery,
+            zone: None,
+            trigger_time: at,
+            position: last.as_ref().map(|f| (Position::of(f), f.time)),
+            last_known_position: fix.is_none() && last.is_some(),
+            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
+            device_alarm: None,
+        }))
+    }
+
+    async fn battery_rule(&self, tenant: TenantId) -> Result<BatteryRule, EngineError> {
+        let settings = self.store.settings(tenant).await?;
+        let supervision = settings.as_ref().map(|s| s.supervision).unwrap_or_default();
+        let tz = match &settings {
+            Some(s) => s.time_zone.parse().map_err(|e| EngineError::Corrupt(format!("stored time zone of {tenant}: {e}")))?,
+            None => chrono_tz::Europe::Stockholm,
+        };
+        Ok(BatteryRule {
+            low_pct: settings.as_ref().map_or(DEFAULT_BATTERY_LOW_PCT, |s| s.battery_low_pct),
+            rearm_margin_pct: supervision.battery_rearm_margin_pct,
+            quiet: QuietHours { tz, from_hour: supervision.quiet_from_hour, until_hour: supervision.quiet_until_hour },
+        })
+    }
+
     /// Remembers what a committed batch wrote to the deadlines.
     fn deadlines_stored(&mut self, changes: &[DeadlineChange]) {
         for change in changes {
+            let kind = match change {
+                DeadlineChange::Arm { kind, .. }
+                | DeadlineChange::Fired { kind, .. }
+                | DeadlineChange::Postpone { kind, .. }
+                | DeadlineChange::Drop { kind, .. } => *kind,
+            };
+            if kind != DEADLINE_OFFLINE {
+                continue;
+            }
             match change {
                 DeadlineChange::Arm { device, due_at, .. } => {
                     self.offline.remove(device);
@@ -336,12 +476,24 @@ impl Engine {
         }
         let (mut signals, mut deadlines) = (Vec::new(), Vec::new());
         let mut offline_after = HashMap::new();
+        let mut alerted = Vec::new();
         for d in due {
-            self.offline_deadline(d, now, &mut offline_after, &mut signals, &mut deadlines).await?;
+            if d.kind == DEADLINE_LOW_BATTERY {
+                if let Some(device) = self.battery_morning(d, now, &mut signals, &mut deadlines).await? {
+                    alerted.push(device);
+                }
+            } else {
+                self.offline_deadline(d, now, &mut offline_after, &mut signals, &mut deadlines).await?;
+            }
         }
         let commit = EngineCommit { states: Vec::new(), signals, deadlines };
         let outcomes = self.store.engine_commit(&commit, now).await?;
         self.deadlines_stored(&commit.deadlines);
+        for device in alerted {
+            let track = self.battery.entry(device).or_default();
+            let pct = track.last_pct().unwrap_or(100);
+            track.settle(BatteryDecision::Raise { early: false, empty_at: None, pct });
+        }
         if let Some(waker) = &self.raised
             && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
         {
@@ -349,6 +501,32 @@ impl Engine {
         }
         log_outcomes(&commit, &outcomes);
         Ok(outcomes)
+    }
+
+    /// A low battery that waited out the night: raised in the morning (if the device is still
+    /// bound; a report that re-armed it has removed the row). An alerted row only waits for a
+    /// report: it is moved on. Returns the device alerted.
+    async fn battery_morning(
+        &self,
+        d: DueDeadline,
+        now: DateTime<Utc>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) -> Result<Option<DeviceId>, EngineError> {
+        let kind = DEADLINE_LOW_BATTERY;
+        let device = d.device;
+        if d.fired_at.is_some() {
+            deadlines.push(DeadlineChange::Postpone { device, kind, due_at: now + ALERTED_RECHECK });
+            return Ok(None);
+        }
+        let auth = self.store.device_auth(&device).await?;
+        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant) else {
+            deadlines.push(DeadlineChange::Drop { device, kind });
+            return Ok(None);
+        };
+        signals.push(self.low_battery_signal(tenant, wearer, &device, d.due_at, None).await?);
+        deadlines.push(DeadlineChange::Fired { device: device.clone(), tenant, kind, at: now, recheck_at: now + ALERTED_RECHECK });
+        Ok(Some(device))
     }
 
     async fn offline_deadline(
@@ -402,7 +580,7 @@ impl Engine {
             recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
             device_alarm: None,
         }));
-        deadlines.push(DeadlineChange::Fired { device, kind, at: now, recheck_at: now + OFFLINE_RECHECK });
+        deadlines.push(DeadlineChange::Fired { device, tenant, kind, at: now, recheck_at: now + OFFLINE_RECHECK });
         Ok(())
     }
 

@@ -131,6 +131,11 @@ impl BatteryTrack {
         Self { state, readings: VecDeque::new() }
     }
 
+    /// The newest reading's level.
+    pub fn last_pct(&self) -> Option<u8> {
+        self.readings.back().map(|(_, p)| *p)
+    }
+
     /// When the readings say the battery will be empty: the fall over the last hours,
     /// extrapolated. `None` without a fall over at least half an hour.
     pub fn empty_at(&self) -> Option<DateTime<Utc>> {

@@ -19,6 +19,10 @@ on_both_backends!(
     a_keep_alive_postpones_the_deadline_and_resolves_an_open_alert,
     a_device_never_heard_or_bound_to_nobody_raises_nothing,
     the_offline_deadline_is_not_rewritten_for_every_fix,
+    one_low_battery_alert_per_discharge_across_a_restart,
+    a_steep_discharge_in_daytime_warns_before_the_night,
+    a_low_battery_at_night_waits_for_the_morning_across_a_restart,
+    a_low_battery_at_night_that_will_not_last_is_raised_at_once,
 );
 
 /// The default offline threshold (15 min).
@@ -65,6 +69,10 @@ impl Setup {
     /// Stores a fix of `device` received at `at` as ingest would, and returns what ingest hands
     /// to the engine.
     async fn report(&self, device: &DeviceId, wearer: Option<WearerId>, at: DateTime<Utc>) -> Committed {
+        self.report_battery(device, wearer, at, 80).await
+    }
+
+    async fn report_battery(&self, device: &DeviceId, wearer: Option<WearerId>, at: DateTime<Utc>, pct: u8) -> Committed {
         let fix = Fix {
             time: at,
             lat: 58.3903,
@@ -73,7 +81,7 @@ impl Setup {
             speed_mps: None,
             course_deg: None,
             altitude_m: None,
-            battery_pct: Some(80),
+            battery_pct: Some(pct),
             source: FixSource::Gps,
         };
         let batch = FixBatch {
@@ -86,9 +94,25 @@ impl Setup {
     }
 
     async fn offline_alarms(&self) -> Vec<trygg_store::Alarm> {
+        self.alarms_of(AlarmKind::DeviceOffline).await
+    }
+
+    async fn alarms_of(&self, kind: AlarmKind) -> Vec<trygg_store::Alarm> {
         let filter = AlarmFilter { limit: 100, ..AlarmFilter::default() };
         let all = self.store.alarms(self.tenant, &filter).await.unwrap();
-        all.into_iter().filter(|a| a.kind == AlarmKind::DeviceOffline).collect()
+        all.into_iter().filter(|a| a.kind == kind).collect()
+    }
+
+    /// Reports `pct` at each of `readings` (Stockholm local day and time), one batch each, as
+    /// processed at the time of the report.
+    async fn battery(&self, engine: &mut Engine, readings: &[((u32, u32, u32), u8)]) -> Vec<SignalOutcome> {
+        let mut out = Vec::new();
+        for &((day, hour, minute), pct) in readings {
+            let at = local(day, hour, minute);
+            let report = self.report_battery(&self.device, Some(self.wearer), at, pct).await;
+            out.extend(engine.process(vec![report], at).await.unwrap());
+        }
+        out
     }
 
     fn at(&self, minutes: i64) -> DateTime<Utc> {
@@ -205,4 +229,82 @@ async fn the_offline_deadline_is_not_rewritten_for_every_fix(store: Arc<dyn Stor
     let report = s.report(&s.device, Some(s.wearer), s.at(4)).await;
     engine.process(vec![report], s.at(4)).await.unwrap();
     assert_eq!(due(&s).await, [s.at(4) + OFFLINE]);
+}
+
+/// Stockholm local time in November 2026 (UTC+1), in the past so fixes are ordinary.
+fn local(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    chrono_tz::Europe::Stockholm.with_ymd_and_hms(2026, 11, day, hour, minute, 0).unwrap().with_timezone(&Utc)
+}
+
+/// A slow discharge, 1 point an hour, every 10 minutes from `from` % at `hour`:00 on `day`.
+fn slow(day: u32, hour: u32, from: u8, hours: u32) -> Vec<((u32, u32, u32), u8)> {
+    (0..hours * 6).map(|i| ((day, hour + i / 6, (i % 6) * 10), from - (i / 6) as u8)).collect()
+}
+
+async fn one_low_battery_alert_per_discharge_across_a_restart(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 28 % at 09:00 down to 15 % at 21:50 (default threshold 20 %): one alert, at 20 %.
+    let out = s.battery(&mut engine, &slow(3, 9, 28, 13)).await;
+    let [id] = raised(&out)[..] else { panic!("one alert per discharge expected: {out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.trigger_time), (AlarmKind::LowBattery, local(3, 17, 0)));
+    assert!(alarm.kind.is_technical());
+    // A restart in the same discharge: still one.
+    let mut engine = s.engine().await;
+    assert!(raised(&s.battery(&mut engine, &[((3, 22, 0), 14), ((3, 22, 10), 15), ((3, 22, 20), 14)]).await).is_empty());
+    assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1);
+    // Charged overnight, discharged again the next day: a new alert (the first one still open
+    // would take it as a repeat, so staff acknowledge and close it).
+    for step in [trygg_core::Step::Acknowledge, trygg_core::Step::Close(Outcome::Other)] {
+        let req = trygg_store::StepRequest { step, actor: Some(s.staff), at: local(3, 23, 0), position: None, note: String::new() };
+        let done = s.store.step_alarm(s.tenant, id, &req).await.unwrap();
+        assert!(matches!(done, Some(trygg_store::StepOutcome::Done(_))), "{done:?}");
+    }
+    assert!(raised(&s.battery(&mut engine, &[((4, 6, 0), 40), ((4, 7, 0), 95)]).await).is_empty(), "charging");
+    let out = s.battery(&mut engine, &slow(4, 10, 24, 6)).await;
+    assert_eq!(raised(&out).len(), 1, "the next discharge alerts again: {out:?}");
+}
+
+async fn a_steep_discharge_in_daytime_warns_before_the_night(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 5 points an hour from 60 % at 14:00: empty around 02:00.
+    let readings: Vec<_> = (0..6).map(|h| ((3, 14 + h, 0), 60 - 5 * h as u8)).collect();
+    let out = s.battery(&mut engine, &readings).await;
+    let [id] = raised(&out)[..] else { panic!("{out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.trigger_time), (AlarmKind::LowBattery, local(3, 15, 0)), "at 55 %, in daytime");
+}
+
+async fn a_low_battery_at_night_waits_for_the_morning_across_a_restart(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 1 point an hour: 20 % at 23:00 lasts well into the next day.
+    let out = s.battery(&mut engine, &slow(3, 20, 23, 4)).await;
+    assert!(raised(&out).is_empty(), "quiet hours: {out:?}");
+    let mut engine = s.engine().await;
+    // (The watch also falls silent after its last report: that is an offline alert, at once.)
+    engine.supervise(local(4, 6, 59)).await.unwrap();
+    assert!(s.alarms_of(AlarmKind::LowBattery).await.is_empty(), "waits for the morning");
+    engine.supervise(local(4, 7, 0)).await.unwrap();
+    let [alarm] = &s.alarms_of(AlarmKind::LowBattery).await[..] else { panic!("raised in the morning") };
+    assert_eq!(alarm.trigger_time, local(4, 7, 0));
+    engine.supervise(local(4, 7, 1)).await.unwrap();
+    assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1, "once");
+    let mut engine = s.engine().await;
+    assert!(raised(&s.battery(&mut engine, &[((4, 7, 30), 15), ((4, 7, 40), 14)]).await).is_empty());
+    assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1);
+}
+
+async fn a_low_battery_at_night_that_will_not_last_is_raised_at_once(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 4 points an hour from 32 % at 20:00: 20 % at 23:00, empty at 04:00.
+    let readings: Vec<_> = (0..4).map(|h| ((3, 20 + h, 0), 32 - 4 * h as u8)).collect();
+    let out = s.battery(&mut engine, &readings).await;
+    let [id] = raised(&out)[..] else { panic!("{out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert!(alarm.trigger_time < local(4, 4, 0), "before the watch dies: {}", alarm.trigger_time);
 }

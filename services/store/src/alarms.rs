@@ -103,6 +103,9 @@ pub enum Signal {
 
 /// The kind of the offline deadline in `device_deadlines`.
 pub const DEADLINE_OFFLINE: &str = "offline";
+/// The kind of the low-battery row in `device_deadlines`: due in the morning while a low battery
+/// waits out the quiet hours; fired while the discharge has been alerted.
+pub const DEADLINE_LOW_BATTERY: &str = "low_battery";
 
 /// A change to a device's supervision deadline (`device_deadlines`), stored with the engine's
 /// batch.
@@ -123,6 +126,8 @@ pub enum DeadlineChange {
     Fired {
         /// The device.
         device: DeviceId,
+        /// Its tenant.
+        tenant: TenantId,
         /// [`DEADLINE_OFFLINE`].
         kind: &'static str,
         /// When the alert was raised.
@@ -379,8 +384,8 @@ pub trait Alarms: Send + Sync {
     /// Supervision deadlines due at `now`, earliest first, at most `limit` (an index range on
     /// the due time: never a scan of every device).
     async fn due_deadlines(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueDeadline>, StoreError>;
-    /// Devices whose offline alert has fired and who have not been heard since.
-    async fn offline_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+    /// Every stored deadline of `kind` (the engine loads which alerts are outstanding at start).
+    async fn deadlines_of_kind(&self, kind: &str) -> Result<Vec<DueDeadline>, StoreError>;
     /// When a device was last heard from, as far as the database knows: its last connection or
     /// keep-alive, its newest fix and its newest device alarm (each by the time received).
     async fn last_heard(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError>;
@@ -664,25 +669,18 @@ macro_rules! impl_alarms {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::alarms::DueDeadline {
-                            device: $crate::parse_device(r.get(0))?,
-                            kind: r.get(1),
-                            tenant: trygg_core::TenantId(get_uuid(r, 2)?),
-                            due_at: get_time(r, 3)?,
-                            fired_at: get_opt_time(r, 4)?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(deadline_row).collect()
             }
 
-            async fn offline_devices(&self) -> Result<Vec<trygg_core::DeviceId>, $crate::StoreError> {
-                let rows = sqlx::query("select device_id from device_deadlines where kind = $1 and fired_at is not null")
-                    .bind($crate::alarms::DEADLINE_OFFLINE)
+            async fn deadlines_of_kind(
+                &self,
+                kind: &str,
+            ) -> Result<Vec<$crate::alarms::DueDeadline>, $crate::StoreError> {
+                let rows = sqlx::query("select device_id, kind, tenant_id, due_at, fired_at from device_deadlines where kind = $1")
+                    .bind(kind)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(|r| $crate::parse_device(r.get(0))).collect()
+                rows.iter().map(deadline_row).collect()
             }
 
             async fn last_heard(
@@ -1112,6 +1110,16 @@ macro_rules! impl_alarms {
             Ok(())
         }
 
+        fn deadline_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::alarms::DueDeadline, $crate::StoreError> {
+            Ok($crate::alarms::DueDeadline {
+                device: $crate::parse_device(r.get(0))?,
+                kind: r.get(1),
+                tenant: trygg_core::TenantId(get_uuid(r, 2)?),
+                due_at: get_time(r, 3)?,
+                fired_at: get_opt_time(r, 4)?,
+            })
+        }
+
         /// Applies one change to a supervision deadline.
         async fn deadline_in(
             tx: &mut AlarmTx,
@@ -1132,14 +1140,19 @@ macro_rules! impl_alarms {
                     .execute(&mut **tx)
                     .await?;
                 }
-                DeadlineChange::Fired { device, kind, at, recheck_at } => {
-                    sqlx::query("update device_deadlines set fired_at = $1, due_at = $2 where device_id = $3 and kind = $4")
-                        .bind(db_time(*at))
-                        .bind(db_time(*recheck_at))
-                        .bind(device.as_str())
-                        .bind(*kind)
-                        .execute(&mut **tx)
-                        .await?;
+                DeadlineChange::Fired { device, tenant, kind, at, recheck_at } => {
+                    sqlx::query(
+                        "insert into device_deadlines (device_id, kind, tenant_id, due_at, fired_at) \
+                         values ($1, $2, $3, $4, $5) on conflict (device_id, kind) do update set \
+                         tenant_id = excluded.tenant_id, due_at = excluded.due_at, fired_at = excluded.fired_at",
+                    )
+                    .bind(device.as_str())
+                    .bind(*kind)
+                    .bind(db_id(tenant.0))
+                    .bind(db_time(*recheck_at))
+                    .bind(db_time(*at))
+                    .execute(&mut **tx)
+                    .await?;
                 }
                 DeadlineChange::Postpone { device, kind, due_at } => {
                     sqlx::query("update device_deadlines set due_at = $1 where device_id = $2 and kind = $3")

@@ -28,7 +28,7 @@ pub mod token;
 pub mod testing;
 
 pub use alarms::{
-    Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_OFFLINE, DeadlineChange, DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
+    Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DeadlineChange, DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
     Position, PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
 pub use devices::{DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
