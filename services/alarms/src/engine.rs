@@ -18,9 +18,26 @@
 //! Fixes of one device are evaluated in time order; a fix older than the newest one evaluated (a
 //! buffered upload arriving late) is stored and shown in the trail but changes no zone state.
 //!
+//! **Offline supervision.** Every device bound to a wearer that reports (a fix or a device
+//! alarm) arms its `offline` deadline, a row due at the report plus the tenant's
+//! `offline_after_secs`, in the same commit as the rest of the batch; the row is written only
+//! when its due time moves by a quarter of the threshold, so a device reporting every minute
+//! costs a row update every few minutes, not one per fix. [`Engine::supervise`] (every few
+//! seconds) reads the rows that are due — an index range, never every device — and asks the
+//! database when the device was really last heard (keep-alives of TCP watches update it without
+//! passing through the engine): heard since, the row is moved on; silent, one `device_offline`
+//! alert is raised and the row marked fired in one transaction, so a restart neither skips nor
+//! repeats it. The first report after that closes the alert (`resolved_by_device`).
+//!
+//! **Battery.** The battery level of each bound device's fixes goes through
+//! [`BatteryTrack`](crate::supervision::BatteryTrack) (one alert per discharge, early from the
+//! trend, quiet hours); an alert is raised in the batch's commit, and where it stands is a
+//! `low_battery` row in the same table: fired while alerted, due in the morning while a low
+//! battery waits out the night (then [`Engine::supervise`] raises it), absent when re-armed.
+//!
 //! [`pending_device_alarms`]: trygg_store::Alarms::pending_device_alarms
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,8 +48,10 @@ use tokio::task::JoinHandle;
 use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_ingest::{Committed, CommittedSink};
+use crate::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, QuietHours};
 use trygg_store::{
-    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
+    DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline, EngineCommit, NewAlarm,
+    PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
 };
 
 use crate::{EngineError, ZoneIndexes};
@@ -53,6 +72,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// with a stored zone state are caught up from it, however long ago that was).
 const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
 
+/// How often a device under an offline alert is looked at again (has it been heard?), for
+/// the keep-alives of TCP watches, which reach the database without passing through the engine.
+const OFFLINE_RECHECK: chrono::Duration = chrono::Duration::seconds(60);
+/// How often an alerted discharge's row comes due (it only waits for a report that re-arms it).
+const ALERTED_RECHECK: chrono::Duration = chrono::Duration::days(7);
+/// The battery threshold when a tenant has saved no settings.
+const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
+/// Most due deadlines handled in one supervision pass.
+const DEADLINES_PER_PASS: u32 = 500;
+
 /// The fixes of one device in a batch.
 #[derive(Debug)]
 struct DeviceFixes {
@@ -69,6 +98,13 @@ pub struct Engine {
     states: HashMap<DeviceId, DeviceState>,
     /// The `last_fix_at` of each device's stored state.
     stored_at: HashMap<DeviceId, DateTime<Utc>>,
+    /// The due time of each device's stored offline deadline, as far as this engine wrote it
+    /// (empty after a start: each device's first report writes it again).
+    offline_due: HashMap<DeviceId, DateTime<Utc>>,
+    /// Devices whose offline alert has fired and who have not been heard since.
+    offline: HashSet<DeviceId>,
+    /// Each device's battery readings and low-battery alert state.
+    battery: HashMap<DeviceId, BatteryTrack>,
     /// Woken after a commit that raised an alarm: the push worker, so a push does not wait
     /// for its next poll.
     raised: Option<Arc<Notify>>,
@@ -84,7 +120,24 @@ impl Engine {
             stored_at.insert(row.device.clone(), row.last_fix_at);
             states.insert(row.device, state);
         }
-        Ok(Self { store, zones, states, stored_at, raised: None })
+        let offline = store
+            .deadlines_of_kind(DEADLINE_OFFLINE)
+            .await?
+            .into_iter()
+            .filter(|d| d.fired_at.is_some())
+            .map(|d| d.device)
+            .collect();
+        let battery = store
+            .deadlines_of_kind(DEADLINE_LOW_BATTERY)
+            .await?
+            .into_iter()
+            .map(|d| {
+                // The level it alerted at is not stored: only charging re-arms it after a restart.
+                let state = if d.fired_at.is_some() { BatteryState::Alerted(100) } else { BatteryState::Waiting(d.due_at) };
+                (d.device, BatteryTrack::new(state))
+            })
+            .collect();
+        Ok(Self { store, zones, states, stored_at, offline_due: HashMap::new(), offline, battery, raised: None })
     }
 
     /// Wakes `waker` after every commit that raised an alarm.
@@ -187,9 +240,15 @@ impl Engine {
         for alarm in pending {
             signals.push(self.device_alarm_signal(alarm).await?);
         }
+        // Every bound device in the batch was heard now.
+        let heard: Vec<(DeviceId, TenantId)> =
+            fixes.iter().filter(|(_, b)| b.wearer.is_some()).map(|(d, b)| (d.clone(), b.tenant)).collect();
         // Changed states, and whether each decided something new.
         let mut touched: HashMap<DeviceId, (DeviceState, bool)> = HashMap::new();
         let mut policies: HashMap<TenantId, Policy> = HashMap::new();
+        let mut rules: HashMap<TenantId, BatteryRule> = HashMap::new();
+        let mut deadlines = Vec::new();
+        let mut tracks = Vec::new();
         for (device, mut batch) in fixes {
             batch.fixes.sort_by_key(|f| f.time);
             let index = self.zones.get(batch.tenant);
@@ -201,6 +260,12 @@ impl Engine {
                     p
                 }
             };
+            if let Some(wearer) = batch.wearer {
+                let track = self.battery_readings(batch.tenant, wearer, &device, &batch.fixes, &mut rules, &mut signals, &mut deadlines).await?;
+                if let Some(track) = track {
+                    tracks.push((device.clone(), track));
+                }
+            }
             let before = self.states.get(&device).cloned().unwrap_or_default();
             let mut state = before.clone();
             for fix in &batch.fixes {
@@ -228,8 +293,21 @@ impl Engine {
                 .map_err(|e| EngineError::Corrupt(format!("encoding the zone state of {device}: {e}")))?;
             states.push(ZoneStateRow { device: device.clone(), state, last_fix_at });
         }
-        let commit = EngineCommit { states, signals };
-        let outcomes = if commit.states.is_empty() && commit.signals.is_empty() {
+        let mut offline_after: HashMap<TenantId, chrono::Duration> = HashMap::new();
+        for (device, tenant) in heard {
+            let after = self.offline_after(tenant, &mut offline_after).await?;
+            let due_at = now + after;
+            let back = self.offline.contains(&device);
+            if back {
+                signals.push(Signal::DeviceBack { device: device.clone(), at: now });
+            }
+            let moved = self.offline_due.get(&device).is_none_or(|at| due_at - *at >= after / 4);
+            if back || moved {
+                deadlines.push(DeadlineChange::Arm { device, tenant, kind: DEADLINE_OFFLINE, due_at });
+            }
+        }
+        let commit = EngineCommit { states, signals, deadlines };
+        let outcomes = if commit.states.is_empty() && commit.signals.is_empty() && commit.deadlines.is_empty() {
             Vec::new()
         } else {
             self.store.engine_commit(&commit, now).await?
@@ -238,17 +316,275 @@ impl Engine {
             self.stored_at.insert(row.device.clone(), row.last_fix_at);
         }
         self.states.extend(touched.into_iter().map(|(device, (state, _))| (device, state)));
+        self.deadlines_stored(&commit.deadlines);
+        self.battery.extend(tracks);
         if let Some(waker) = &self.raised
             && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
         {
             waker.notify_one();
         }
-        for (signal, outcome) in commit.signals.iter().zip(&outcomes) {
-            if let (Signal::Raise(a), SignalOutcome::Raised(id)) = (signal, outcome) {
-                tracing::info!(alarm = %id, kind = %a.kind, wearer = ?a.wearer, device = ?a.device, recipients = a.recipients.len(), "Alarm raised");
+        log_outcomes(&commit, &outcomes);
+        Ok(outcomes)
+    }
+
+    /// Runs a device's battery readings through its track (a copy: kept once the batch is
+    /// stored), adding the alerts and row changes they lead to. `None` without readings.
+    #[allow(clippy::too_many_arguments)]
+    async fn battery_readings(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        device: &DeviceId,
+        fixes: &[Fix],
+        rules: &mut HashMap<TenantId, BatteryRule>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) -> Result<Option<BatteryTrack>, EngineError> {
+        if fixes.iter().all(|f| f.battery_pct.is_none()) {
+            return Ok(None);
+        }
+        let rule = match rules.get(&tenant) {
+            Some(rule) => *rule,
+            None => {
+                let rule = self.battery_rule(tenant).await?;
+                rules.insert(tenant, rule);
+                rule
+            }
+        };
+        let mut track = self.battery.get(device).cloned().unwrap_or_default();
+        let kind = DEADLINE_LOW_BATTERY;
+        for fix in fixes {
+            let Some(pct) = fix.battery_pct else { continue };
+            let decision = track.reading(&rule, fix.time, pct);
+            track.settle(decision);
+            match decision {
+                BatteryDecision::Nothing => {}
+                BatteryDecision::Raise { early, empty_at, pct } => {
+                    tracing::info!(%device, pct, early, ?empty_at, "Low battery");
+                    signals.push(self.low_battery_signal(tenant, wearer, device, fix.time, Some(fix)).await?);
+                    deadlines.push(DeadlineChange::Fired {
+                        device: device.clone(),
+                        tenant,
+                        kind,
+                        at: fix.time,
+                        recheck_at: fix.time + ALERTED_RECHECK,
+                    });
+                }
+                BatteryDecision::WaitUntil(due_at) => {
+                    tracing::info!(%device, pct, %due_at, "Low battery at night: the alert waits for the morning");
+                    deadlines.push(DeadlineChange::Arm { device: device.clone(), tenant, kind, due_at });
+                }
+                BatteryDecision::Rearm => deadlines.push(DeadlineChange::Drop { device: device.clone(), kind }),
             }
         }
+        Ok(Some(track))
+    }
+
+    async fn low_battery_signal(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        device: &DeviceId,
+        at: DateTime<Utc>,
+        fix: Option<&Fix>,
+    ) -> Result<Signal, EngineError> {
+        let last = match fix {
+            Some(f) => Some(f.clone()),
+            None => self.store.recent_fixes(device, 1).await?.pop().map(|s| s.fix),
+        };
+        Ok(Signal::Raise(NewAlarm {
+            tenant,
+            wearer: Some(wearer),
+            device: Some(device.clone()),
+            kind: AlarmKind::LowBattery,
+            zone: None,
+            trigger_time: at,
+            position: last.as_ref().map(|f| (Position::of(f), f.time)),
+            last_known_position: fix.is_none() && last.is_some(),
+            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
+            device_alarm: None,
+        }))
+    }
+
+    async fn battery_rule(&self, tenant: TenantId) -> Result<BatteryRule, EngineError> {
+        let settings = self.store.settings(tenant).await?;
+        let supervision = settings.as_ref().map(|s| s.supervision).unwrap_or_default();
+        let tz = match &settings {
+            Some(s) => s.time_zone.parse().map_err(|e| EngineError::Corrupt(format!("stored time zone of {tenant}: {e}")))?,
+            None => chrono_tz::Europe::Stockholm,
+        };
+        Ok(BatteryRule {
+            low_pct: settings.as_ref().map_or(DEFAULT_BATTERY_LOW_PCT, |s| s.battery_low_pct),
+            rearm_margin_pct: supervision.battery_rearm_margin_pct,
+            quiet: QuietHours { tz, from_hour: supervision.quiet_from_hour, until_hour: supervision.quiet_until_hour },
+        })
+    }
+
+    /// Remembers what a committed batch wrote to the deadlines.
+    fn deadlines_stored(&mut self, changes: &[DeadlineChange]) {
+        for change in changes {
+            let kind = match change {
+                DeadlineChange::Arm { kind, .. }
+                | DeadlineChange::Fired { kind, .. }
+                | DeadlineChange::Postpone { kind, .. }
+                | DeadlineChange::Drop { kind, .. } => *kind,
+            };
+            if kind != DEADLINE_OFFLINE {
+                continue;
+            }
+            match change {
+                DeadlineChange::Arm { device, due_at, .. } => {
+                    self.offline.remove(device);
+                    self.offline_due.insert(device.clone(), *due_at);
+                }
+                DeadlineChange::Fired { device, .. } => {
+                    self.offline.insert(device.clone());
+                    self.offline_due.remove(device);
+                }
+                DeadlineChange::Postpone { device, due_at, .. } => {
+                    if !self.offline.contains(device) {
+                        self.offline_due.insert(device.clone(), *due_at);
+                    }
+                }
+                DeadlineChange::Drop { device, .. } => {
+                    self.offline.remove(device);
+                    self.offline_due.remove(device);
+                }
+            }
+        }
+    }
+
+    /// The tenant's offline threshold, read once per pass into `cache`.
+    async fn offline_after(
+        &self,
+        tenant: TenantId,
+        cache: &mut HashMap<TenantId, chrono::Duration>,
+    ) -> Result<chrono::Duration, EngineError> {
+        if let Some(after) = cache.get(&tenant) {
+            return Ok(*after);
+        }
+        let secs = self.store.settings(tenant).await?.map_or(DEFAULT_OFFLINE_AFTER_SECS, |s| s.offline_after_secs);
+        let after = chrono::Duration::seconds(i64::from(secs));
+        cache.insert(tenant, after);
+        Ok(after)
+    }
+
+    /// Handles the supervision deadlines due at `now`: a device silent past its tenant's
+    /// threshold raises one `device_offline` alert for its wearer; one heard since is moved on;
+    /// one under an alert that has been heard again (a keep-alive) closes it.
+    pub async fn supervise(&mut self, now: DateTime<Utc>) -> Result<Vec<SignalOutcome>, EngineError> {
+        let due = self.store.due_deadlines(now, DEADLINES_PER_PASS).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut signals, mut deadlines) = (Vec::new(), Vec::new());
+        let mut offline_after = HashMap::new();
+        let mut alerted = Vec::new();
+        for d in due {
+            if d.kind == DEADLINE_LOW_BATTERY {
+                if let Some(device) = self.battery_morning(d, now, &mut signals, &mut deadlines).await? {
+                    alerted.push(device);
+                }
+            } else {
+                self.offline_deadline(d, now, &mut offline_after, &mut signals, &mut deadlines).await?;
+            }
+        }
+        let commit = EngineCommit { states: Vec::new(), signals, deadlines };
+        let outcomes = self.store.engine_commit(&commit, now).await?;
+        self.deadlines_stored(&commit.deadlines);
+        for device in alerted {
+            let track = self.battery.entry(device).or_default();
+            let pct = track.last_pct().unwrap_or(100);
+            track.settle(BatteryDecision::Raise { early: false, empty_at: None, pct });
+        }
+        if let Some(waker) = &self.raised
+            && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
+        {
+            waker.notify_one();
+        }
+        log_outcomes(&commit, &outcomes);
         Ok(outcomes)
+    }
+
+    /// A low battery that waited out the night: raised in the morning (if the device is still
+    /// bound; a report that re-armed it has removed the row). An alerted row only waits for a
+    /// report: it is moved on. Returns the device alerted.
+    async fn battery_morning(
+        &self,
+        d: DueDeadline,
+        now: DateTime<Utc>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) -> Result<Option<DeviceId>, EngineError> {
+        let kind = DEADLINE_LOW_BATTERY;
+        let device = d.device;
+        if d.fired_at.is_some() {
+            deadlines.push(DeadlineChange::Postpone { device, kind, due_at: now + ALERTED_RECHECK });
+            return Ok(None);
+        }
+        let auth = self.store.device_auth(&device).await?;
+        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant) else {
+            deadlines.push(DeadlineChange::Drop { device, kind });
+            return Ok(None);
+        };
+        signals.push(self.low_battery_signal(tenant, wearer, &device, d.due_at, None).await?);
+        deadlines.push(DeadlineChange::Fired { device: device.clone(), tenant, kind, at: now, recheck_at: now + ALERTED_RECHECK });
+        Ok(Some(device))
+    }
+
+    async fn offline_deadline(
+        &self,
+        d: DueDeadline,
+        now: DateTime<Utc>,
+        cache: &mut HashMap<TenantId, chrono::Duration>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) -> Result<(), EngineError> {
+        let kind = DEADLINE_OFFLINE;
+        if d.kind != kind {
+            // A kind this version does not know (written by a newer one): leave it be.
+            return Ok(());
+        }
+        let device = d.device;
+        // Bound to nobody (or moved to another tenant) since: nobody to tell.
+        let auth = self.store.device_auth(&device).await?;
+        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant) else {
+            deadlines.push(DeadlineChange::Drop { device, kind });
+            return Ok(());
+        };
+        let after = self.offline_after(tenant, cache).await?;
+        let heard = self.store.last_heard(&device).await?;
+        if let Some(fired_at) = d.fired_at {
+            match heard {
+                Some(heard) if heard > fired_at => {
+                    signals.push(Signal::DeviceBack { device: device.clone(), at: heard });
+                    deadlines.push(DeadlineChange::Arm { device, tenant, kind, due_at: heard + after });
+                }
+                _ => deadlines.push(DeadlineChange::Postpone { device, kind, due_at: now + OFFLINE_RECHECK }),
+            }
+            return Ok(());
+        }
+        // The row is armed at most a quarter of the threshold early: the database says when.
+        let last = heard.unwrap_or(d.due_at - after);
+        if last + after > now {
+            deadlines.push(DeadlineChange::Postpone { device, kind, due_at: last + after });
+            return Ok(());
+        }
+        let fix = self.store.recent_fixes(&device, 1).await?.pop().map(|s| s.fix);
+        signals.push(Signal::Raise(NewAlarm {
+            tenant,
+            wearer: Some(wearer),
+            device: Some(device.clone()),
+            kind: AlarmKind::DeviceOffline,
+            zone: None,
+            trigger_time: last + after,
+            position: fix.as_ref().map(|f| (Position::of(f), f.time)),
+            last_known_position: fix.is_some(),
+            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
+            device_alarm: None,
+        }));
+        deadlines.push(DeadlineChange::Fired { device, tenant, kind, at: now, recheck_at: now + OFFLINE_RECHECK });
+        Ok(())
     }
 
     async fn device_alarm_signal(&self, alarm: PendingDeviceAlarm) -> Result<Signal, EngineError> {
@@ -379,6 +715,10 @@ impl Engine {
                             tracing::error!(error = %e, "Alarm engine sweep failed; recovering from the database");
                             lagged.store(true, Ordering::SeqCst);
                         }
+                        if let Err(e) = self.supervise(Utc::now()).await {
+                            // The deadlines stay due in the database: the next tick retries.
+                            tracing::error!(error = %e, "Device supervision pass failed; retrying at the next tick");
+                        }
                         continue;
                     }
                 };
@@ -397,6 +737,20 @@ impl Engine {
             tracing::info!("Alarm engine stopped");
         });
         (sink, task)
+    }
+}
+
+fn log_outcomes(commit: &EngineCommit, outcomes: &[SignalOutcome]) {
+    for (signal, outcome) in commit.signals.iter().zip(outcomes) {
+        match (signal, outcome) {
+            (Signal::Raise(a), SignalOutcome::Raised(id)) => {
+                tracing::info!(alarm = %id, kind = %a.kind, wearer = ?a.wearer, device = ?a.device, recipients = a.recipients.len(), "Alarm raised");
+            }
+            (Signal::DeviceBack { device, .. }, SignalOutcome::Joined(id)) => {
+                tracing::info!(alarm = %id, %device, "Device heard again: offline alert resolved");
+            }
+            _ => {}
+        }
     }
 }
 

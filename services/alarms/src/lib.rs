@@ -16,6 +16,7 @@ use trygg_store::StoreError;
 
 pub mod engine;
 pub mod report;
+pub mod supervision;
 pub mod zones;
 
 pub use engine::{Engine, EngineProbe, EngineSink};

@@ -261,6 +261,7 @@ async fn fallback_team(s: &Setup) -> Uuid {
         repeat_join_secs: 900,
         fallback_team: Some(team),
         fallback_alarm_centre_url: None,
+        supervision: Default::default(),
     };
     s.store.put_settings(s.tenant, &settings, Utc::now()).await.unwrap();
     on_call

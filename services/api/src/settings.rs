@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use trygg_core::TenantId;
 use trygg_geofence::Policy;
-use trygg_store::{Store, TenantSettings};
+use trygg_store::{Store, SupervisionSettings, TenantSettings};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -14,7 +14,7 @@ use crate::error::ApiError;
 /// Time zone of schedules and reports when a tenant set none.
 pub const DEFAULT_TIME_ZONE: &str = "Europe/Stockholm";
 /// A device silent this long is offline: three missed reports at the slowest usual interval.
-pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = 15 * 60;
+pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = trygg_store::DEFAULT_OFFLINE_AFTER_SECS;
 /// Battery level that raises a low-battery alert.
 pub const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
 /// Fixes are kept this long unless attached to an alarm.
@@ -49,6 +49,14 @@ pub struct Settings {
     /// The alarm centre (https) alerted after the fallback team, and for wearers without an
     /// alarm centre of their own.
     pub fallback_alarm_centre_url: Option<String>,
+    /// Points above `battery_low_pct` (or charging) a device must report before a new
+    /// low-battery alert can be raised: one alert per discharge.
+    pub battery_rearm_margin_pct: u8,
+    /// Start of the quiet hours (hour 0–23, `time_zone`): technical alerts that can wait (a
+    /// low battery that will last the night) are held until `quiet_until_hour`.
+    pub quiet_from_hour: u8,
+    /// End of the quiet hours (hour 0–23); equal to `quiet_from_hour`: no quiet hours.
+    pub quiet_until_hour: u8,
 }
 
 impl Default for Settings {
@@ -63,6 +71,9 @@ impl Default for Settings {
             repeat_join_secs: DEFAULT_REPEAT_JOIN_SECS,
             fallback_team_id: None,
             fallback_alarm_centre_url: None,
+            battery_rearm_margin_pct: SupervisionSettings::default().battery_rearm_margin_pct,
+            quiet_from_hour: SupervisionSettings::default().quiet_from_hour,
+            quiet_until_hour: SupervisionSettings::default().quiet_until_hour,
         }
     }
 }
@@ -83,6 +94,9 @@ impl Settings {
             repeat_join_secs: s.repeat_join_secs,
             fallback_team_id: s.fallback_team,
             fallback_alarm_centre_url: s.fallback_alarm_centre_url,
+            battery_rearm_margin_pct: s.supervision.battery_rearm_margin_pct,
+            quiet_from_hour: s.supervision.quiet_from_hour,
+            quiet_until_hour: s.supervision.quiet_until_hour,
         })
     }
 
@@ -99,6 +113,11 @@ impl Settings {
             repeat_join_secs: self.repeat_join_secs,
             fallback_team: self.fallback_team_id,
             fallback_alarm_centre_url: self.fallback_alarm_centre_url.clone(),
+            supervision: SupervisionSettings {
+                battery_rearm_margin_pct: self.battery_rearm_margin_pct,
+                quiet_from_hour: self.quiet_from_hour,
+                quiet_until_hour: self.quiet_until_hour,
+            },
         })
     }
 }

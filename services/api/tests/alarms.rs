@@ -89,7 +89,7 @@ async fn raise(app: &App, f: &Fixture, wearer: WearerId, kind: AlarmKind, now: D
         recipients: Vec::new(),
         device_alarm: None,
     };
-    let commit = EngineCommit { states: Vec::new(), signals: vec![Signal::Raise(alarm)] };
+    let commit = EngineCommit { signals: vec![Signal::Raise(alarm)], ..EngineCommit::default() };
     match app.state.store.engine_commit(&commit, now).await.unwrap()[..] {
         [SignalOutcome::Raised(id)] => id,
         ref other => panic!("expected a new alarm, got {other:?}"),

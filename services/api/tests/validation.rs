@@ -59,6 +59,9 @@ async fn every_bad_field_is_a_422_naming_it(store: Arc<dyn Store>) {
         ("PUT", "/api/v1/settings".into(), &ta, json!({ "time_zone": "Mars/Olympus" }), "time_zone"),
         ("PUT", "/api/v1/settings".into(), &ta, json!({ "offline_after_secs": 5 }), "offline_after_secs"),
         ("PUT", "/api/v1/settings".into(), &ta, json!({ "battery_low_pct": 0 }), "battery_low_pct"),
+        ("PUT", "/api/v1/settings".into(), &ta, json!({ "battery_rearm_margin_pct": 0 }), "battery_rearm_margin_pct"),
+        ("PUT", "/api/v1/settings".into(), &ta, json!({ "quiet_from_hour": 24 }), "quiet_from_hour"),
+        ("PUT", "/api/v1/settings".into(), &ta, json!({ "quiet_until_hour": 99 }), "quiet_until_hour"),
         ("PUT", "/api/v1/settings".into(), &ta, json!({ "fix_retention_days": 0 }), "fix_retention_days"),
         ("PUT", "/api/v1/settings".into(), &ta, json!({ "fix_retention_days": -1 }), "fix_retention_days"),
         (

@@ -148,7 +148,7 @@ impl World {
             recipients: recipients.to_vec(),
             device_alarm: None,
         };
-        let commit = EngineCommit { states: vec![], signals: vec![Signal::Raise(alarm)] };
+        let commit = EngineCommit { signals: vec![Signal::Raise(alarm)], ..EngineCommit::default() };
         match self.store.engine_commit(&commit, now).await.unwrap()[..] {
             [SignalOutcome::Raised(id)] => id,
             ref other => panic!("{other:?}"),

@@ -91,6 +91,81 @@ pub enum Signal {
         /// Where.
         position: Position,
     },
+    /// A device under an offline alert was heard again: its open `device_offline` alerts get
+    /// a `resolved_by_device` event and close (outcome `other`, the note says so).
+    DeviceBack {
+        /// The device.
+        device: DeviceId,
+        /// When it was heard.
+        at: DateTime<Utc>,
+    },
+}
+
+/// The kind of the offline deadline in `device_deadlines`.
+pub const DEADLINE_OFFLINE: &str = "offline";
+/// The kind of the low-battery row in `device_deadlines`: due in the morning while a low battery
+/// waits out the quiet hours; fired while the discharge has been alerted.
+pub const DEADLINE_LOW_BATTERY: &str = "low_battery";
+
+/// A change to a device's supervision deadline (`device_deadlines`), stored with the engine's
+/// batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadlineChange {
+    /// The device was heard: due at `due_at`, no alert outstanding.
+    Arm {
+        /// The device.
+        device: DeviceId,
+        /// Its tenant.
+        tenant: TenantId,
+        /// [`DEADLINE_OFFLINE`].
+        kind: &'static str,
+        /// When it comes due.
+        due_at: DateTime<Utc>,
+    },
+    /// The alert was raised at `at` (in the same transaction); look again at `recheck_at`.
+    Fired {
+        /// The device.
+        device: DeviceId,
+        /// Its tenant.
+        tenant: TenantId,
+        /// [`DEADLINE_OFFLINE`].
+        kind: &'static str,
+        /// When the alert was raised.
+        at: DateTime<Utc>,
+        /// When to check again whether it was heard.
+        recheck_at: DateTime<Utc>,
+    },
+    /// Not due after all (heard since, or an alert still outstanding): due again at `due_at`.
+    Postpone {
+        /// The device.
+        device: DeviceId,
+        /// [`DEADLINE_OFFLINE`].
+        kind: &'static str,
+        /// When it comes due.
+        due_at: DateTime<Utc>,
+    },
+    /// Nothing to supervise any more (the device is bound to nobody).
+    Drop {
+        /// The device.
+        device: DeviceId,
+        /// [`DEADLINE_OFFLINE`].
+        kind: &'static str,
+    },
+}
+
+/// A supervision deadline that has come due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDeadline {
+    /// The device.
+    pub device: DeviceId,
+    /// Its kind ([`DEADLINE_OFFLINE`]).
+    pub kind: String,
+    /// The tenant it was armed in.
+    pub tenant: TenantId,
+    /// When it came due.
+    pub due_at: DateTime<Utc>,
+    /// When its alert was raised, if it was.
+    pub fired_at: Option<DateTime<Utc>>,
 }
 
 /// The exit policy's memory of one device.
@@ -109,8 +184,10 @@ pub struct ZoneStateRow {
 pub struct EngineCommit {
     /// Changed zone states.
     pub states: Vec<ZoneStateRow>,
-    /// Alarms to raise or join, returns, ignored device alarms.
+    /// Alarms to raise or join, returns, devices heard again.
     pub signals: Vec<Signal>,
+    /// Supervision deadlines armed, fired, postponed or dropped.
+    pub deadlines: Vec<DeadlineChange>,
 }
 
 /// What became of one [`Signal`].
@@ -304,6 +381,14 @@ pub trait Alarms: Send + Sync {
     ) -> Result<Vec<(DeviceId, Fix)>, StoreError>;
     /// Device alarms not handled by the engine yet, oldest first.
     async fn pending_device_alarms(&self) -> Result<Vec<PendingDeviceAlarm>, StoreError>;
+    /// Supervision deadlines due at `now`, earliest first, at most `limit` (an index range on
+    /// the due time: never a scan of every device).
+    async fn due_deadlines(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueDeadline>, StoreError>;
+    /// Every stored deadline of `kind` (the engine loads which alerts are outstanding at start).
+    async fn deadlines_of_kind(&self, kind: &str) -> Result<Vec<DueDeadline>, StoreError>;
+    /// When a device was last heard from, as far as the database knows: its last connection or
+    /// keep-alive, its newest fix and its newest device alarm (each by the time received).
+    async fn last_heard(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// The tenant's alarms matching `filter`, newest first.
     async fn alarms(&self, tenant: TenantId, filter: &AlarmFilter) -> Result<Vec<Alarm>, StoreError>;
@@ -441,6 +526,7 @@ macro_rules! impl_alarms {
         fix_time = $fix_time:literal,
         fix_received = $fix_received:literal,
         alarm_time = $alarm_time:literal,
+        alarm_received = $alarm_received:literal,
         alarm_fix_time = $alarm_fix_time:literal
     ) => {
         #[async_trait::async_trait]
@@ -464,6 +550,9 @@ macro_rules! impl_alarms {
                     .bind(db_time(now))
                     .execute(&mut *tx)
                     .await?;
+                }
+                for change in &commit.deadlines {
+                    deadline_in(&mut tx, change).await?;
                 }
                 let mut outcomes = Vec::with_capacity(commit.signals.len());
                 for signal in &commit.signals {
@@ -491,6 +580,7 @@ macro_rules! impl_alarms {
                                 None => SignalOutcome::Nothing,
                             }
                         }
+                        Signal::DeviceBack { device, at } => device_back_in(&mut tx, device, *at).await?,
                     };
                     outcomes.push(outcome);
                 }
@@ -564,6 +654,51 @@ macro_rules! impl_alarms {
                         })
                     })
                     .collect()
+            }
+
+            async fn due_deadlines(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<$crate::alarms::DueDeadline>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "select device_id, kind, tenant_id, due_at, fired_at from device_deadlines \
+                     where due_at <= $1 order by due_at limit $2",
+                )
+                .bind(db_time(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(deadline_row).collect()
+            }
+
+            async fn deadlines_of_kind(
+                &self,
+                kind: &str,
+            ) -> Result<Vec<$crate::alarms::DueDeadline>, $crate::StoreError> {
+                let rows = sqlx::query("select device_id, kind, tenant_id, due_at, fired_at from device_deadlines where kind = $1")
+                    .bind(kind)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(deadline_row).collect()
+            }
+
+            async fn last_heard(
+                &self,
+                device: &trygg_core::DeviceId,
+            ) -> Result<Option<chrono::DateTime<chrono::Utc>>, $crate::StoreError> {
+                // Three index lookups; the newest of them, in Rust (SQLite's max() of a null is null).
+                let row = sqlx::query(concat!(
+                    "select d.last_heard_at, \
+                     (select f.", $fix_received, " from fixes f where f.device_id = d.id order by f.", $fix_time, " desc limit 1), \
+                     (select max(da.", $alarm_received, ") from device_alarms da where da.device_id = d.id) \
+                     from devices d where d.id = $1"
+                ))
+                .bind(device.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                Ok([get_opt_time(&r, 0)?, get_opt_time(&r, 1)?, get_opt_time(&r, 2)?].into_iter().flatten().max())
             }
 
             async fn alarms(
@@ -973,6 +1108,109 @@ macro_rules! impl_alarms {
                 .execute(&mut **tx)
                 .await?;
             Ok(())
+        }
+
+        fn deadline_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::alarms::DueDeadline, $crate::StoreError> {
+            Ok($crate::alarms::DueDeadline {
+                device: $crate::parse_device(r.get(0))?,
+                kind: r.get(1),
+                tenant: trygg_core::TenantId(get_uuid(r, 2)?),
+                due_at: get_time(r, 3)?,
+                fired_at: get_opt_time(r, 4)?,
+            })
+        }
+
+        /// Applies one change to a supervision deadline.
+        async fn deadline_in(
+            tx: &mut AlarmTx,
+            change: &$crate::alarms::DeadlineChange,
+        ) -> Result<(), $crate::StoreError> {
+            use $crate::alarms::DeadlineChange;
+            match change {
+                DeadlineChange::Arm { device, tenant, kind, due_at } => {
+                    sqlx::query(
+                        "insert into device_deadlines (device_id, kind, tenant_id, due_at, fired_at) \
+                         values ($1, $2, $3, $4, null) on conflict (device_id, kind) do update set \
+                         tenant_id = excluded.tenant_id, due_at = excluded.due_at, fired_at = null",
+                    )
+                    .bind(device.as_str())
+                    .bind(*kind)
+                    .bind(db_id(tenant.0))
+                    .bind(db_time(*due_at))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                DeadlineChange::Fired { device, tenant, kind, at, recheck_at } => {
+                    sqlx::query(
+                        "insert into device_deadlines (device_id, kind, tenant_id, due_at, fired_at) \
+                         values ($1, $2, $3, $4, $5) on conflict (device_id, kind) do update set \
+                         tenant_id = excluded.tenant_id, due_at = excluded.due_at, fired_at = excluded.fired_at",
+                    )
+                    .bind(device.as_str())
+                    .bind(*kind)
+                    .bind(db_id(tenant.0))
+                    .bind(db_time(*recheck_at))
+                    .bind(db_time(*at))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                DeadlineChange::Postpone { device, kind, due_at } => {
+                    sqlx::query("update device_deadlines set due_at = $1 where device_id = $2 and kind = $3")
+                        .bind(db_time(*due_at))
+                        .bind(device.as_str())
+                        .bind(*kind)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                DeadlineChange::Drop { device, kind } => {
+                    sqlx::query("delete from device_deadlines where device_id = $1 and kind = $2")
+                        .bind(device.as_str())
+                        .bind(*kind)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+
+        /// Closes the device's open offline alerts: it was heard again at `at`. Nobody closed
+        /// them, so there is no actor; the outcome is `other` with a note, the event
+        /// `resolved_by_device`.
+        async fn device_back_in(
+            tx: &mut AlarmTx,
+            device: &trygg_core::DeviceId,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> Result<$crate::alarms::SignalOutcome, $crate::StoreError> {
+            let rows = sqlx::query("select id from alarms where device_id = $1 and kind = $2 and state <> 'closed'")
+                .bind(device.as_str())
+                .bind(trygg_core::AlarmKind::DeviceOffline.as_str())
+                .fetch_all(&mut **tx)
+                .await?;
+            let mut outcome = $crate::alarms::SignalOutcome::Nothing;
+            for r in &rows {
+                let id = get_uuid(r, 0)?;
+                let note = format!("resolved by device: heard again at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                sqlx::query(
+                    "update alarms set state = 'closed', closed_at = $1, outcome = $2, note = $3 \
+                     where id = $4 and state <> 'closed'",
+                )
+                .bind(db_time(at))
+                .bind(trygg_core::Outcome::Other.as_str())
+                .bind(&note)
+                .bind(db_id(id))
+                .execute(&mut **tx)
+                .await?;
+                let event = $crate::alarms::NewAlarmEvent {
+                    at,
+                    kind: "resolved_by_device".into(),
+                    actor: None,
+                    position: None,
+                    detail: note,
+                };
+                event_in(tx, id, &event).await?;
+                outcome = $crate::alarms::SignalOutcome::Joined(id);
+            }
+            Ok(outcome)
         }
 
         async fn event_in(

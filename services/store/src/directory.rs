@@ -301,10 +301,33 @@ pub struct TenantSettings {
     pub fallback_team: Option<Uuid>,
     /// The alarm centre alerted after the fallback team, and for wearers without one of their own.
     pub fallback_alarm_centre_url: Option<String>,
+    /// Device supervision: battery hysteresis and quiet hours.
+    pub supervision: SupervisionSettings,
+}
+
+/// A tenant's device-supervision settings (migration 0007).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisionSettings {
+    /// A low-battery alert is re-armed only when the device reports charging or a level this
+    /// many points above `battery_low_pct`.
+    pub battery_rearm_margin_pct: u8,
+    /// Quiet hours start at this hour (0–23, the tenant's time zone): technical alerts that can
+    /// wait are held until `quiet_until_hour`.
+    pub quiet_from_hour: u8,
+    /// Quiet hours end at this hour (0–23). Equal to `quiet_from_hour`: no quiet hours.
+    pub quiet_until_hour: u8,
+}
+
+impl Default for SupervisionSettings {
+    fn default() -> Self {
+        Self { battery_rearm_margin_pct: 10, quiet_from_hour: 22, quiet_until_hour: 7 }
+    }
 }
 
 /// How long after its last trigger an acknowledged alarm takes repeats, unless the tenant says.
 pub const DEFAULT_REPEAT_JOIN_SECS: u32 = 900;
+/// How long a device may be silent before it is offline, unless the tenant says.
+pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = 15 * 60;
 
 /// One read of a wearer's positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1096,7 +1119,8 @@ macro_rules! impl_directory {
             ) -> Result<Option<$crate::TenantSettings>, $crate::StoreError> {
                 let row = sqlx::query(
                     "select time_zone, exit_policy, offline_after_secs, battery_low_pct, fix_retention_days, \
-                     on_site_limit_secs, repeat_join_secs, fallback_team_id, fallback_alarm_centre_url \
+                     on_site_limit_secs, repeat_join_secs, fallback_team_id, fallback_alarm_centre_url, \
+                     battery_rearm_margin_pct, quiet_from_hour, quiet_until_hour \
                      from tenant_settings where tenant_id = $1",
                 )
                 .bind(db_id(tenant.0))
@@ -1113,6 +1137,11 @@ macro_rules! impl_directory {
                         repeat_join_secs: $crate::narrow("repeat join window", r.get(6))?,
                         fallback_team: get_opt_uuid(&r, 7)?,
                         fallback_alarm_centre_url: r.get(8),
+                        supervision: $crate::SupervisionSettings {
+                            battery_rearm_margin_pct: $crate::narrow("battery re-arm margin", r.get(9))?,
+                            quiet_from_hour: $crate::narrow("quiet hours start", r.get(10))?,
+                            quiet_until_hour: $crate::narrow("quiet hours end", r.get(11))?,
+                        },
                     })
                 })
                 .transpose()
@@ -1127,14 +1156,17 @@ macro_rules! impl_directory {
                 sqlx::query(
                     "insert into tenant_settings (tenant_id, time_zone, exit_policy, offline_after_secs, \
                      battery_low_pct, fix_retention_days, updated_at, on_site_limit_secs, repeat_join_secs, \
-                     fallback_team_id, fallback_alarm_centre_url) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     fallback_team_id, fallback_alarm_centre_url, battery_rearm_margin_pct, quiet_from_hour, \
+                     quiet_until_hour) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                      on conflict (tenant_id) do update set time_zone = excluded.time_zone, \
                      exit_policy = excluded.exit_policy, offline_after_secs = excluded.offline_after_secs, \
                      battery_low_pct = excluded.battery_low_pct, fix_retention_days = excluded.fix_retention_days, \
                      updated_at = excluded.updated_at, on_site_limit_secs = excluded.on_site_limit_secs, \
                      repeat_join_secs = excluded.repeat_join_secs, fallback_team_id = excluded.fallback_team_id, \
-                     fallback_alarm_centre_url = excluded.fallback_alarm_centre_url",
+                     fallback_alarm_centre_url = excluded.fallback_alarm_centre_url, \
+                     battery_rearm_margin_pct = excluded.battery_rearm_margin_pct, \
+                     quiet_from_hour = excluded.quiet_from_hour, quiet_until_hour = excluded.quiet_until_hour",
                 )
                 .bind(db_id(tenant.0))
                 .bind(&s.time_zone)
@@ -1147,6 +1179,9 @@ macro_rules! impl_directory {
                 .bind(i64::from(s.repeat_join_secs))
                 .bind(s.fallback_team.map(db_id))
                 .bind(s.fallback_alarm_centre_url.as_deref())
+                .bind(i64::from(s.supervision.battery_rearm_margin_pct))
+                .bind(i64::from(s.supervision.quiet_from_hour))
+                .bind(i64::from(s.supervision.quiet_until_hour))
                 .execute(&self.pool)
                 .await
                 .map_err($crate::conflict("settings"))?;

@@ -314,6 +314,7 @@ crate::alarms::impl_alarms!(
     fix_time = "time",
     fix_received = "received_at",
     alarm_time = "time",
+    alarm_received = "received_at",
     alarm_fix_time = "fix_time"
 );
 crate::outbox::impl_outbox!(PgStore, sqlx::Postgres, skip_locked = " for update skip locked");

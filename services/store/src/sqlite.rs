@@ -362,6 +362,7 @@ crate::alarms::impl_alarms!(
     fix_time = "time_ms",
     fix_received = "received_ms",
     alarm_time = "time_ms",
+    alarm_received = "received_ms",
     alarm_fix_time = "fix_time_ms"
 );
 crate::outbox::impl_outbox!(SqliteStore, sqlx::Sqlite, skip_locked = "");

@@ -228,6 +228,7 @@ async fn settings_are_saved_and_replaced(store: Arc<dyn Store>) {
         repeat_join_secs: 900,
         fallback_team: None,
         fallback_alarm_centre_url: None,
+        supervision: Default::default(),
     };
     store.put_settings(tenant, &s, now()).await.unwrap();
     s.fix_retention_days = 7;
@@ -235,6 +236,7 @@ async fn settings_are_saved_and_replaced(store: Arc<dyn Store>) {
     s.time_zone = "Europe/Helsinki".into();
     s.repeat_join_secs = 60;
     s.fallback_alarm_centre_url = Some("https://larmcentral.example/trygg".into());
+    s.supervision = trygg_store::SupervisionSettings { battery_rearm_margin_pct: 15, quiet_from_hour: 21, quiet_until_hour: 6 };
     store.put_settings(tenant, &s, now()).await.unwrap();
     assert_eq!(store.settings(tenant).await.unwrap(), Some(s));
 }
@@ -300,6 +302,7 @@ async fn purge_deletes_old_fixes_but_keeps_alarm_fixes_and_honours_tenant_retent
         repeat_join_secs: 900,
         fallback_team: None,
         fallback_alarm_centre_url: None,
+        supervision: Default::default(),
     };
     store.put_settings(short_tenant, &settings, t).await.unwrap();
     let a = device(&store, default_tenant, "a").await;

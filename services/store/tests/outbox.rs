@@ -76,7 +76,7 @@ async fn raise(
         recipients: recipients.to_vec(),
         device_alarm: None,
     };
-    let commit = EngineCommit { states: vec![], signals: vec![Signal::Raise(alarm)] };
+    let commit = EngineCommit { signals: vec![Signal::Raise(alarm)], ..EngineCommit::default() };
     match store.engine_commit(&commit, at).await.unwrap()[..] {
         [SignalOutcome::Raised(id)] => id,
         ref other => panic!("{other:?}"),

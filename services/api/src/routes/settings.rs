@@ -39,6 +39,12 @@ pub struct SettingsPatch {
     pub fallback_team_id: Option<String>,
     /// The fallback alarm centre's https URL; an empty string removes it.
     pub fallback_alarm_centre_url: Option<String>,
+    /// Battery points above the threshold that re-arm the low-battery alert, 1..=50.
+    pub battery_rearm_margin_pct: Option<u8>,
+    /// Start of the quiet hours for technical alerts, hour 0..=23 (tenant time zone).
+    pub quiet_from_hour: Option<u8>,
+    /// End of the quiet hours, hour 0..=23; equal to the start: none.
+    pub quiet_until_hour: Option<u8>,
 }
 
 /// The tenant's settings (defaults until saved).
@@ -75,6 +81,9 @@ pub async fn put(
     s.fix_retention_days = patch.fix_retention_days.unwrap_or(s.fix_retention_days);
     s.on_site_limit_secs = patch.on_site_limit_secs.unwrap_or(s.on_site_limit_secs);
     s.repeat_join_secs = patch.repeat_join_secs.unwrap_or(s.repeat_join_secs);
+    s.battery_rearm_margin_pct = patch.battery_rearm_margin_pct.unwrap_or(s.battery_rearm_margin_pct);
+    s.quiet_from_hour = patch.quiet_from_hour.unwrap_or(s.quiet_from_hour);
+    s.quiet_until_hour = patch.quiet_until_hour.unwrap_or(s.quiet_until_hour);
     match patch.fallback_team_id.as_deref() {
         Some("") => s.fallback_team_id = None,
         Some(id) => {
@@ -100,6 +109,9 @@ pub async fn put(
         .range("fix_retention_days", s.fix_retention_days, 1..=3650)
         .range("on_site_limit_secs", s.on_site_limit_secs, 60..=86_400)
         .range("repeat_join_secs", s.repeat_join_secs, 0..=86_400)
+        .range("battery_rearm_margin_pct", s.battery_rearm_margin_pct, 1..=50)
+        .range("quiet_from_hour", s.quiet_from_hour, 0..=23)
+        .range("quiet_until_hour", s.quiet_until_hour, 0..=23)
         .done()?;
     state.store.put_settings(tenant, &s.to_stored()?, Utc::now()).await?;
     Ok(Json(s))

@@ -1,0 +1,305 @@
+//! The rules of battery supervision, pure: when a battery reading raises a `low_battery`
+//! alert, waits for the morning, or re-arms the alert for the next discharge.
+//!
+//! In the field most alarms staff get are low-battery alerts (103 of 135 in one pilot), so the
+//! rules aim at one useful alert per discharge, at a time staff can act:
+//!
+//! - **One per discharge.** After an alert nothing more is raised until the device reports
+//!   charging (a level clearly above the previous one) or a level of at least the threshold plus
+//!   the tenant's margin (`battery_rearm_margin_pct`, default 10 points).
+//! - **Early in daytime.** A discharge trend (the fall over the last hours) that empties the
+//!   watch before the end of the coming night raises the alert now, above the threshold, while
+//!   staff can still visit with a charger.
+//! - **Quiet at night.** Between `quiet_from_hour` and `quiet_until_hour` (tenant time zone) a
+//!   low battery waits for the morning, unless the trend says the watch dies before then.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+
+/// How far back readings are kept for the trend.
+const TREND_WINDOW: Duration = Duration::hours(3);
+/// The shortest span of readings a trend is drawn from.
+const TREND_MIN_SPAN: Duration = Duration::minutes(30);
+/// A reading this many points above the previous one means the watch is charging.
+const CHARGING_RISE_PCT: u8 = 3;
+
+/// A tenant's quiet hours for technical alerts, in its local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    /// The tenant's time zone.
+    pub tz: Tz,
+    /// First quiet hour (0–23).
+    pub from_hour: u8,
+    /// First hour that is not quiet any more (0–23); equal to `from_hour`: never quiet.
+    pub until_hour: u8,
+}
+
+impl QuietHours {
+    /// Whether `at` falls in the quiet hours.
+    pub fn is_quiet(&self, at: DateTime<Utc>) -> bool {
+        let hour = at.with_timezone(&self.tz).hour() as u8;
+        match self.from_hour.cmp(&self.until_hour) {
+            std::cmp::Ordering::Equal => false,
+            std::cmp::Ordering::Less => hour >= self.from_hour && hour < self.until_hour,
+            std::cmp::Ordering::Greater => hour >= self.from_hour || hour < self.until_hour,
+        }
+    }
+
+    /// The next morning after `at`: the end of the current quiet hours if `at` is in them,
+    /// otherwise the end of the next ones. Without quiet hours, a day after `at`.
+    pub fn next_morning(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        if self.from_hour == self.until_hour {
+            return at + Duration::days(1);
+        }
+        let night = if self.is_quiet(at) { at } else { self.next_hour(at, self.from_hour) };
+        self.next_hour(night, self.until_hour)
+    }
+
+    /// The first time after `after` that the local clock shows `hour`:00.
+    fn next_hour(&self, after: DateTime<Utc>, hour: u8) -> DateTime<Utc> {
+        let time = NaiveTime::from_hms_opt(u32::from(hour), 0, 0).unwrap_or_default();
+        let mut day = after.with_timezone(&self.tz).date_naive();
+        for _ in 0..3 {
+            // A local time skipped by a clock change has no `earliest`: try the next day.
+            if let Some(t) = self.tz.from_local_datetime(&day.and_time(time)).earliest()
+                && t.with_timezone(&Utc) > after
+            {
+                return t.with_timezone(&Utc);
+            }
+            day += Duration::days(1);
+        }
+        after + Duration::days(1)
+    }
+}
+
+/// The tenant's battery rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatteryRule {
+    /// Alert at or below this level.
+    pub low_pct: u8,
+    /// Re-armed at or above `low_pct + rearm_margin_pct`, or when charging.
+    pub rearm_margin_pct: u8,
+    /// When an alert that can wait waits.
+    pub quiet: QuietHours,
+}
+
+/// Where a device's low-battery alert stands (stored as its `low_battery` deadline row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatteryState {
+    /// No alert for this discharge yet.
+    #[default]
+    Armed,
+    /// Low at night: the alert waits until then (the row's due time).
+    Waiting(DateTime<Utc>),
+    /// Alerted for this discharge, at this level (100 when not known: after a restart).
+    Alerted(u8),
+}
+
+/// What a reading leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatteryDecision {
+    /// Nothing changes.
+    Nothing,
+    /// Raise the alert now (`early`: above the threshold, from the trend).
+    Raise {
+        /// Raised from the trend before the level reached the threshold.
+        early: bool,
+        /// When the trend says it will be empty, if it says.
+        empty_at: Option<DateTime<Utc>>,
+        /// The level.
+        pct: u8,
+    },
+    /// Low, but it lasts the night: wait until the morning.
+    WaitUntil(DateTime<Utc>),
+    /// Charging or well above the threshold: the next discharge may alert again.
+    Rearm,
+}
+
+/// One device's battery readings and alert state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatteryTrack {
+    /// Its alert state.
+    pub state: BatteryState,
+    readings: VecDeque<(DateTime<Utc>, u8)>,
+}
+
+impl BatteryTrack {
+    /// A track in `state` without readings (after a restart).
+    pub fn new(state: BatteryState) -> Self {
+        Self { state, readings: VecDeque::new() }
+    }
+
+    /// The newest reading's level.
+    pub fn last_pct(&self) -> Option<u8> {
+        self.readings.back().map(|(_, p)| *p)
+    }
+
+    /// When the readings say the battery will be empty: the fall over the last hours,
+    /// extrapolated. `None` without a fall over at least half an hour.
+    pub fn empty_at(&self) -> Option<DateTime<Utc>> {
+        let &(last_at, last) = self.readings.back()?;
+        let &(first_at, first) = self.readings.iter().find(|(at, p)| last_at - *at <= TREND_WINDOW && *p >= last)?;
+        let span = last_at - first_at;
+        if span < TREND_MIN_SPAN || first <= last {
+            return None;
+        }
+        let per_ms = f64::from(first - last) / span.num_milliseconds() as f64;
+        Some(last_at + Duration::milliseconds((f64::from(last) / per_ms) as i64))
+    }
+
+    /// Takes a reading of `pct` at `at` and decides; the caller applies the decision's state
+    /// once it is stored ([`BatteryTrack::settle`]). Readings older than the newest are ignored.
+    pub fn reading(&mut self, rule: &BatteryRule, at: DateTime<Utc>, pct: u8) -> BatteryDecision {
+        let previous = self.readings.back().copied();
+        if previous.is_some_and(|(t, _)| at <= t) {
+            return BatteryDecision::Nothing;
+        }
+        let charging = previous.is_some_and(|(_, p)| pct >= p.saturating_add(CHARGING_RISE_PCT));
+        if charging {
+            // A new discharge starts here: the old readings say nothing about it.
+            self.readings.clear();
+        }
+        self.readings.push_back((at, pct));
+        while self.readings.front().is_some_and(|(t, _)| at - *t > TREND_WINDOW) {
+            self.readings.pop_front();
+        }
+        // Re-armed by charging, or by a level the margin above both the threshold and the level
+        // it alerted at (an early alert above the threshold must not re-arm itself).
+        let rearm_at = |alerted: u8| rule.low_pct.max(alerted).saturating_add(rule.rearm_margin_pct);
+        match self.state {
+            BatteryState::Alerted(at_pct) => {
+                return if charging || pct >= rearm_at(at_pct) { BatteryDecision::Rearm } else { BatteryDecision::Nothing };
+            }
+            BatteryState::Waiting(_) if charging || pct >= rearm_at(0) => return BatteryDecision::Rearm,
+            _ => {}
+        }
+        let morning = rule.quiet.next_morning(at);
+        let empty_at = self.empty_at();
+        let dies_first = empty_at.is_some_and(|e| e <= morning);
+        if pct <= rule.low_pct {
+            if rule.quiet.is_quiet(at) && !dies_first {
+                return match self.state {
+                    BatteryState::Waiting(_) => BatteryDecision::Nothing,
+                    _ => BatteryDecision::WaitUntil(morning),
+                };
+            }
+            return BatteryDecision::Raise { early: false, empty_at, pct };
+        }
+        if dies_first {
+            return BatteryDecision::Raise { early: true, empty_at, pct };
+        }
+        BatteryDecision::Nothing
+    }
+
+    /// Applies a decision once it is stored.
+    pub fn settle(&mut self, decision: BatteryDecision) {
+        match decision {
+            BatteryDecision::Nothing => {}
+            BatteryDecision::Raise { pct, .. } => self.state = BatteryState::Alerted(pct),
+            BatteryDecision::WaitUntil(t) => self.state = BatteryState::Waiting(t),
+            BatteryDecision::Rearm => self.state = BatteryState::Armed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> BatteryRule {
+        BatteryRule {
+            low_pct: 20,
+            rearm_margin_pct: 10,
+            quiet: QuietHours { tz: chrono_tz::Europe::Stockholm, from_hour: 22, until_hour: 7 },
+        }
+    }
+
+    /// Stockholm local time on a winter day (UTC+1).
+    fn local(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+        chrono_tz::Europe::Stockholm
+            .with_ymd_and_hms(2026, 12, day, hour, minute, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// Feeds readings and settles each decision; returns the decisions that were not `Nothing`.
+    fn feed(track: &mut BatteryTrack, readings: &[(DateTime<Utc>, u8)]) -> Vec<(DateTime<Utc>, BatteryDecision)> {
+        let mut out = Vec::new();
+        for &(at, pct) in readings {
+            let d = track.reading(&rule(), at, pct);
+            track.settle(d);
+            if d != BatteryDecision::Nothing {
+                out.push((at, d));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn quiet_hours_wrap_midnight_and_the_morning_is_the_end_of_the_coming_night() {
+        let q = rule().quiet;
+        assert!(q.is_quiet(local(3, 22, 0)) && q.is_quiet(local(4, 6, 59)) && q.is_quiet(local(4, 0, 30)));
+        assert!(!q.is_quiet(local(4, 7, 0)) && !q.is_quiet(local(3, 21, 59)) && !q.is_quiet(local(3, 12, 0)));
+        assert_eq!(q.next_morning(local(3, 12, 0)), local(4, 7, 0), "daytime: after the coming night");
+        assert_eq!(q.next_morning(local(3, 23, 0)), local(4, 7, 0));
+        assert_eq!(q.next_morning(local(4, 3, 0)), local(4, 7, 0));
+        assert_eq!(q.next_morning(local(4, 7, 0)), local(5, 7, 0));
+        let day_shift = QuietHours { tz: chrono_tz::Europe::Stockholm, from_hour: 1, until_hour: 6 };
+        assert!(day_shift.is_quiet(local(3, 2, 0)) && !day_shift.is_quiet(local(3, 6, 0)));
+        assert_eq!(day_shift.next_morning(local(3, 12, 0)), local(4, 6, 0));
+        assert_eq!(day_shift.next_morning(local(3, 0, 30)), local(3, 6, 0));
+    }
+
+    #[test]
+    fn a_slow_discharge_alerts_once_at_the_threshold_and_again_only_after_charging() {
+        let mut track = BatteryTrack::default();
+        // 1 point an hour from 30 % at 08:00, reporting every 10 minutes: 20 % at 18:00, which
+        // lasts far past the morning.
+        let readings: Vec<_> = (0..73).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 30 - (i / 6) as u8)).collect();
+        let out = feed(&mut track, &readings);
+        assert_eq!(out.len(), 1, "one alert per discharge, not one per report: {out:?}");
+        assert_eq!(out[0].0, local(3, 18, 0));
+        assert!(matches!(out[0].1, BatteryDecision::Raise { early: false, .. }));
+        // Noise (a point up, a point down) re-arms nothing; charging does.
+        assert!(feed(&mut track, &[(local(3, 20, 10), 19), (local(3, 20, 20), 18)]).is_empty());
+        let out = feed(&mut track, &[(local(3, 20, 30), 40)]);
+        assert_eq!(out, [(local(3, 20, 30), BatteryDecision::Rearm)]);
+        // The next discharge alerts again.
+        let out = feed(&mut track, &[(local(4, 12, 0), 25), (local(4, 13, 0), 20)]);
+        assert!(matches!(out[..], [(_, BatteryDecision::Raise { .. })]), "{out:?}");
+    }
+
+    #[test]
+    fn a_steep_discharge_in_daytime_alerts_early_before_the_night() {
+        let mut track = BatteryTrack::default();
+        // 5 points an hour from 60 % at 14:00: empty around 02:00, before the morning.
+        let readings: Vec<_> = (0..5).map(|h| (local(3, 14 + h, 0), 60 - 5 * h as u8)).collect();
+        let out = feed(&mut track, &readings);
+        let [(at, BatteryDecision::Raise { early: true, empty_at: Some(empty), pct: 55 })] = out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(at, local(3, 15, 0), "raised as soon as the trend is drawn, in daytime");
+        assert!(empty < local(4, 7, 0));
+        // Still falling: no second alert, though the level is above threshold + margin.
+        assert!(feed(&mut track, &[(local(3, 19, 0), 35), (local(3, 20, 0), 30)]).is_empty());
+    }
+
+    #[test]
+    fn at_night_a_low_battery_that_lasts_waits_for_the_morning_but_one_that_dies_does_not() {
+        let mut track = BatteryTrack::default();
+        // Slow: 1 point an hour, 20 % at 23:00 lasts until the next afternoon.
+        let readings: Vec<_> = (0..4).map(|h| (local(3, 20 + h, 0), 23 - h as u8)).collect();
+        let out = feed(&mut track, &readings);
+        assert_eq!(out, [(local(3, 23, 0), BatteryDecision::WaitUntil(local(4, 7, 0)))]);
+        assert!(feed(&mut track, &[(local(4, 1, 0), 18)]).is_empty(), "still waiting, not re-decided");
+
+        // Steep: 4 points an hour, 20 % at 23:00 is empty at 04:00.
+        let mut track = BatteryTrack::default();
+        let readings: Vec<_> = (0..4).map(|h| (local(3, 20 + h, 0), 32 - 4 * h as u8)).collect();
+        let out = feed(&mut track, &readings);
+        assert!(matches!(out[..], [(_, BatteryDecision::Raise { .. })]), "{out:?}");
+        assert!(out[0].0 < local(4, 4, 0));
+    }
+}

@@ -1,0 +1,310 @@
+//! Device supervision against a real store, on SQLite **and** PostgreSQL: offline deadlines as
+//! rows, raised once, cleared by the device, across restarts. Time is passed in explicitly
+//! (`now`), so an hour of silence takes no time.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use trygg_alarms::{Engine, ZoneIndexes};
+use trygg_core::{AlarmKind, AlarmState, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId};
+use trygg_ingest::Committed;
+use trygg_store::{
+    AlarmFilter, FixBatch, NewDevice, NewFix, NewUser, Protocol, Role, SignalOutcome, Store, WearerFields,
+    on_both_backends,
+};
+use uuid::Uuid;
+
+on_both_backends!(
+    a_silent_device_raises_one_offline_alert_that_closes_when_it_reports_across_restarts,
+    a_keep_alive_postpones_the_deadline_and_resolves_an_open_alert,
+    a_device_never_heard_or_bound_to_nobody_raises_nothing,
+    the_offline_deadline_is_not_rewritten_for_every_fix,
+    one_low_battery_alert_per_discharge_across_a_restart,
+    a_steep_discharge_in_daytime_warns_before_the_night,
+    a_low_battery_at_night_waits_for_the_morning_across_a_restart,
+    a_low_battery_at_night_that_will_not_last_is_raised_at_once,
+);
+
+/// The default offline threshold (15 min).
+const OFFLINE: TimeDelta = TimeDelta::minutes(15);
+
+struct Setup {
+    store: Arc<dyn Store>,
+    zones: Arc<ZoneIndexes>,
+    tenant: TenantId,
+    wearer: WearerId,
+    device: DeviceId,
+    staff: Uuid,
+    /// The test's "now": fixes are stored as received at about this time.
+    t0: DateTime<Utc>,
+}
+
+/// A tenant with default settings, a wearer with a one-person team, wearing watch `w1`.
+async fn setup(store: Arc<dyn Store>) -> Setup {
+    let tenant = store.create_tenant("Skövde").await.unwrap();
+    let user = NewUser {
+        tenant: Some(tenant),
+        email: "staff@skovde.se".into(),
+        name: "Sven".into(),
+        role: Role::Staff,
+        password_hash: "x".into(),
+    };
+    let staff = store.add_user(&user).await.unwrap();
+    let team = store.add_team(tenant, "Hemtjänst Norr").await.unwrap();
+    assert!(store.set_team_members(tenant, team, &[staff]).await.unwrap());
+    let fields = WearerFields { name: "Dagny".into(), team: Some(team), ..WearerFields::default() };
+    let wearer = store.add_wearer(tenant, &fields).await.unwrap();
+    let device = DeviceId::parse("w1").unwrap();
+    let new = NewDevice { id: device.clone(), tenant, wearer: Some(wearer), protocol: Protocol::Watch, token_hash: None };
+    store.register_device(&new).await.unwrap();
+    let t0 = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    Setup { store, zones: Arc::new(ZoneIndexes::default()), tenant, wearer, device, staff, t0 }
+}
+
+impl Setup {
+    async fn engine(&self) -> Engine {
+        Engine::load(self.store.clone(), self.zones.clone()).await.unwrap()
+    }
+
+    /// Stores a fix of `device` received at `at` as ingest would, and returns what ingest hands
+    /// to the engine.
+    async fn report(&self, device: &DeviceId, wearer: Option<WearerId>, at: DateTime<Utc>) -> Committed {
+        self.report_battery(device, wearer, at, 80).await
+    }
+
+    async fn report_battery(&self, device: &DeviceId, wearer: Option<WearerId>, at: DateTime<Utc>, pct: u8) -> Committed {
+        let fix = Fix {
+            time: at,
+            lat: 58.3903,
+            lon: 13.8462,
+            accuracy_m: Some(10.0),
+            speed_mps: None,
+            course_deg: None,
+            altitude_m: None,
+            battery_pct: Some(pct),
+            source: FixSource::Gps,
+        };
+        let batch = FixBatch {
+            device: device.clone(),
+            received_at: at,
+            fixes: vec![NewFix { fix: fix.clone(), late: false }],
+        };
+        self.store.insert_fixes(&[batch]).await.unwrap();
+        Committed::Fixes { tenant: self.tenant, wearer, device: device.clone(), fixes: vec![fix] }
+    }
+
+    async fn offline_alarms(&self) -> Vec<trygg_store::Alarm> {
+        self.alarms_of(AlarmKind::DeviceOffline).await
+    }
+
+    async fn alarms_of(&self, kind: AlarmKind) -> Vec<trygg_store::Alarm> {
+        let filter = AlarmFilter { limit: 100, ..AlarmFilter::default() };
+        let all = self.store.alarms(self.tenant, &filter).await.unwrap();
+        all.into_iter().filter(|a| a.kind == kind).collect()
+    }
+
+    /// Reports `pct` at each of `readings` (Stockholm local day and time), one batch each, as
+    /// processed at the time of the report.
+    async fn battery(&self, engine: &mut Engine, readings: &[((u32, u32, u32), u8)]) -> Vec<SignalOutcome> {
+        let mut out = Vec::new();
+        for &((day, hour, minute), pct) in readings {
+            let at = local(day, hour, minute);
+            let report = self.report_battery(&self.device, Some(self.wearer), at, pct).await;
+            out.extend(engine.process(vec![report], at).await.unwrap());
+        }
+        out
+    }
+
+    fn at(&self, minutes: i64) -> DateTime<Utc> {
+        self.t0 + TimeDelta::minutes(minutes)
+    }
+}
+
+fn raised(outcomes: &[SignalOutcome]) -> Vec<Uuid> {
+    outcomes.iter().filter_map(|o| if let SignalOutcome::Raised(id) = o { Some(*id) } else { None }).collect()
+}
+
+async fn a_silent_device_raises_one_offline_alert_that_closes_when_it_reports_across_restarts(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    let report = s.report(&s.device, Some(s.wearer), s.at(0)).await;
+    engine.process(vec![report], s.at(0)).await.unwrap();
+    assert!(engine.supervise(s.at(14)).await.unwrap().is_empty(), "not silent long enough");
+
+    // A restart before the deadline: the row is in the database, so it still fires, once.
+    let mut engine = s.engine().await;
+    let out = engine.supervise(s.at(16)).await.unwrap();
+    let [id] = raised(&out)[..] else { panic!("one offline alert expected, got {out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.wearer, alarm.device.as_ref()), (AlarmKind::DeviceOffline, Some(s.wearer), Some(&s.device)));
+    assert!(alarm.kind.is_technical() && !alarm.kind.is_critical());
+    assert_eq!(alarm.trigger_time, s.at(0) + OFFLINE, "offline since its threshold passed");
+    assert_eq!(alarm.position.map(|(_, t)| t), Some(s.at(0)), "shown with the last known position");
+    assert!(s.store.alarm(s.tenant, id, Some(s.staff)).await.unwrap().is_some(), "addressed to the team");
+    assert!(raised(&engine.supervise(s.at(16)).await.unwrap()).is_empty(), "fired once");
+
+    // Restarts while it stays silent raise nothing more.
+    for minute in [17, 30, 60] {
+        let mut engine = s.engine().await;
+        assert!(raised(&engine.supervise(s.at(minute)).await.unwrap()).is_empty(), "minute {minute}");
+    }
+    assert_eq!(s.offline_alarms().await.len(), 1);
+
+    // It reports again (to an engine that restarted): the alert closes by itself.
+    let mut engine = s.engine().await;
+    let report = s.report(&s.device, Some(s.wearer), s.at(61)).await;
+    let out = engine.process(vec![report], s.at(61)).await.unwrap();
+    assert_eq!(out, [SignalOutcome::Joined(id)]);
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.state, alarm.outcome), (AlarmState::Closed, Some(Outcome::Other)));
+    assert!(alarm.note.starts_with("resolved by device"), "{:?}", alarm.note);
+    assert!(alarm.closed.is_none(), "closed by nobody");
+    let events: Vec<String> =
+        s.store.alarm_events(s.tenant, id).await.unwrap().into_iter().map(|e| e.event.kind).collect();
+    assert_eq!(events, ["raised", "resolved_by_device"]);
+
+    // Silent again: a new alert, its own.
+    let out = engine.supervise(s.at(61) + OFFLINE + TimeDelta::seconds(5)).await.unwrap();
+    let [second] = raised(&out)[..] else { panic!("{out:?}") };
+    assert_ne!(second, id);
+    assert_eq!(s.offline_alarms().await.len(), 2);
+}
+
+async fn a_keep_alive_postpones_the_deadline_and_resolves_an_open_alert(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    let report = s.report(&s.device, Some(s.wearer), s.at(0)).await;
+    engine.process(vec![report], s.at(0)).await.unwrap();
+    // A sleeping watch sends only keep-alives, which do not pass through the engine.
+    s.store.device_heard(&s.device, s.at(10), Some(70)).await.unwrap();
+    assert!(raised(&engine.supervise(s.at(16)).await.unwrap()).is_empty(), "heard 6 min ago");
+    assert!(raised(&engine.supervise(s.at(24)).await.unwrap()).is_empty(), "heard 14 min ago");
+    let out = engine.supervise(s.at(26)).await.unwrap();
+    let [id] = raised(&out)[..] else { panic!("silent 16 min: {out:?}") };
+    // A keep-alive after the alert closes it at the next look.
+    assert!(engine.supervise(s.at(29)).await.unwrap().is_empty(), "still silent at 29");
+    s.store.device_heard(&s.device, s.at(30), None).await.unwrap();
+    let out = engine.supervise(s.at(31)).await.unwrap();
+    assert_eq!(out, [SignalOutcome::Joined(id)]);
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!(alarm.state, AlarmState::Closed);
+    // And the deadline runs from that keep-alive.
+    assert!(raised(&engine.supervise(s.at(44)).await.unwrap()).is_empty());
+    assert_eq!(raised(&engine.supervise(s.at(46)).await.unwrap()).len(), 1);
+}
+
+async fn a_device_never_heard_or_bound_to_nobody_raises_nothing(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let spare = DeviceId::parse("w2").unwrap();
+    let new = NewDevice { id: spare.clone(), tenant: s.tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
+    s.store.register_device(&new).await.unwrap();
+    let mut engine = s.engine().await;
+    // A watch in a drawer, bound to nobody, reports: it is nobody's to miss.
+    let report = s.report(&spare, None, s.at(0)).await;
+    engine.process(vec![report], s.at(0)).await.unwrap();
+    // The bound watch reports, then is unbound before its deadline.
+    let report = s.report(&s.device, Some(s.wearer), s.at(0)).await;
+    engine.process(vec![report], s.at(0)).await.unwrap();
+    s.store.unbind_device(s.tenant, &s.device, s.at(5)).await.unwrap();
+    assert!(engine.supervise(s.at(600)).await.unwrap().is_empty());
+    assert!(s.store.due_deadlines(s.at(6000), 10).await.unwrap().is_empty(), "the unbound watch's row is gone");
+    assert!(s.offline_alarms().await.is_empty());
+}
+
+async fn the_offline_deadline_is_not_rewritten_for_every_fix(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    let due = |s: &Setup| {
+        let store = s.store.clone();
+        let far = s.at(10_000);
+        async move { store.due_deadlines(far, 10).await.unwrap().into_iter().map(|d| d.due_at).collect::<Vec<_>>() }
+    };
+    for minute in 0..4 {
+        let report = s.report(&s.device, Some(s.wearer), s.at(minute)).await;
+        engine.process(vec![report], s.at(minute)).await.unwrap();
+    }
+    assert_eq!(due(&s).await, [s.at(0) + OFFLINE], "moved by less than a quarter of the threshold");
+    let report = s.report(&s.device, Some(s.wearer), s.at(4)).await;
+    engine.process(vec![report], s.at(4)).await.unwrap();
+    assert_eq!(due(&s).await, [s.at(4) + OFFLINE]);
+}
+
+/// Stockholm local time in November 2026 (UTC+1), in the past so fixes are ordinary.
+fn local(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    chrono_tz::Europe::Stockholm.with_ymd_and_hms(2026, 11, day, hour, minute, 0).unwrap().with_timezone(&Utc)
+}
+
+/// A slow discharge, 1 point an hour, every 10 minutes from `from` % at `hour`:00 on `day`.
+fn slow(day: u32, hour: u32, from: u8, hours: u32) -> Vec<((u32, u32, u32), u8)> {
+    (0..hours * 6).map(|i| ((day, hour + i / 6, (i % 6) * 10), from - (i / 6) as u8)).collect()
+}
+
+async fn one_low_battery_alert_per_discharge_across_a_restart(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 28 % at 09:00 down to 15 % at 21:50 (default threshold 20 %): one alert, at 20 %.
+    let out = s.battery(&mut engine, &slow(3, 9, 28, 13)).await;
+    let [id] = raised(&out)[..] else { panic!("one alert per discharge expected: {out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.trigger_time), (AlarmKind::LowBattery, local(3, 17, 0)));
+    assert!(alarm.kind.is_technical());
+    // A restart in the same discharge: still one.
+    let mut engine = s.engine().await;
+    assert!(raised(&s.battery(&mut engine, &[((3, 22, 0), 14), ((3, 22, 10), 15), ((3, 22, 20), 14)]).await).is_empty());
+    assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1);
+    // Charged overnight, discharged again the next day: a new alert (the first one still open
+    // would take it as a repeat, so staff acknowledge and close it).
+    for step in [trygg_core::Step::Acknowledge, trygg_core::Step::Close(Outcome::Other)] {
+        let req = trygg_store::StepRequest { step, actor: Some(s.staff), at: local(3, 23, 0), position: None, note: String::new() };
+        let done = s.store.step_alarm(s.tenant, id, &req).await.unwrap();
+        assert!(matches!(done, Some(trygg_store::StepOutcome::Done(_))), "{done:?}");
+    }
+    assert!(raised(&s.battery(&mut engine, &[((4, 6, 0), 40), ((4, 7, 0), 95)]).await).is_empty(), "charging");
+    let out = s.battery(&mut engine, &slow(4, 10, 24, 6)).await;
+    assert_eq!(raised(&out).len(), 1, "the next discharge alerts again: {out:?}");
+}
+
+async fn a_steep_discharge_in_daytime_warns_before_the_night(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 5 points an hour from 60 % at 14:00: empty around 02:00.
+    let readings: Vec<_> = (0..6).map(|h| ((3, 14 + h, 0), 60 - 5 * h as u8)).collect();
+    let out = s.battery(&mut engine, &readings).await;
+    let [id] = raised(&out)[..] else { panic!("{out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.trigger_time), (AlarmKind::LowBattery, local(3, 15, 0)), "at 55 %, in daytime");
+}
+
+async fn a_low_battery_at_night_waits_for_the_morning_across_a_restart(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 1 point an hour: 20 % at 23:00 lasts well into the next day.
+    let out = s.battery(&mut engine, &slow(3, 20, 23, 4)).await;
+    assert!(raised(&out).is_empty(), "quiet hours: {out:?}");
+    let mut engine = s.engine().await;
+    // (The watch also falls silent after its last report: that is an offline alert, at once.)
+    engine.supervise(local(4, 6, 59)).await.unwrap();
+    assert!(s.alarms_of(AlarmKind::LowBattery).await.is_empty(), "waits for the morning");
+    engine.supervise(local(4, 7, 0)).await.unwrap();
+    let [alarm] = &s.alarms_of(AlarmKind::LowBattery).await[..] else { panic!("raised in the morning") };
+    assert_eq!(alarm.trigger_time, local(4, 7, 0));
+    engine.supervise(local(4, 7, 1)).await.unwrap();
+    assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1, "once");
+    let mut engine = s.engine().await;
+    assert!(raised(&s.battery(&mut engine, &[((4, 7, 30), 15), ((4, 7, 40), 14)]).await).is_empty());
+    assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1);
+}
+
+async fn a_low_battery_at_night_that_will_not_last_is_raised_at_once(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // 4 points an hour from 32 % at 20:00: 20 % at 23:00, empty at 04:00.
+    let readings: Vec<_> = (0..4).map(|h| ((3, 20 + h, 0), 32 - 4 * h as u8)).collect();
+    let out = s.battery(&mut engine, &readings).await;
+    let [id] = raised(&out)[..] else { panic!("{out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert!(alarm.trigger_time < local(4, 4, 0), "before the watch dies: {}", alarm.trigger_time);
+}
