@@ -96,7 +96,13 @@ fn simulate(naive: bool, wearers: usize, days: i64, seed: u64, rule: BatteryRule
         let day_drain = rng.range(1.6, 2.6);
         let night_drain = rng.range(0.6, 1.0);
         let habit = rng.unit();
-        let charge_p = if habit < 0.6 { 0.85 } else if habit < 0.9 { 0.35 } else { 0.05 };
+        let charge_p = if habit < 0.6 {
+            0.85
+        } else if habit < 0.9 {
+            0.35
+        } else {
+            0.05
+        };
         let sensor = rng.unit() < 0.5;
         // Incidents of the month.
         let drawer = (rng.unit() < 0.03 * days as f64 / 30.0).then(|| {
@@ -162,7 +168,12 @@ fn simulate(naive: bool, wearers: usize, days: i64, seed: u64, rule: BatteryRule
                 staff_charge_at = None;
             }
             // Charging: the evening habit, or staff acting on a page.
-            if charging_until.is_none() && dead_since.is_none() && hour == 21 && local.minute() == 30 && rng.unit() < charge_p {
+            if charging_until.is_none()
+                && dead_since.is_none()
+                && hour == 21
+                && local.minute() == 30
+                && rng.unit() < charge_p
+            {
                 charging_until = Some(t + Duration::minutes((rng.range(9.5, 10.5) * 60.0) as i64));
             }
             if let Some(at) = staff_charge_at
@@ -200,7 +211,8 @@ fn simulate(naive: bool, wearers: usize, days: i64, seed: u64, rule: BatteryRule
                         c.low_battery += 1;
                         page(&mut c, quiet, t);
                         if staff_charge_at.is_none() {
-                            staff_charge_at = Some(t + Duration::minutes((staff.range(1.0, 3.0) * 60.0) as i64));
+                            staff_charge_at =
+                                Some(t + Duration::minutes((staff.range(1.0, 3.0) * 60.0) as i64));
                         }
                     }
                     t += Duration::minutes(STEP_MIN);
@@ -216,7 +228,8 @@ fn simulate(naive: bool, wearers: usize, days: i64, seed: u64, rule: BatteryRule
                     }
                     BatteryDecision::WaitUntil(morning) => {
                         waiting_until = Some(morning);
-                        staff_charge_at = Some(morning + Duration::minutes((staff.range(1.0, 3.0) * 60.0) as i64));
+                        staff_charge_at =
+                            Some(morning + Duration::minutes((staff.range(1.0, 3.0) * 60.0) as i64));
                     }
                     BatteryDecision::Rearm | BatteryDecision::Nothing => {}
                 }

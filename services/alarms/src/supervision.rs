@@ -186,7 +186,11 @@ impl BatteryTrack {
         let rearm_at = |alerted: u8| rule.low_pct.max(alerted).saturating_add(rule.rearm_margin_pct);
         match self.state {
             BatteryState::Alerted(at_pct) => {
-                return if charging || pct >= rearm_at(at_pct) { BatteryDecision::Rearm } else { BatteryDecision::Nothing };
+                return if charging || pct >= rearm_at(at_pct) {
+                    BatteryDecision::Rearm
+                } else {
+                    BatteryDecision::Nothing
+                };
             }
             BatteryState::Waiting(_) if charging || pct >= rearm_at(0) => return BatteryDecision::Rearm,
             _ => {}
@@ -241,7 +245,10 @@ mod tests {
     }
 
     /// Feeds readings and settles each decision; returns the decisions that were not `Nothing`.
-    fn feed(track: &mut BatteryTrack, readings: &[(DateTime<Utc>, u8)]) -> Vec<(DateTime<Utc>, BatteryDecision)> {
+    fn feed(
+        track: &mut BatteryTrack,
+        readings: &[(DateTime<Utc>, u8)],
+    ) -> Vec<(DateTime<Utc>, BatteryDecision)> {
         let mut out = Vec::new();
         for &(at, pct) in readings {
             let d = track.reading(&rule(), at, pct);
@@ -273,7 +280,8 @@ mod tests {
         let mut track = BatteryTrack::default();
         // 1 point an hour from 30 % at 08:00, reporting every 10 minutes: 20 % at 18:00, which
         // lasts far past the morning.
-        let readings: Vec<_> = (0..73).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 30 - (i / 6) as u8)).collect();
+        let readings: Vec<_> =
+            (0..73).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 30 - (i / 6) as u8)).collect();
         let out = feed(&mut track, &readings);
         assert_eq!(out.len(), 1, "one alert per discharge, not one per report: {out:?}");
         assert_eq!(out[0].0, local(3, 18, 0));
@@ -291,12 +299,14 @@ mod tests {
     fn a_flat_or_noisy_battery_after_a_charge_predicts_nothing() {
         let mut track = BatteryTrack::default();
         // Full, then flat with a point of noise: no trend, and no overflow on a tiny slope.
-        let readings: Vec<_> = (0..36).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 100 - (i % 2) as u8)).collect();
+        let readings: Vec<_> =
+            (0..36).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 100 - (i % 2) as u8)).collect();
         assert!(feed(&mut track, &readings).is_empty());
         assert_eq!(track.empty_at(), None);
         // 2 %/h with ±1 of noise right after a charge: nothing in the first hour.
         let mut track = BatteryTrack::default();
-        let readings = [(local(4, 8, 0), 100), (local(4, 8, 10), 98), (local(4, 8, 20), 97), (local(4, 8, 30), 96)];
+        let readings =
+            [(local(4, 8, 0), 100), (local(4, 8, 10), 98), (local(4, 8, 20), 97), (local(4, 8, 30), 96)];
         assert!(feed(&mut track, &readings).is_empty());
         assert_eq!(track.empty_at(), None, "less than an hour of readings");
     }

@@ -55,7 +55,13 @@ async fn setup(store: Arc<dyn Store>) -> Setup {
     let fields = WearerFields { name: "Dagny".into(), team: Some(team), ..WearerFields::default() };
     let wearer = store.add_wearer(tenant, &fields).await.unwrap();
     let device = DeviceId::parse("w1").unwrap();
-    let new = NewDevice { id: device.clone(), tenant, wearer: Some(wearer), protocol: Protocol::Watch, token_hash: None };
+    let new = NewDevice {
+        id: device.clone(),
+        tenant,
+        wearer: Some(wearer),
+        protocol: Protocol::Watch,
+        token_hash: None,
+    };
     store.register_device(&new).await.unwrap();
     let t0 = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
     Setup { store, zones: Arc::new(ZoneIndexes::default()), tenant, wearer, device, staff, t0 }
@@ -72,7 +78,13 @@ impl Setup {
         self.report_battery(device, wearer, at, 80).await
     }
 
-    async fn report_battery(&self, device: &DeviceId, wearer: Option<WearerId>, at: DateTime<Utc>, pct: u8) -> Committed {
+    async fn report_battery(
+        &self,
+        device: &DeviceId,
+        wearer: Option<WearerId>,
+        at: DateTime<Utc>,
+        pct: u8,
+    ) -> Committed {
         let fix = Fix {
             time: at,
             lat: 58.3903,
@@ -138,11 +150,16 @@ async fn a_silent_device_raises_one_offline_alert_that_closes_when_it_reports_ac
     let out = engine.supervise(s.at(16)).await.unwrap();
     let [id] = raised(&out)[..] else { panic!("one offline alert expected, got {out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
-    assert_eq!((alarm.kind, alarm.wearer, alarm.device.as_ref()), (AlarmKind::DeviceOffline, Some(s.wearer), Some(&s.device)));
+    assert_eq!(
+        (alarm.kind, alarm.wearer, alarm.device.as_ref()),
+        (AlarmKind::DeviceOffline, Some(s.wearer), Some(&s.device))
+    );
     assert!(alarm.kind.is_technical() && !alarm.kind.is_critical());
     assert_eq!(alarm.trigger_time, s.at(0) + OFFLINE, "offline since its threshold passed");
     assert_eq!(alarm.position.map(|(_, t)| t), Some(s.at(0)), "shown with the last known position");
     assert!(s.store.alarm(s.tenant, id, Some(s.staff)).await.unwrap().is_some(), "addressed to the team");
+    let timers = s.store.claim_timers(s.at(10_000), std::time::Duration::from_secs(30), 10).await.unwrap();
+    assert!(timers.is_empty(), "a technical alert never escalates: {timers:?}");
     assert!(raised(&engine.supervise(s.at(16)).await.unwrap()).is_empty(), "fired once");
 
     // Restarts while it stays silent raise nothing more.
@@ -198,7 +215,13 @@ async fn a_keep_alive_postpones_the_deadline_and_resolves_an_open_alert(store: A
 async fn a_device_never_heard_or_bound_to_nobody_raises_nothing(store: Arc<dyn Store>) {
     let s = setup(store).await;
     let spare = DeviceId::parse("w2").unwrap();
-    let new = NewDevice { id: spare.clone(), tenant: s.tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
+    let new = NewDevice {
+        id: spare.clone(),
+        tenant: s.tenant,
+        wearer: None,
+        protocol: Protocol::Watch,
+        token_hash: None,
+    };
     s.store.register_device(&new).await.unwrap();
     let mut engine = s.engine().await;
     // A watch in a drawer, bound to nobody, reports: it is nobody's to miss.
@@ -209,7 +232,10 @@ async fn a_device_never_heard_or_bound_to_nobody_raises_nothing(store: Arc<dyn S
     engine.process(vec![report], s.at(0)).await.unwrap();
     s.store.unbind_device(s.tenant, &s.device, s.at(5)).await.unwrap();
     assert!(engine.supervise(s.at(600)).await.unwrap().is_empty());
-    assert!(s.store.due_deadlines(s.at(6000), 10).await.unwrap().is_empty(), "the unbound watch's row is gone");
+    assert!(
+        s.store.due_deadlines(s.at(6000), 10).await.unwrap().is_empty(),
+        "the unbound watch's row is gone"
+    );
     assert!(s.offline_alarms().await.is_empty());
 }
 
@@ -219,7 +245,9 @@ async fn the_offline_deadline_is_not_rewritten_for_every_fix(store: Arc<dyn Stor
     let due = |s: &Setup| {
         let store = s.store.clone();
         let far = s.at(10_000);
-        async move { store.due_deadlines(far, 10).await.unwrap().into_iter().map(|d| d.due_at).collect::<Vec<_>>() }
+        async move {
+            store.due_deadlines(far, 10).await.unwrap().into_iter().map(|d| d.due_at).collect::<Vec<_>>()
+        }
     };
     for minute in 0..4 {
         let report = s.report(&s.device, Some(s.wearer), s.at(minute)).await;
@@ -253,16 +281,28 @@ async fn one_low_battery_alert_per_discharge_across_a_restart(store: Arc<dyn Sto
     assert!(alarm.kind.is_technical());
     // A restart in the same discharge: still one.
     let mut engine = s.engine().await;
-    assert!(raised(&s.battery(&mut engine, &[((3, 22, 0), 14), ((3, 22, 10), 15), ((3, 22, 20), 14)]).await).is_empty());
+    assert!(
+        raised(&s.battery(&mut engine, &[((3, 22, 0), 14), ((3, 22, 10), 15), ((3, 22, 20), 14)]).await)
+            .is_empty()
+    );
     assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1);
     // Charged overnight, discharged again the next day: a new alert (the first one still open
     // would take it as a repeat, so staff acknowledge and close it).
     for step in [trygg_core::Step::Acknowledge, trygg_core::Step::Close(Outcome::Other)] {
-        let req = trygg_store::StepRequest { step, actor: Some(s.staff), at: local(3, 23, 0), position: None, note: String::new() };
+        let req = trygg_store::StepRequest {
+            step,
+            actor: Some(s.staff),
+            at: local(3, 23, 0),
+            position: None,
+            note: String::new(),
+        };
         let done = s.store.step_alarm(s.tenant, id, &req).await.unwrap();
         assert!(matches!(done, Some(trygg_store::StepOutcome::Done(_))), "{done:?}");
     }
-    assert!(raised(&s.battery(&mut engine, &[((4, 6, 0), 40), ((4, 7, 0), 95)]).await).is_empty(), "charging");
+    assert!(
+        raised(&s.battery(&mut engine, &[((4, 6, 0), 40), ((4, 7, 0), 95)]).await).is_empty(),
+        "charging"
+    );
     let out = s.battery(&mut engine, &slow(4, 10, 24, 6)).await;
     assert_eq!(raised(&out).len(), 1, "the next discharge alerts again: {out:?}");
 }
@@ -275,7 +315,11 @@ async fn a_steep_discharge_in_daytime_warns_before_the_night(store: Arc<dyn Stor
     let out = s.battery(&mut engine, &readings).await;
     let [id] = raised(&out)[..] else { panic!("{out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
-    assert_eq!((alarm.kind, alarm.trigger_time), (AlarmKind::LowBattery, local(3, 15, 0)), "at 55 %, in daytime");
+    assert_eq!(
+        (alarm.kind, alarm.trigger_time),
+        (AlarmKind::LowBattery, local(3, 15, 0)),
+        "at 55 %, in daytime"
+    );
 }
 
 async fn a_low_battery_at_night_waits_for_the_morning_across_a_restart(store: Arc<dyn Store>) {
