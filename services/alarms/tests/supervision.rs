@@ -23,6 +23,7 @@ on_both_backends!(
     a_steep_discharge_in_daytime_warns_before_the_night,
     a_low_battery_at_night_waits_for_the_morning_across_a_restart,
     a_low_battery_at_night_that_will_not_last_is_raised_at_once,
+    in_triage_order_critical_alarms_come_first_and_technical_ones_are_grouped_per_wearer,
 );
 
 /// The default offline threshold (15 min).
@@ -351,4 +352,72 @@ async fn a_low_battery_at_night_that_will_not_last_is_raised_at_once(store: Arc<
     let [id] = raised(&out)[..] else { panic!("{out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
     assert!(alarm.trigger_time < local(4, 4, 0), "before the watch dies: {}", alarm.trigger_time);
+}
+
+async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_grouped_per_wearer(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store).await;
+    // A second wearer with a watch of her own.
+    let fields = WearerFields { name: "Greta".into(), ..WearerFields::default() };
+    let greta = s.store.add_wearer(s.tenant, &fields).await.unwrap();
+    let w2 = DeviceId::parse("w2").unwrap();
+    let new = NewDevice { id: w2.clone(), tenant: s.tenant, wearer: Some(greta), protocol: Protocol::Watch, token_hash: None };
+    s.store.register_device(&new).await.unwrap();
+    let mut engine = s.engine().await;
+    // Dagny's watch goes offline first, then Greta's, then Dagny presses SOS, then Greta's
+    // battery runs low.
+    let a = s.report(&s.device, Some(s.wearer), s.at(0)).await;
+    let b = s.report(&w2, Some(greta), s.at(1)).await;
+    engine.process(vec![a, b], s.at(1)).await.unwrap();
+    engine.supervise(s.at(16)).await.unwrap();
+    engine.supervise(s.at(17)).await.unwrap();
+    let sos = trygg_store::NewDeviceAlarm {
+        device: s.device.clone(),
+        kind: trygg_core::DeviceAlarmKind::Sos,
+        time: s.at(18),
+        received_at: s.at(18),
+        clock_suspect: false,
+        fix: None,
+    };
+    let stored = s.store.insert_device_alarm(&sos).await.unwrap();
+    let sos = Committed::Alarm {
+        tenant: s.tenant,
+        wearer: Some(s.wearer),
+        device: s.device.clone(),
+        alarm_id: stored.id,
+        kind: trygg_core::DeviceAlarmKind::Sos,
+        duplicate: false,
+        fix: None,
+    };
+    engine.process(vec![sos], s.at(18)).await.unwrap();
+    // 30 points an hour: it will die within the hour, quiet hours or not.
+    let mut greta_low = Vec::new();
+    for i in 0..8 {
+        let at = s.at(20 + 10 * i);
+        let report = s.report_battery(&w2, Some(greta), at, 40 - 5 * i as u8).await;
+        greta_low.extend(engine.process(vec![report], at).await.unwrap());
+    }
+    assert_eq!(raised(&greta_low).len(), 1, "{greta_low:?}");
+
+    let list = |triage| {
+        let store = s.store.clone();
+        let tenant = s.tenant;
+        async move {
+            let filter = AlarmFilter { limit: 100, triage, ..AlarmFilter::default() };
+            store.alarms(tenant, &filter).await.unwrap().into_iter().map(|a| (a.kind, a.wearer)).collect::<Vec<_>>()
+        }
+    };
+    let (dagny, greta) = (Some(s.wearer), Some(greta));
+    let triage = list(true).await;
+    assert_eq!(triage[0], (AlarmKind::Sos, dagny), "critical first: {triage:?}");
+    let technical: Vec<_> = triage[1..].iter().map(|(_, w)| *w).collect();
+    assert_eq!(technical.len(), 3);
+    assert!(
+        technical == [dagny, greta, greta] || technical == [greta, greta, dagny],
+        "grouped per wearer: {triage:?}"
+    );
+    let newest = list(false).await;
+    assert_eq!(newest.len(), 4);
+    assert_ne!(newest[0].0, AlarmKind::Sos, "the default stays newest first: {newest:?}");
 }
