@@ -7,7 +7,7 @@
 //! - **One per discharge.** After an alert nothing more is raised until the device reports
 //!   charging (a level clearly above the previous one) or a level of at least the threshold plus
 //!   the tenant's margin (`battery_rearm_margin_pct`, default 10 points).
-//! - **Early in daytime.** A discharge trend (the fall over the last hours) that empties the
+//! - **Early in daytime.** A discharge trend (the least-squares fall over the last 1–3 hours) that empties the
 //!   watch before the end of the coming night raises the alert now, above the threshold, while
 //!   staff can still visit with a charger.
 //! - **Quiet at night.** Between `quiet_from_hour` and `quiet_until_hour` (tenant time zone) a
@@ -21,7 +21,7 @@ use chrono_tz::Tz;
 /// How far back readings are kept for the trend.
 const TREND_WINDOW: Duration = Duration::hours(3);
 /// The shortest span of readings a trend is drawn from.
-const TREND_MIN_SPAN: Duration = Duration::minutes(30);
+const TREND_MIN_SPAN: Duration = Duration::minutes(60);
 /// A reading this many points above the previous one means the watch is charging.
 const CHARGING_RISE_PCT: u8 = 3;
 
@@ -136,17 +136,33 @@ impl BatteryTrack {
         self.readings.back().map(|(_, p)| *p)
     }
 
-    /// When the readings say the battery will be empty: the fall over the last hours,
-    /// extrapolated. `None` without a fall over at least half an hour.
+    /// When the readings say the battery will be empty: the least-squares fall of the readings
+    /// of the last hours (since the last charge), extrapolated from the newest. `None` without a
+    /// fall over at least an hour of readings: a short span of noisy whole-percent readings
+    /// would cry wolf right after every charge.
     pub fn empty_at(&self) -> Option<DateTime<Utc>> {
         let &(last_at, last) = self.readings.back()?;
-        let &(first_at, first) = self.readings.iter().find(|(at, p)| last_at - *at <= TREND_WINDOW && *p >= last)?;
-        let span = last_at - first_at;
-        if span < TREND_MIN_SPAN || first <= last {
+        let &(first_at, _) = self.readings.front()?;
+        if last_at - first_at < TREND_MIN_SPAN {
             return None;
         }
-        let per_ms = f64::from(first - last) / span.num_milliseconds() as f64;
-        Some(last_at + Duration::milliseconds((f64::from(last) / per_ms) as i64))
+        let n = self.readings.len() as f64;
+        let hours = |t: DateTime<Utc>| (t - first_at).num_milliseconds() as f64 / 3_600_000.0;
+        let mean_t = self.readings.iter().map(|(t, _)| hours(*t)).sum::<f64>() / n;
+        let mean_p = self.readings.iter().map(|(_, p)| f64::from(*p)).sum::<f64>() / n;
+        let (mut cov, mut var) = (0.0, 0.0);
+        for (t, p) in &self.readings {
+            let dt = hours(*t) - mean_t;
+            cov += dt * (f64::from(*p) - mean_p);
+            var += dt * dt;
+        }
+        let per_hour = -cov / var;
+        let hours_left = f64::from(last) / per_hour;
+        // No fall, or one so slow it says nothing about the coming night (and would overflow).
+        if !(per_hour > 0.0 && hours_left < 24.0 * 7.0) {
+            return None;
+        }
+        last_at.checked_add_signed(Duration::milliseconds((hours_left * 3_600_000.0) as i64))
     }
 
     /// Takes a reading of `pct` at `at` and decides; the caller applies the decision's state
@@ -170,7 +186,11 @@ impl BatteryTrack {
         let rearm_at = |alerted: u8| rule.low_pct.max(alerted).saturating_add(rule.rearm_margin_pct);
         match self.state {
             BatteryState::Alerted(at_pct) => {
-                return if charging || pct >= rearm_at(at_pct) { BatteryDecision::Rearm } else { BatteryDecision::Nothing };
+                return if charging || pct >= rearm_at(at_pct) {
+                    BatteryDecision::Rearm
+                } else {
+                    BatteryDecision::Nothing
+                };
             }
             BatteryState::Waiting(_) if charging || pct >= rearm_at(0) => return BatteryDecision::Rearm,
             _ => {}
@@ -225,7 +245,10 @@ mod tests {
     }
 
     /// Feeds readings and settles each decision; returns the decisions that were not `Nothing`.
-    fn feed(track: &mut BatteryTrack, readings: &[(DateTime<Utc>, u8)]) -> Vec<(DateTime<Utc>, BatteryDecision)> {
+    fn feed(
+        track: &mut BatteryTrack,
+        readings: &[(DateTime<Utc>, u8)],
+    ) -> Vec<(DateTime<Utc>, BatteryDecision)> {
         let mut out = Vec::new();
         for &(at, pct) in readings {
             let d = track.reading(&rule(), at, pct);
@@ -257,7 +280,8 @@ mod tests {
         let mut track = BatteryTrack::default();
         // 1 point an hour from 30 % at 08:00, reporting every 10 minutes: 20 % at 18:00, which
         // lasts far past the morning.
-        let readings: Vec<_> = (0..73).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 30 - (i / 6) as u8)).collect();
+        let readings: Vec<_> =
+            (0..73).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 30 - (i / 6) as u8)).collect();
         let out = feed(&mut track, &readings);
         assert_eq!(out.len(), 1, "one alert per discharge, not one per report: {out:?}");
         assert_eq!(out[0].0, local(3, 18, 0));
@@ -269,6 +293,22 @@ mod tests {
         // The next discharge alerts again.
         let out = feed(&mut track, &[(local(4, 12, 0), 25), (local(4, 13, 0), 20)]);
         assert!(matches!(out[..], [(_, BatteryDecision::Raise { .. })]), "{out:?}");
+    }
+
+    #[test]
+    fn a_flat_or_noisy_battery_after_a_charge_predicts_nothing() {
+        let mut track = BatteryTrack::default();
+        // Full, then flat with a point of noise: no trend, and no overflow on a tiny slope.
+        let readings: Vec<_> =
+            (0..36).map(|i| (local(3, 8 + i / 6, (i % 6) * 10), 100 - (i % 2) as u8)).collect();
+        assert!(feed(&mut track, &readings).is_empty());
+        assert_eq!(track.empty_at(), None);
+        // 2 %/h with ±1 of noise right after a charge: nothing in the first hour.
+        let mut track = BatteryTrack::default();
+        let readings =
+            [(local(4, 8, 0), 100), (local(4, 8, 10), 98), (local(4, 8, 20), 97), (local(4, 8, 30), 96)];
+        assert!(feed(&mut track, &readings).is_empty());
+        assert_eq!(track.empty_at(), None, "less than an hour of readings");
     }
 
     #[test]

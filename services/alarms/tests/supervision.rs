@@ -23,6 +23,7 @@ on_both_backends!(
     a_steep_discharge_in_daytime_warns_before_the_night,
     a_low_battery_at_night_waits_for_the_morning_across_a_restart,
     a_low_battery_at_night_that_will_not_last_is_raised_at_once,
+    in_triage_order_critical_alarms_come_first_and_technical_ones_are_grouped_per_wearer,
 );
 
 /// The default offline threshold (15 min).
@@ -55,7 +56,13 @@ async fn setup(store: Arc<dyn Store>) -> Setup {
     let fields = WearerFields { name: "Dagny".into(), team: Some(team), ..WearerFields::default() };
     let wearer = store.add_wearer(tenant, &fields).await.unwrap();
     let device = DeviceId::parse("w1").unwrap();
-    let new = NewDevice { id: device.clone(), tenant, wearer: Some(wearer), protocol: Protocol::Watch, token_hash: None };
+    let new = NewDevice {
+        id: device.clone(),
+        tenant,
+        wearer: Some(wearer),
+        protocol: Protocol::Watch,
+        token_hash: None,
+    };
     store.register_device(&new).await.unwrap();
     let t0 = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
     Setup { store, zones: Arc::new(ZoneIndexes::default()), tenant, wearer, device, staff, t0 }
@@ -72,7 +79,13 @@ impl Setup {
         self.report_battery(device, wearer, at, 80).await
     }
 
-    async fn report_battery(&self, device: &DeviceId, wearer: Option<WearerId>, at: DateTime<Utc>, pct: u8) -> Committed {
+    async fn report_battery(
+        &self,
+        device: &DeviceId,
+        wearer: Option<WearerId>,
+        at: DateTime<Utc>,
+        pct: u8,
+    ) -> Committed {
         let fix = Fix {
             time: at,
             lat: 58.3903,
@@ -138,11 +151,16 @@ async fn a_silent_device_raises_one_offline_alert_that_closes_when_it_reports_ac
     let out = engine.supervise(s.at(16)).await.unwrap();
     let [id] = raised(&out)[..] else { panic!("one offline alert expected, got {out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
-    assert_eq!((alarm.kind, alarm.wearer, alarm.device.as_ref()), (AlarmKind::DeviceOffline, Some(s.wearer), Some(&s.device)));
+    assert_eq!(
+        (alarm.kind, alarm.wearer, alarm.device.as_ref()),
+        (AlarmKind::DeviceOffline, Some(s.wearer), Some(&s.device))
+    );
     assert!(alarm.kind.is_technical() && !alarm.kind.is_critical());
     assert_eq!(alarm.trigger_time, s.at(0) + OFFLINE, "offline since its threshold passed");
     assert_eq!(alarm.position.map(|(_, t)| t), Some(s.at(0)), "shown with the last known position");
     assert!(s.store.alarm(s.tenant, id, Some(s.staff)).await.unwrap().is_some(), "addressed to the team");
+    let timers = s.store.claim_timers(s.at(10_000), std::time::Duration::from_secs(30), 10).await.unwrap();
+    assert!(timers.is_empty(), "a technical alert never escalates: {timers:?}");
     assert!(raised(&engine.supervise(s.at(16)).await.unwrap()).is_empty(), "fired once");
 
     // Restarts while it stays silent raise nothing more.
@@ -198,7 +216,13 @@ async fn a_keep_alive_postpones_the_deadline_and_resolves_an_open_alert(store: A
 async fn a_device_never_heard_or_bound_to_nobody_raises_nothing(store: Arc<dyn Store>) {
     let s = setup(store).await;
     let spare = DeviceId::parse("w2").unwrap();
-    let new = NewDevice { id: spare.clone(), tenant: s.tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
+    let new = NewDevice {
+        id: spare.clone(),
+        tenant: s.tenant,
+        wearer: None,
+        protocol: Protocol::Watch,
+        token_hash: None,
+    };
     s.store.register_device(&new).await.unwrap();
     let mut engine = s.engine().await;
     // A watch in a drawer, bound to nobody, reports: it is nobody's to miss.
@@ -209,7 +233,10 @@ async fn a_device_never_heard_or_bound_to_nobody_raises_nothing(store: Arc<dyn S
     engine.process(vec![report], s.at(0)).await.unwrap();
     s.store.unbind_device(s.tenant, &s.device, s.at(5)).await.unwrap();
     assert!(engine.supervise(s.at(600)).await.unwrap().is_empty());
-    assert!(s.store.due_deadlines(s.at(6000), 10).await.unwrap().is_empty(), "the unbound watch's row is gone");
+    assert!(
+        s.store.due_deadlines(s.at(6000), 10).await.unwrap().is_empty(),
+        "the unbound watch's row is gone"
+    );
     assert!(s.offline_alarms().await.is_empty());
 }
 
@@ -219,7 +246,9 @@ async fn the_offline_deadline_is_not_rewritten_for_every_fix(store: Arc<dyn Stor
     let due = |s: &Setup| {
         let store = s.store.clone();
         let far = s.at(10_000);
-        async move { store.due_deadlines(far, 10).await.unwrap().into_iter().map(|d| d.due_at).collect::<Vec<_>>() }
+        async move {
+            store.due_deadlines(far, 10).await.unwrap().into_iter().map(|d| d.due_at).collect::<Vec<_>>()
+        }
     };
     for minute in 0..4 {
         let report = s.report(&s.device, Some(s.wearer), s.at(minute)).await;
@@ -253,16 +282,28 @@ async fn one_low_battery_alert_per_discharge_across_a_restart(store: Arc<dyn Sto
     assert!(alarm.kind.is_technical());
     // A restart in the same discharge: still one.
     let mut engine = s.engine().await;
-    assert!(raised(&s.battery(&mut engine, &[((3, 22, 0), 14), ((3, 22, 10), 15), ((3, 22, 20), 14)]).await).is_empty());
+    assert!(
+        raised(&s.battery(&mut engine, &[((3, 22, 0), 14), ((3, 22, 10), 15), ((3, 22, 20), 14)]).await)
+            .is_empty()
+    );
     assert_eq!(s.alarms_of(AlarmKind::LowBattery).await.len(), 1);
     // Charged overnight, discharged again the next day: a new alert (the first one still open
     // would take it as a repeat, so staff acknowledge and close it).
     for step in [trygg_core::Step::Acknowledge, trygg_core::Step::Close(Outcome::Other)] {
-        let req = trygg_store::StepRequest { step, actor: Some(s.staff), at: local(3, 23, 0), position: None, note: String::new() };
+        let req = trygg_store::StepRequest {
+            step,
+            actor: Some(s.staff),
+            at: local(3, 23, 0),
+            position: None,
+            note: String::new(),
+        };
         let done = s.store.step_alarm(s.tenant, id, &req).await.unwrap();
         assert!(matches!(done, Some(trygg_store::StepOutcome::Done(_))), "{done:?}");
     }
-    assert!(raised(&s.battery(&mut engine, &[((4, 6, 0), 40), ((4, 7, 0), 95)]).await).is_empty(), "charging");
+    assert!(
+        raised(&s.battery(&mut engine, &[((4, 6, 0), 40), ((4, 7, 0), 95)]).await).is_empty(),
+        "charging"
+    );
     let out = s.battery(&mut engine, &slow(4, 10, 24, 6)).await;
     assert_eq!(raised(&out).len(), 1, "the next discharge alerts again: {out:?}");
 }
@@ -275,7 +316,11 @@ async fn a_steep_discharge_in_daytime_warns_before_the_night(store: Arc<dyn Stor
     let out = s.battery(&mut engine, &readings).await;
     let [id] = raised(&out)[..] else { panic!("{out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
-    assert_eq!((alarm.kind, alarm.trigger_time), (AlarmKind::LowBattery, local(3, 15, 0)), "at 55 %, in daytime");
+    assert_eq!(
+        (alarm.kind, alarm.trigger_time),
+        (AlarmKind::LowBattery, local(3, 15, 0)),
+        "at 55 %, in daytime"
+    );
 }
 
 async fn a_low_battery_at_night_waits_for_the_morning_across_a_restart(store: Arc<dyn Store>) {
@@ -307,4 +352,72 @@ async fn a_low_battery_at_night_that_will_not_last_is_raised_at_once(store: Arc<
     let [id] = raised(&out)[..] else { panic!("{out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
     assert!(alarm.trigger_time < local(4, 4, 0), "before the watch dies: {}", alarm.trigger_time);
+}
+
+async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_grouped_per_wearer(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store).await;
+    // A second wearer with a watch of her own.
+    let fields = WearerFields { name: "Greta".into(), ..WearerFields::default() };
+    let greta = s.store.add_wearer(s.tenant, &fields).await.unwrap();
+    let w2 = DeviceId::parse("w2").unwrap();
+    let new = NewDevice { id: w2.clone(), tenant: s.tenant, wearer: Some(greta), protocol: Protocol::Watch, token_hash: None };
+    s.store.register_device(&new).await.unwrap();
+    let mut engine = s.engine().await;
+    // Dagny's watch goes offline first, then Greta's, then Dagny presses SOS, then Greta's
+    // battery runs low.
+    let a = s.report(&s.device, Some(s.wearer), s.at(0)).await;
+    let b = s.report(&w2, Some(greta), s.at(1)).await;
+    engine.process(vec![a, b], s.at(1)).await.unwrap();
+    engine.supervise(s.at(16)).await.unwrap();
+    engine.supervise(s.at(17)).await.unwrap();
+    let sos = trygg_store::NewDeviceAlarm {
+        device: s.device.clone(),
+        kind: trygg_core::DeviceAlarmKind::Sos,
+        time: s.at(18),
+        received_at: s.at(18),
+        clock_suspect: false,
+        fix: None,
+    };
+    let stored = s.store.insert_device_alarm(&sos).await.unwrap();
+    let sos = Committed::Alarm {
+        tenant: s.tenant,
+        wearer: Some(s.wearer),
+        device: s.device.clone(),
+        alarm_id: stored.id,
+        kind: trygg_core::DeviceAlarmKind::Sos,
+        duplicate: false,
+        fix: None,
+    };
+    engine.process(vec![sos], s.at(18)).await.unwrap();
+    // 30 points an hour: it will die within the hour, quiet hours or not.
+    let mut greta_low = Vec::new();
+    for i in 0..8 {
+        let at = s.at(20 + 10 * i);
+        let report = s.report_battery(&w2, Some(greta), at, 40 - 5 * i as u8).await;
+        greta_low.extend(engine.process(vec![report], at).await.unwrap());
+    }
+    assert_eq!(raised(&greta_low).len(), 1, "{greta_low:?}");
+
+    let list = |triage| {
+        let store = s.store.clone();
+        let tenant = s.tenant;
+        async move {
+            let filter = AlarmFilter { limit: 100, triage, ..AlarmFilter::default() };
+            store.alarms(tenant, &filter).await.unwrap().into_iter().map(|a| (a.kind, a.wearer)).collect::<Vec<_>>()
+        }
+    };
+    let (dagny, greta) = (Some(s.wearer), Some(greta));
+    let triage = list(true).await;
+    assert_eq!(triage[0], (AlarmKind::Sos, dagny), "critical first: {triage:?}");
+    let technical: Vec<_> = triage[1..].iter().map(|(_, w)| *w).collect();
+    assert_eq!(technical.len(), 3);
+    assert!(
+        technical == [dagny, greta, greta] || technical == [greta, greta, dagny],
+        "grouped per wearer: {triage:?}"
+    );
+    let newest = list(false).await;
+    assert_eq!(newest.len(), 4);
+    assert_ne!(newest[0].0, AlarmKind::Sos, "the default stays newest first: {newest:?}");
 }

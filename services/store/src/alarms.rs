@@ -286,6 +286,9 @@ pub struct AlarmFilter {
     pub to: Option<DateTime<Utc>>,
     /// At most this many, newest first.
     pub limit: u32,
+    /// Triage order instead of newest first: critical alarms first (newest first), then the
+    /// others grouped per wearer, so technical alerts never push a critical one off the list.
+    pub triage: bool,
 }
 
 /// A lifecycle step someone asks for.
@@ -706,14 +709,27 @@ macro_rules! impl_alarms {
                 tenant: trygg_core::TenantId,
                 f: &$crate::alarms::AlarmFilter,
             ) -> Result<Vec<$crate::alarms::Alarm>, $crate::StoreError> {
-                let rows = sqlx::query(concat!(
-                    $crate::alarms::alarm_select!(),
-                    "where a.tenant_id = $1 and ", $crate::alarms::visible_to!("$2"),
-                    " and ($3 is null or (a.state <> 'closed') = $3) \
-                      and ($4 is null or a.kind = $4) and ($5 is null or a.wearer_id = $5) \
-                      and ($6 is null or a.raised_at >= $6) and ($7 is null or a.raised_at < $7) \
-                     order by a.raised_at desc limit $8"
-                ))
+                // Triage: the critical bucket newest first, then the rest grouped per wearer.
+                let triage = if f.triage {
+                    let critical = $crate::alarms::critical_kinds_sql();
+                    format!(
+                        "case when a.kind in ({critical}) then 0 else 1 end, \
+                         case when a.kind in ({critical}) then null else a.wearer_id end, "
+                    )
+                } else {
+                    String::new()
+                };
+                let sql = format!(
+                    "{} order by {triage}a.raised_at desc limit $8",
+                    concat!(
+                        $crate::alarms::alarm_select!(),
+                        "where a.tenant_id = $1 and ", $crate::alarms::visible_to!("$2"),
+                        " and ($3 is null or (a.state <> 'closed') = $3) \
+                          and ($4 is null or a.kind = $4) and ($5 is null or a.wearer_id = $5) \
+                          and ($6 is null or a.raised_at >= $6) and ($7 is null or a.raised_at < $7)"
+                    )
+                );
+                let rows = sqlx::query(&sql)
                 .bind(db_id(tenant.0))
                 .bind(f.viewer.map(db_id))
                 .bind(f.open)

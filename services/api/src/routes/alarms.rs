@@ -320,6 +320,9 @@ pub struct ListQuery {
     pub wearer: Option<Uuid>,
     /// Most alarms, newest first (default 100, at most 500).
     pub limit: Option<u32>,
+    /// `newest` (default) or `triage`: critical alarms first, newest first, then technical
+    /// alerts and the rest grouped per wearer.
+    pub order: Option<String>,
 }
 
 impl ListQuery {
@@ -344,7 +347,12 @@ impl ListQuery {
             return Err(ApiError::Malformed(format!("limit {limit}: expected 1 to {MAX_LIMIT}")));
         }
         let wearer = self.wearer.map(WearerId);
-        Ok(AlarmFilter { viewer, open, kind, wearer, from: None, to: None, limit })
+        let triage = match self.order.as_deref().unwrap_or("newest") {
+            "newest" => false,
+            "triage" => true,
+            other => return Err(ApiError::Malformed(format!("order {other:?}: expected newest or triage"))),
+        };
+        Ok(AlarmFilter { viewer, open, kind, wearer, from: None, to: None, limit, triage })
     }
 }
 
