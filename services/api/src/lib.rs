@@ -89,8 +89,17 @@ pub fn router_and_doc(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
     let served = doc.clone();
     let router = router
         .route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(served) }))
+        .layer(axum::middleware::map_response(no_store))
         .with_state(state);
     (router, doc)
+}
+
+/// Answers of this API carry personal data (names, door codes, positions): no cache, shared or
+/// private, may keep them.
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header::CACHE_CONTROL};
+    response.headers_mut().entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The API's routes, including `/api/v1/openapi.json`.
