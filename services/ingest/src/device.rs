@@ -117,7 +117,11 @@ impl DeviceMetrics {
             "Bytes skipped before a frame start, by protocol",
             m.garbage_bytes.clone(),
         );
-        registry.register("trygg_device_commands", "Commands sent to devices, by command", m.commands.clone());
+        registry.register(
+            "trygg_device_commands",
+            "Commands sent to devices, by command",
+            m.commands.clone(),
+        );
         m
     }
 
@@ -146,7 +150,9 @@ impl DeviceMetrics {
 
     pub(crate) fn garbage(&self, protocol: Protocol, bytes: usize) {
         if bytes > 0 {
-            self.garbage_bytes.get_or_create(&ProtocolLabel { protocol: protocol.as_str() }).inc_by(bytes as u64);
+            self.garbage_bytes
+                .get_or_create(&ProtocolLabel { protocol: protocol.as_str() })
+                .inc_by(bytes as u64);
         }
     }
 
@@ -229,7 +235,9 @@ impl DeviceLinks {
                 // Traccar's encoder answers a `3G` watch with `SG`; other prefixes are echoed.
                 let prefix = if link.maker == "3G" { "SG" } else { link.maker.as_str() };
                 let encoded = match command {
-                    DeviceCommand::Locate => trygg_protocols::watch::locate_now_command(prefix, device.as_str()),
+                    DeviceCommand::Locate => {
+                        trygg_protocols::watch::locate_now_command(prefix, device.as_str())
+                    }
                     DeviceCommand::UploadInterval { secs } => {
                         trygg_protocols::watch::upload_interval_command(prefix, device.as_str(), secs)
                     }
@@ -305,7 +313,9 @@ impl Session {
     /// The offset the device clock is read at: the configured one, else the one the device
     /// announced, else UTC.
     pub(crate) fn utc_offset(&self) -> FixedOffset {
-        self.configured_offset.or(self.announced_offset).unwrap_or_else(|| FixedOffset::east_opt(0).expect("0 is valid"))
+        self.configured_offset
+            .or(self.announced_offset)
+            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("0 is valid"))
     }
 
     pub(crate) fn sender(&self) -> Sender {
@@ -421,8 +431,15 @@ impl DeviceIngest {
         fix: Option<&Fix>,
     ) -> Result<(), IngestError> {
         for &kind in kinds {
-            let stored = store_device_alarm(&self.ingest, session.sender(), kind, time, fix.cloned(), tokio::time::Instant::now() + self.ingest.timeout)
-                    .await?;
+            let stored = store_device_alarm(
+                &self.ingest,
+                session.sender(),
+                kind,
+                time,
+                fix.cloned(),
+                tokio::time::Instant::now() + self.ingest.timeout,
+            )
+            .await?;
             tracing::info!(
                 device = %session.device,
                 protocol = session.protocol.as_str(),

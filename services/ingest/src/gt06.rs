@@ -110,7 +110,9 @@ pub(crate) async fn serve_connection(
                     break format!("writing a reply failed: {e}");
                 }
             }
-            Err(e) => tracing::warn!(device = %s.device, error = %e, "GT06 packet not stored; not acknowledged"),
+            Err(e) => {
+                tracing::warn!(device = %s.device, error = %e, "GT06 packet not stored; not acknowledged")
+            }
         }
     };
     if let Some((s, connection)) = &session {

@@ -41,8 +41,8 @@ pub mod pb {
 pub use commit::{CommitConfig, CommitProbe, FixCommitter};
 pub use device::{CommandError, DeviceCommand, DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics};
 pub use error::IngestError;
-pub use metrics::IngestMetrics;
 pub use listeners::{DeviceBinds, DeviceListeners};
+pub use metrics::IngestMetrics;
 pub use sink::{Committed, CommittedSink, LogSink};
 
 /// Size limits on what a device may send.

@@ -40,10 +40,9 @@ impl DeviceListeners {
         async fn bind(addr: Option<SocketAddr>, what: &str) -> std::io::Result<Option<TcpListener>> {
             match addr {
                 None => Ok(None),
-                Some(a) => TcpListener::bind(a)
-                    .await
-                    .map(Some)
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("binding the {what} listener on {a}: {e}"))),
+                Some(a) => TcpListener::bind(a).await.map(Some).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("binding the {what} listener on {a}: {e}"))
+                }),
             }
         }
         Ok(Self {
@@ -70,9 +69,13 @@ impl DeviceListeners {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = watch {
             let ctx = ctx.clone();
-            tasks.spawn(accept_loop("watch", listener, limit.clone(), shutdown.clone(), move |s, p, stop| {
-                crate::watch::serve_connection(ctx.clone(), s, p, stop)
-            }));
+            tasks.spawn(accept_loop(
+                "watch",
+                listener,
+                limit.clone(),
+                shutdown.clone(),
+                move |s, p, stop| crate::watch::serve_connection(ctx.clone(), s, p, stop),
+            ));
         }
         if let Some(listener) = gt06 {
             let ctx = ctx.clone();
@@ -84,8 +87,9 @@ impl DeviceListeners {
             let app = crate::osmand::router(ctx.clone());
             let mut stop = shutdown.clone();
             tasks.spawn(async move {
-                let served =
-                    axum::serve(listener, app).with_graceful_shutdown(async move { stopped(&mut stop).await }).await;
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped(&mut stop).await })
+                    .await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "OsmAnd listener failed");
                 }

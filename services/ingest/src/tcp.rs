@@ -26,16 +26,9 @@ pub(crate) enum Cut<F> {
     /// More bytes are needed.
     Incomplete,
     /// A frame: remove `consumed` bytes, of which `skipped` were garbage before it.
-    Frame {
-        frame: F,
-        consumed: usize,
-        skipped: usize,
-    },
+    Frame { frame: F, consumed: usize, skipped: usize },
     /// A broken frame: remove `consumed` bytes and go on.
-    Drop {
-        consumed: usize,
-        reason: &'static str,
-    },
+    Drop { consumed: usize, reason: &'static str },
     /// The stream cannot be framed (too large, no frame start): close the connection.
     Close(String),
 }
@@ -165,6 +158,10 @@ pub(crate) async fn accept_loop<H, Fut>(
         });
         while tasks.try_join_next().is_some() {}
     }
-    tracing::info!(listener = name, open = tasks.len(), "Device listener stopped accepting; closing connections");
+    tracing::info!(
+        listener = name,
+        open = tasks.len(),
+        "Device listener stopped accepting; closing connections"
+    );
     while tasks.join_next().await.is_some() {}
 }

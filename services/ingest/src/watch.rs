@@ -102,7 +102,9 @@ pub(crate) async fn serve_connection(
                 }
             }
             // Nothing was stored: no reply, so the watch resends. The connection stays.
-            Err(e) => tracing::warn!(device = %s.device, error = %e, "Watch frame not stored; not acknowledged"),
+            Err(e) => {
+                tracing::warn!(device = %s.device, error = %e, "Watch frame not stored; not acknowledged")
+            }
         }
     };
     if let Some((s, connection)) = &session {

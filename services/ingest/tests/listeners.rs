@@ -34,8 +34,11 @@ async fn setup(read_timeout: Duration) -> Setup {
     let db = TestDb::sqlite();
     let store = db.store().await;
     let tenant = store.create_tenant("t").await.unwrap();
-    for (id, protocol) in [(WATCH, Protocol::Watch), ("8800000016", Protocol::Watch), ("864717003283581", Protocol::Gt06)] {
-        let new = NewDevice { id: DeviceId::parse(id).unwrap(), tenant, wearer: None, protocol, token_hash: None };
+    for (id, protocol) in
+        [(WATCH, Protocol::Watch), ("8800000016", Protocol::Watch), ("864717003283581", Protocol::Gt06)]
+    {
+        let new =
+            NewDevice { id: DeviceId::parse(id).unwrap(), tenant, wearer: None, protocol, token_hash: None };
         store.register_device(&new).await.unwrap();
     }
     let metrics = IngestMetrics::register(&mut Registry::default());
@@ -58,7 +61,8 @@ async fn setup(read_timeout: Duration) -> Setup {
         config: DeviceConfig { read_timeout, ..DeviceConfig::default() },
     };
     let any = Some("127.0.0.1:0".parse().unwrap());
-    let listeners = DeviceListeners::bind(DeviceBinds { watch: any, gt06: any, osmand: None }, ctx).await.unwrap();
+    let listeners =
+        DeviceListeners::bind(DeviceBinds { watch: any, gt06: any, osmand: None }, ctx).await.unwrap();
     let addrs = listeners.local_addrs();
     let find = |n: &str| addrs.iter().find(|(name, _)| *name == n).unwrap().1.to_string();
     let (watch, gt06) = (find("watch"), find("gt06"));
@@ -92,7 +96,8 @@ async fn closed(s: &mut TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 256];
     let deadline = Instant::now() + within;
     loop {
-        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), s.read(&mut buf)).await {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), s.read(&mut buf)).await
+        {
             Ok(Ok(0) | Err(_)) => return true,
             Ok(Ok(_)) => {}
             Err(_) => return false,
@@ -131,7 +136,10 @@ async fn garbage_truncated_and_malformed_frames_never_stop_the_good_ones() {
     // GT06: a wrong length, a bad CRC (decoded anyway: login acknowledged), garbage.
     let mut g = TcpStream::connect(&setup.gt06).await.unwrap();
     g.write_all(&[0x78, 0x78, 0x02, 0x01, 0x0D, 0x0A, 0x13, 0x37]).await.unwrap();
-    let mut login = vec![0x78, 0x78, 0x0D, 0x01, 0x08, 0x64, 0x71, 0x70, 0x03, 0x28, 0x35, 0x81, 0x00, 0x09, 0x00, 0x00, 0x0D, 0x0A];
+    let mut login = vec![
+        0x78, 0x78, 0x0D, 0x01, 0x08, 0x64, 0x71, 0x70, 0x03, 0x28, 0x35, 0x81, 0x00, 0x09, 0x00, 0x00, 0x0D,
+        0x0A,
+    ];
     g.write_all(&login).await.unwrap();
     assert_eq!(read_reply(&mut g, 10).await, [0x78, 0x78, 0x05, 0x01, 0x00, 0x09, 0x55, 0x94, 0x0D, 0x0A]);
     login.truncate(9);
@@ -221,5 +229,8 @@ async fn a_connection_that_switches_device_id_is_closed_and_keeps_what_was_ackno
 
     a_good_watch_is_served(&setup).await;
     let _ = setup.stop.send(true);
-    tokio::time::timeout(Duration::from_secs(5), setup.served).await.expect("listeners drain on shutdown").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), setup.served)
+        .await
+        .expect("listeners drain on shutdown")
+        .unwrap();
 }
