@@ -317,6 +317,7 @@ async fn log_reads(
 
 /// Which alarms to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `open` (default), `closed` or `all`.
     pub state: Option<String>,

@@ -35,6 +35,7 @@ const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
 
 /// The report's period and format.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     /// Start (RFC 3339), inclusive, in the years 1970 to 9999; default 30 days before `to`
     /// (not before 1970).
