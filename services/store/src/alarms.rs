@@ -418,7 +418,8 @@ macro_rules! visible_to {
                         where w.id = a.wearer_id and tm.user_id = ",
             $p,
             ") \
-             or exists (select 1 from responders r where r.wearer_id = a.wearer_id and (r.user_id = ",
+             or exists (select 1 from responders r join wearers rw on rw.id = r.wearer_id \
+                        where rw.tenant_id = a.tenant_id and r.wearer_id = a.wearer_id and (r.user_id = ",
             $p,
             " \
                         or r.team_id in (select team_id from team_members where user_id = ",
