@@ -209,7 +209,7 @@ async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
     let position = &alarm["position"];
     assert!((position["lat"].as_f64().unwrap() - (HOME.0 + 400.0 / 111_320.0)).abs() < 1e-9, "{alarm}");
     assert_eq!(position["accuracy_m"], 8.0);
-    assert!(position["age_s"].as_f64().unwrap() >= 59.0, "the age of the fix, not of the alarm: {alarm}");
+    assert!(position["age_secs"].as_f64().unwrap() >= 59.0, "the age of the fix, not of the alarm: {alarm}");
 
     // Both phones of the team get one high-priority push, keyed by the alarm, without her name.
     for phone in PHONES {
@@ -230,7 +230,7 @@ async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
 
     // Sven opens it: the trail since before the alarm, and a map link.
     let detail = c.ok(Method::GET, &format!("alarms/{id}"), &w.sven, None).await;
-    assert!(detail["last_position"]["age_s"].as_i64().unwrap() >= 59, "{detail}");
+    assert!(detail["last_position"]["age_secs"].as_i64().unwrap() >= 59, "{detail}");
     assert_eq!(detail["trail"].as_array().unwrap().len(), 3, "{detail}");
     assert!(detail["map_url"].as_str().unwrap().contains("openstreetmap.org"));
 
@@ -289,8 +289,8 @@ async fn staff_follow_a_zone_exit_from_raised_to_closed(db: TestDb) {
     assert_eq!(report["total"], 1, "{report}");
     assert_eq!(report["by_kind"]["zone_exit"], 1, "{report}");
     assert_eq!(report["by_outcome"]["assisted"], 1, "{report}");
-    assert_eq!(report["time_to_acknowledge_s"]["n"], 1, "{report}");
-    assert_eq!(report["time_to_on_site_s"]["n"], 1, "{report}");
+    assert_eq!(report["time_to_acknowledge_secs"]["n"], 1, "{report}");
+    assert_eq!(report["time_to_on_site_secs"]["n"], 1, "{report}");
     assert_eq!(c.server.terminate().code(), Some(0));
 }
 

@@ -119,3 +119,18 @@ fn migrate_prepares_an_empty_database() {
     // And is harmless to repeat.
     assert_eq!(common::cli_ok(&["migrate", "--database-url", db.url()]), "migrations applied");
 }
+
+#[test]
+fn help_never_prints_the_database_url_or_its_password() {
+    for command in ["serve", "migrate"] {
+        let out = std::process::Command::new(common::BIN)
+            .args([command, "--help"])
+            .env("TRYGG_DATABASE_URL", "postgres://trygg:s3cret@db.internal/trygg")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command} --help");
+        assert!(text.contains("--database-url"), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains("db.internal"), "{command} --help: {text}");
+    }
+}

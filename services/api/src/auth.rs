@@ -171,10 +171,10 @@ impl AccountCache {
     const MAX_ENTRIES: usize = 100_000;
 
     async fn state(&self, store: &dyn Store, id: Uuid) -> Result<Option<AccountState>, ApiError> {
-        if let Some((at, state)) = self.entries.lock().expect("account cache").get(&id) {
-            if at.elapsed() < ACCOUNT_CHECK_TTL {
-                return Ok(*state);
-            }
+        if let Some((at, state)) = self.entries.lock().expect("account cache").get(&id)
+            && at.elapsed() < ACCOUNT_CHECK_TTL
+        {
+            return Ok(*state);
         }
         let state = store.account_state(id).await?;
         let mut entries = self.entries.lock().expect("account cache");

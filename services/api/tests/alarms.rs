@@ -133,7 +133,7 @@ async fn staff_see_only_alarms_of_their_teams_wearers(store: Arc<dyn Store>) {
     let wearer = app.state.store.wearer(f.tenant, f.wearer).await.unwrap().unwrap();
     assert_eq!(item["wearer"], json!({ "id": f.wearer.0, "name": wearer.fields.name }));
     assert_eq!(item["position"]["accuracy_m"], 25.0);
-    assert!(item["position"]["age_s"].as_i64().unwrap() >= 5);
+    assert!(item["position"]["age_secs"].as_i64().unwrap() >= 5);
     assert_eq!(item["on_site_overdue"], false);
     assert_eq!(app.call("GET", &one, Some(staff), None).await.0, 200);
     let (_, closed) = app.call("GET", "/api/v1/alarms?state=closed", Some(staff), None).await;
@@ -191,7 +191,7 @@ async fn acknowledge_on_site_and_close_are_recorded_in_order_with_their_actors(s
         (acked["state"].clone(), acked["acknowledged"]["user"].clone()),
         (json!("acknowledged"), json!(f.staff))
     );
-    assert!(acked["time_to_acknowledge_s"].as_i64().unwrap() >= 0);
+    assert!(acked["time_to_acknowledge_secs"].as_i64().unwrap() >= 0);
     let staff_name = acked["acknowledged"]["name"].as_str().unwrap().to_owned();
 
     let (status, on_site) = app.call("POST", &format!("{base}/on-site"), Some(staff), None).await;
@@ -200,7 +200,7 @@ async fn acknowledge_on_site_and_close_are_recorded_in_order_with_their_actors(s
         (StatusCode::OK, json!("on_site")),
         "the body is optional"
     );
-    assert!(on_site["time_to_on_site_s"].is_i64());
+    assert!(on_site["time_to_on_site_secs"].is_i64());
 
     let (status, body) =
         app.call("POST", &format!("{base}/close"), Some(staff), Some(&json!({ "outcome": "lost" }))).await;
@@ -323,7 +323,7 @@ async fn the_detail_shows_the_last_position_with_age_and_accuracy_and_the_trail_
         (last["lat"].clone(), last["lon"].clone(), last["accuracy_m"].clone()),
         (json!(58.32), json!(13.82), json!(12.0))
     );
-    let age = last["age_s"].as_i64().unwrap();
+    let age = last["age_secs"].as_i64().unwrap();
     assert!((90..100).contains(&age), "age {age}");
     let trail: Vec<f64> = d["trail"].as_array().unwrap().iter().map(|p| p["lat"].as_f64().unwrap()).collect();
     assert_eq!(trail, [58.31, 58.32], "from ten minutes before the trigger, oldest first");
@@ -528,7 +528,7 @@ async fn the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes(store: A
         (kind.as_str(), first["lat"].clone(), first["accuracy_m"].clone()),
         ("position", json!(58.39), json!(20.0))
     );
-    assert!(first["age_s"].as_i64().unwrap() >= 30);
+    assert!(first["age_secs"].as_i64().unwrap() >= 30);
 
     store_fix(&app, &f.device, fix(Utc::now(), 58.41, 13.86, Some(7.0)), Utc::now()).await;
     let (kind, moved) = events.next().await.unwrap();
@@ -775,8 +775,8 @@ async fn the_report_adds_up_alarms_with_known_times_as_json_and_csv(store: Arc<d
         (r["top_wearers"][1]["id"].clone(), r["top_wearers"][1]["alarms"].clone()),
         (json!(b.0), json!(2))
     );
-    assert_eq!(r["time_to_acknowledge_s"], json!({ "n": 4, "median": 45, "p90": 120 }));
-    assert_eq!(r["time_to_on_site_s"], json!({ "n": 2, "median": 600, "p90": 4000 }));
+    assert_eq!(r["time_to_acknowledge_secs"], json!({ "n": 4, "median": 45, "p90": 120 }));
+    assert_eq!(r["time_to_on_site_secs"], json!({ "n": 2, "median": 600, "p90": 4000 }));
     assert_eq!(
         r["on_site_overdue"], 2,
         "the late fall, and the zone exit still open a day later (not the offline alert)"
@@ -785,7 +785,7 @@ async fn the_report_adds_up_alarms_with_known_times_as_json_and_csv(store: Arc<d
     let empty = "/api/v1/reports/alarms?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z";
     let (_, e) = app.call("GET", empty, Some(cw), None).await;
     assert_eq!((e["total"].clone(), e["false_alarm_share"].clone()), (json!(0), Value::Null));
-    assert_eq!(e["time_to_acknowledge_s"], json!({ "n": 0, "median": null, "p90": null }));
+    assert_eq!(e["time_to_acknowledge_secs"], json!({ "n": 0, "median": null, "p90": null }));
 
     for (query, headers) in
         [(format!("{path}&format=csv"), &[][..]), (path.to_owned(), &[("accept", "text/csv")][..])]
@@ -802,7 +802,7 @@ async fn the_report_adds_up_alarms_with_known_times_as_json_and_csv(store: Arc<d
             "summary,total,5",
             "by_kind,sos,1",
             "by_outcome,false_alarm,2",
-            "time_to_acknowledge_s,median,45",
+            "time_to_acknowledge_secs,median,45",
         ] {
             assert!(rows.contains(&row), "{row} in {csv}");
         }

@@ -55,3 +55,37 @@ async fn the_committed_openapi_document_matches_the_code() {
         "services/api/openapi.json is out of date; run TRYGG_UPDATE_OPENAPI=1 cargo test -p trygg-api --test openapi"
     );
 }
+
+/// What a client generator relies on: query parameters published `in: query`, every operation
+/// behind a token documenting its 401, and every error answer pointing at the one error schema.
+#[tokio::test]
+async fn the_document_publishes_query_parameters_401s_and_the_shared_error_body() {
+    let db = TestDb::sqlite();
+    let app = App::new(db.store().await);
+    let (_, doc) = trygg_api::router_and_doc(app.state);
+    let doc = serde_json::to_value(&doc).unwrap();
+    let mut wrong = Vec::new();
+    assert!(doc["components"]["schemas"]["Error"].is_object(), "a shared Error schema");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                if in_path != (p["in"] == "path") {
+                    wrong.push(format!("{method} {path}: parameter {name} is in {}", p["in"]));
+                }
+            }
+            let responses = op["responses"].as_object().unwrap();
+            if op.get("security").is_some() && !responses.contains_key("401") {
+                wrong.push(format!("{method} {path}: no 401"));
+            }
+            for (status, r) in responses {
+                let schema = &r["content"]["application/json"]["schema"]["$ref"];
+                if status.starts_with('4') && schema != "#/components/schemas/Error" {
+                    wrong.push(format!("{method} {path}: {status} without the Error schema"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} problems:\n{}", wrong.len(), wrong.join("\n"));
+}

@@ -40,12 +40,10 @@ pub enum IngestError {
     /// No `Authorization: Bearer` header.
     #[error("missing device token: send Authorization: Bearer <token>")]
     MissingToken,
-    /// The device id is not registered.
-    #[error("unknown device {0:?}")]
-    UnknownDevice(String),
-    /// The token does not match the device.
-    #[error("invalid token for device {0:?}")]
-    BadToken(String),
+    /// The token belongs to no registered device, or not to the device the body names. One
+    /// answer for both, so it does not tell which device ids exist.
+    #[error("invalid device token")]
+    Unauthenticated,
     /// A positions request with no fixes.
     #[error("batch has no fixes")]
     EmptyBatch,
@@ -88,7 +86,7 @@ impl IngestError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::BodyTooLarge { .. } | Self::BatchTooLong { .. } => "too_large",
             Self::Malformed(_) => "malformed",
-            Self::MissingToken | Self::UnknownDevice(_) | Self::BadToken(_) => "unauthenticated",
+            Self::MissingToken | Self::Unauthenticated => "unauthenticated",
             Self::EmptyBatch | Self::NoValidFix { .. } => "invalid",
             Self::Storage(_) | Self::TimedOut | Self::AlarmPathDown | Self::ShuttingDown => "unavailable",
             Self::Busy => "busy",
@@ -100,7 +98,7 @@ impl IngestError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } | Self::BatchTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::MissingToken | Self::UnknownDevice(_) | Self::BadToken(_) => StatusCode::UNAUTHORIZED,
+            Self::MissingToken | Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::EmptyBatch | Self::NoValidFix { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Storage(_) | Self::TimedOut | Self::Busy | Self::AlarmPathDown | Self::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -87,6 +87,8 @@ struct AlarmAck {
 
 async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, IngestError> {
     let (format, token) = (format(headers)?, bearer(headers)?);
+    let deadline = Instant::now() + ingest.timeout;
+    let claimed = within(deadline, authenticate(ingest, token)).await?;
     let bytes = read_body(body, headers, ingest.limits.max_body_bytes).await?;
     let (device, fixes) = match format {
         Format::Json => {
@@ -105,8 +107,7 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
     if fixes.len() > ingest.limits.max_batch_fixes {
         return Err(IngestError::BatchTooLong { len: fixes.len(), max: ingest.limits.max_batch_fixes });
     }
-    let deadline = Instant::now() + ingest.timeout;
-    let (device, auth) = within(deadline, authenticate(ingest, &device, token)).await?;
+    let (device, auth) = claimed.of(&device)?;
     ingest.metrics.fixes_received(fixes.len());
 
     let now = Utc::now();
@@ -163,6 +164,8 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
 
 async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Response, IngestError> {
     let (format, token) = (format(headers)?, bearer(headers)?);
+    let deadline = Instant::now() + ingest.timeout;
+    let claimed = within(deadline, authenticate(ingest, token)).await?;
     let bytes = read_body(body, headers, ingest.limits.max_body_bytes).await?;
     let (device, kind, time, fix) = match format {
         Format::Json => {
@@ -181,8 +184,7 @@ async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Resul
             (a.device, kind, time_from_ms(a.time_unix_ms)?, a.fix.map(fix_from_pb).transpose()?)
         }
     };
-    let deadline = Instant::now() + ingest.timeout;
-    let (device, auth) = within(deadline, authenticate(ingest, &device, token)).await?;
+    let (device, auth) = claimed.of(&device)?;
     let sender = Sender { tenant: auth.tenant, wearer: auth.wearer, device };
     let StoredAlarm { insert: stored, fix_error } =
         store_device_alarm(ingest, sender, kind, time, fix, deadline).await?;
@@ -236,17 +238,29 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     })
 }
 
-async fn authenticate(
-    ingest: &Ingest,
-    device: &str,
-    token: &str,
-) -> Result<(DeviceId, DeviceAuth), IngestError> {
-    let id = DeviceId::parse(device).map_err(|e| IngestError::Malformed(format!("device: {e}")))?;
-    let auth =
-        ingest.store.device_auth(&id).await?.ok_or_else(|| IngestError::UnknownDevice(device.to_owned()))?;
-    match &auth.token_hash {
-        Some(hash) if token::verify(token, hash) => Ok((id, auth)),
-        _ => Err(IngestError::BadToken(device.to_owned())),
+/// The device a token belongs to, found before the body is read: a request without a valid
+/// token costs no more than its headers. Unknown device and wrong token answer alike, so the
+/// answer does not tell which device ids exist.
+async fn authenticate(ingest: &Ingest, token: &str) -> Result<Authenticated, IngestError> {
+    match ingest.store.device_by_token_hash(&token::hash(token)).await? {
+        Some((id, auth)) if auth.token_hash.as_deref().is_some_and(|h| token::verify(token, h)) => {
+            Ok(Authenticated { id, auth })
+        }
+        _ => Err(IngestError::Unauthenticated),
+    }
+}
+
+/// A device that proved its token.
+struct Authenticated {
+    id: DeviceId,
+    auth: DeviceAuth,
+}
+
+impl Authenticated {
+    /// The device, if the body speaks for the device the token belongs to.
+    fn of(self, device: &str) -> Result<(DeviceId, DeviceAuth), IngestError> {
+        let named = DeviceId::parse(device).map_err(|e| IngestError::Malformed(format!("device: {e}")))?;
+        if named == self.id { Ok((self.id, self.auth)) } else { Err(IngestError::Unauthenticated) }
     }
 }
 

@@ -362,7 +362,7 @@ impl MessageBuilder {
                 let age_s = (now - position.time).num_seconds().max(0);
                 data.insert("lat", format!("{:.6}", position.lat));
                 data.insert("lon", format!("{:.6}", position.lon));
-                data.insert("position_age_s", age_s.to_string());
+                data.insert("position_age_secs", age_s.to_string());
                 data.insert("position_time", position.time.to_rfc3339_opts(SecondsFormat::Secs, true));
                 let accuracy = match position.accuracy_m {
                     Some(accuracy) => {

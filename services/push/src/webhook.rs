@@ -186,7 +186,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
-            let (mut conn, _) = listener.accept().await.unwrap();
+            let (conn, _) = listener.accept().await.unwrap();
             let mut got = Vec::new();
             while !got.windows(4).any(|w| w == b"\r\n\r\n") {
                 conn.readable().await.unwrap();

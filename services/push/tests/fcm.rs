@@ -390,7 +390,7 @@ async fn a_critical_alarm_is_high_priority_time_sensitive_and_collapses_on_the_a
     assert_eq!(data["lat"], "57.708870");
     assert_eq!(data["lon"], "11.974560");
     assert_eq!(data["accuracy_m"], "12");
-    let age: i64 = data["position_age_s"].as_str().unwrap().parse().unwrap();
+    let age: i64 = data["position_age_secs"].as_str().unwrap().parse().unwrap();
     assert!((90..95).contains(&age), "{age}");
     assert!(data.as_object().unwrap().values().all(Value::is_string));
 }

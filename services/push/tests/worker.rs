@@ -206,7 +206,7 @@ async fn an_outbox_row_becomes_one_push_per_active_token_and_the_alarm_is_notifi
     assert_eq!(data["alarm_id"], alarm.to_string());
     assert_eq!(data["kind"], "sos");
     assert_eq!((data["lat"].as_str(), data["lon"].as_str()), (Some("57.708870"), Some("11.974560")));
-    assert_eq!((data["accuracy_m"].as_str(), data["position_age_s"].as_str()), (Some("12"), Some("40")));
+    assert_eq!((data["accuracy_m"].as_str(), data["position_age_secs"].as_str()), (Some("12"), Some("40")));
     assert!(data.get("wearer_name").is_none(), "no name by default: {data}");
     assert_eq!(messages[0].message["android"]["priority"], "HIGH");
     assert_eq!(messages[0].collapse_key.as_deref(), Some(alarm.to_string().as_str()));

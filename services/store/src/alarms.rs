@@ -430,7 +430,8 @@ pub trait Alarms: Send + Sync {
         limit: u32,
     ) -> Result<Vec<StoredFix>, StoreError>;
 
-    /// Registers a phone's push token for an account (moving it from any other account).
+    /// Registers a phone's push token for an account (moving it from any other account of the
+    /// tenant). [`StoreError::Conflict`] if another tenant's account has it.
     async fn put_push_token(
         &self,
         tenant: TenantId,
@@ -505,7 +506,8 @@ macro_rules! visible_to {
                         where w.id = a.wearer_id and tm.user_id = ",
             $p,
             ") \
-             or exists (select 1 from responders r where r.wearer_id = a.wearer_id and (r.user_id = ",
+             or exists (select 1 from responders r join wearers rw on rw.id = r.wearer_id \
+                        where rw.tenant_id = a.tenant_id and r.wearer_id = a.wearer_id and (r.user_id = ",
             $p,
             " \
                         or r.team_id in (select team_id from team_members where user_id = ",
@@ -893,11 +895,11 @@ macro_rules! impl_alarms {
                 platform: &str,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
+                let done = sqlx::query(
                     "insert into push_tokens (token, tenant_id, user_id, platform, created_at) \
-                     values ($1, $2, $3, $4, $5) on conflict (token) do update set tenant_id = excluded.tenant_id, \
+                     values ($1, $2, $3, $4, $5) on conflict (token) do update set \
                      user_id = excluded.user_id, platform = excluded.platform, created_at = excluded.created_at, \
-                     disabled_at = null",
+                     disabled_at = null where push_tokens.tenant_id = excluded.tenant_id",
                 )
                 .bind(token)
                 .bind(db_id(tenant.0))
@@ -906,6 +908,11 @@ macro_rules! impl_alarms {
                 .bind(db_time(at))
                 .execute(&self.pool)
                 .await?;
+                // Registered in another tenant: moving it would send one tenant's alarms to a
+                // phone another tenant's account claimed.
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::Conflict("push token"));
+                }
                 Ok(())
             }
 

@@ -105,6 +105,12 @@ pub trait Devices: Send + Sync {
         tenant: TenantId,
         id: &DeviceId,
     ) -> Result<Vec<DeviceCommandLog>, StoreError>;
+    /// The device whose token has this hash, with what ingest needs to accept its data: a
+    /// native device is authenticated by its token before its request body is read.
+    async fn device_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(DeviceId, crate::DeviceAuth)>, StoreError>;
     /// Every binding the device had in the tenant, oldest first: whose positions its fixes are
     /// at which time.
     async fn device_bindings(
@@ -267,6 +273,26 @@ macro_rules! impl_devices {
                         })
                     })
                     .collect()
+            }
+
+            async fn device_by_token_hash(
+                &self,
+                token_hash: &str,
+            ) -> Result<Option<(trygg_core::DeviceId, $crate::DeviceAuth)>, $crate::StoreError> {
+                let row = sqlx::query(
+                    "select id, tenant_id, wearer_id, protocol, token_hash from devices where token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                let auth = $crate::DeviceAuth {
+                    tenant: trygg_core::TenantId(get_uuid(&r, 1)?),
+                    wearer: get_opt_uuid(&r, 2)?.map(trygg_core::WearerId),
+                    protocol: $crate::parse_protocol(r.get(3))?,
+                    token_hash: r.get(4),
+                };
+                Ok(Some(($crate::parse_device(r.get(0))?, auth)))
             }
 
             async fn device_bindings(

@@ -1085,9 +1085,12 @@ macro_rules! impl_directory {
                         .fetch_optional(&self.pool)
                         .await?;
                 let rows = sqlx::query(
-                    "select user_id, team_id, escalate_after_secs from responders where wearer_id = $1 order by position",
+                    "select r.user_id, r.team_id, r.escalate_after_secs from responders r \
+                     join wearers w on w.id = r.wearer_id where r.wearer_id = $1 and w.tenant_id = $2 \
+                     order by r.position",
                 )
                 .bind(db_id(wearer.0))
+                .bind(db_id(tenant.0))
                 .fetch_all(&self.pool)
                 .await?;
                 let steps = rows

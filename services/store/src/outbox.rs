@@ -762,9 +762,11 @@ macro_rules! impl_outbox {
                 return Ok(());
             }
             let wait: Option<i64> = sqlx::query_scalar(
-                "select escalate_after_secs from responders where wearer_id = $1 order by position limit 1",
+                "select r.escalate_after_secs from responders r join wearers w on w.id = r.wearer_id \
+                 where r.wearer_id = $1 and w.tenant_id = $2 order by r.position limit 1",
             )
             .bind(a.wearer.map(|w| db_id(w.0)))
+            .bind(db_id(a.tenant.0))
             .fetch_optional(&mut **tx)
             .await?;
             let wait = wait.unwrap_or(i64::from($crate::outbox::DEFAULT_ESCALATE_AFTER_SECS));

@@ -22,7 +22,7 @@ pub struct ConfigError(pub String);
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// Database: `sqlite://PATH` (embedded, created if missing) or `postgres://USER@HOST/DB`.
-    #[arg(long, env = "TRYGG_DATABASE_URL", default_value = "sqlite://trygg.db")]
+    #[arg(long, env = "TRYGG_DATABASE_URL", default_value = "sqlite://trygg.db", hide_env_values = true)]
     pub database_url: String,
     /// Most open database connections.
     #[arg(long, env = "TRYGG_DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -392,14 +392,31 @@ impl ServeArgs {
 
 /// The URL with any password replaced by `***`, for logs.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    match rest.split_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_owned(),
+    // Parsed, not split: a password may hold `@` or `:`, or sit in the query string.
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://*** (unparseable URL, hidden)"),
+            None => "*** (unparseable URL, hidden)".to_owned(),
+        };
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["pass", "secret", "key", "token"].iter().any(|s| name.contains(s))
+    };
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) { "***".to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -411,5 +428,14 @@ mod tests {
         assert_eq!(redact("postgres://trygg:s3cret@db:5432/trygg"), "postgres://trygg:***@db:5432/trygg");
         assert_eq!(redact("postgres://trygg@db/trygg"), "postgres://trygg@db/trygg");
         assert_eq!(redact("sqlite://trygg.db"), "sqlite://trygg.db");
+    }
+
+    #[test]
+    fn a_password_with_at_signs_or_in_the_query_string_is_redacted_whole() {
+        let at = redact("postgres://trygg:p@ss:w@rd@db:5432/trygg");
+        assert_eq!(at, "postgres://trygg:***@db:5432/trygg");
+        let query = redact("postgres://db/trygg?user=trygg&password=s3cret&sslmode=require");
+        assert!(!query.contains("s3cret") && query.contains("sslmode=require"), "{query}");
+        assert!(!redact("postgres://u:s3cret@[bad").contains("s3cret"));
     }
 }

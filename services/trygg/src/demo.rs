@@ -366,7 +366,7 @@ async fn passive_alarm(
             p["lat"].as_f64().unwrap_or_default(),
             p["lon"].as_f64().unwrap_or_default(),
             p["accuracy_m"],
-            p["age_s"]
+            p["age_secs"]
         ),
     );
     let detail = api.call(Method::GET, &format!("alarms/{id}"), Some(maja), None).await?;

@@ -15,6 +15,7 @@ use crate::validate::Params;
 
 /// How much of the log.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
     /// Most entries, newest first (default 100, at most 1000).
     pub limit: Option<u32>,

@@ -90,12 +90,12 @@ pub struct PositionOut {
     /// The fix time (device clock).
     pub time: DateTime<Utc>,
     /// Seconds between the fix and now.
-    pub age_s: i64,
+    pub age_secs: i64,
 }
 
 impl PositionOut {
     fn new(p: &Position, time: DateTime<Utc>, now: DateTime<Utc>) -> Self {
-        Self { lat: p.lat, lon: p.lon, accuracy_m: p.accuracy_m, time, age_s: (now - time).num_seconds() }
+        Self { lat: p.lat, lon: p.lon, accuracy_m: p.accuracy_m, time, age_secs: (now - time).num_seconds() }
     }
 
     fn of_fix(f: &StoredFix, now: DateTime<Utc>) -> Self {
@@ -138,9 +138,9 @@ pub struct AlarmOut {
     /// When the wearer came back inside the zone (exit alarms).
     pub returned_at: Option<DateTime<Utc>>,
     /// Seconds from raised to acknowledged.
-    pub time_to_acknowledge_s: Option<i64>,
+    pub time_to_acknowledge_secs: Option<i64>,
     /// Seconds from raised to on site.
-    pub time_to_on_site_s: Option<i64>,
+    pub time_to_on_site_secs: Option<i64>,
     /// A critical alarm with nobody on site within the tenant's `on_site_limit_secs` of it
     /// being raised (technical and test alarms are never overdue).
     pub on_site_overdue: bool,
@@ -194,8 +194,8 @@ impl Items {
             outcome: a.outcome.map(Outcome::as_str),
             note: a.note.clone(),
             returned_at: a.returned_at,
-            time_to_acknowledge_s: report::time_to_acknowledge_s(a),
-            time_to_on_site_s: report::time_to_on_site_s(a),
+            time_to_acknowledge_secs: report::time_to_acknowledge_s(a),
+            time_to_on_site_secs: report::time_to_on_site_s(a),
             on_site_overdue: report::on_site_overdue(a, self.on_site_limit_secs, self.now),
         }
     }
@@ -232,10 +232,11 @@ async fn visible(state: &ApiState, caller: &Caller, tenant: TenantId, id: &str) 
     state.store.alarm(tenant, id, viewer(caller)).await?.ok_or(ApiError::NotFound("alarm"))
 }
 
-/// The fix times of an alarm's device that are positions of the alarm's wearer: the device's
-/// binding to that wearer in force when the alarm was raised (or the last one before it, for an
-/// alarm raised late). For an alarm from a watch bound to nobody, the time between the bindings
-/// around it. A fix outside it is somebody else's position (DESIGN.md: an alarm shows its
+/// The fix times of an alarm's device that are positions of the alarm's wearer: up to the end of
+/// the device's binding to that wearer in force when the alarm was raised (or the last one before
+/// it, for an alarm raised late), from the end of the device's binding before it (fixes taken
+/// while bound to nobody count as the wearer's; another wearer's never do). For an alarm from a
+/// watch bound to nobody, the time between the bindings around it. A fix outside it is somebody else's position (DESIGN.md: an alarm shows its
 /// wearer's binding, never whoever the device is bound to later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Window {
@@ -256,7 +257,12 @@ impl Window {
                 .iter()
                 .filter(|b| b.wearer == wearer && b.bound_at <= at)
                 .max_by_key(|b| b.bound_at)
-                .map(|b| Self { from: Some(b.bound_at), until: b.unbound_at }),
+                .map(|b| Self {
+                    // From the end of the watch's previous binding: what it recorded while bound
+                    // to nobody (set up, buffered before the binding) is nobody else's.
+                    from: bindings.iter().filter_map(|p| p.unbound_at).filter(|u| *u <= b.bound_at).max(),
+                    until: b.unbound_at,
+                }),
             None => Some(Self {
                 from: bindings.iter().filter_map(|b| b.unbound_at).filter(|u| *u <= at).max(),
                 until: bindings.iter().map(|b| b.bound_at).filter(|b| *b > at).min(),
@@ -311,6 +317,7 @@ async fn log_reads(
 
 /// Which alarms to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `open` (default), `closed` or `all`.
     pub state: Option<String>,
@@ -878,7 +885,7 @@ fn position_event(f: &StoredFix, now: DateTime<Utc>) -> Event {
 #[utoipa::path(get, path = "/api/v1/alarms/{id}/live", tag = "alarms", params(("id" = Uuid, Path)),
     security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream",
-            description = "events `position` (lat, lon, accuracy_m, time, age_s), then a final `closed` \
+            description = "events `position` (lat, lon, accuracy_m, time, age_secs), then a final `closed` \
                 (id, outcome, closed) or `shutdown` (id: reconnect later)"),
         (status = 404), (status = 409, description = "the alarm is closed")))]
 #[tracing::instrument(skip_all)]

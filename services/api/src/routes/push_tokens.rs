@@ -53,9 +53,11 @@ impl From<PushToken> for PushTokenOut {
     }
 }
 
-/// Registers the caller's phone for pushes (moving the token from any other account).
+/// Registers the caller's phone for pushes (moving the token from any other account of the
+/// tenant; a token another tenant's account registered is refused, 409).
 #[utoipa::path(post, path = "/api/v1/push-tokens", tag = "push tokens", request_body = PushTokenIn,
-    security(("bearer" = [])), responses((status = 201, body = PushTokenOut), (status = 403), (status = 422)))]
+    security(("bearer" = [])), responses((status = 201, body = PushTokenOut), (status = 403),
+        (status = 409, description = "registered by another tenant's account"), (status = 422)))]
 #[tracing::instrument(skip_all)]
 pub async fn register(
     State(state): State<ApiState>,

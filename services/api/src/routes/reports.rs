@@ -35,6 +35,7 @@ const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
 
 /// The report's period and format.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     /// Start (RFC 3339), inclusive, in the years 1970 to 9999; default 30 days before `to`
     /// (not before 1970).
@@ -95,9 +96,9 @@ pub struct ReportOut {
     /// The (at most 10) wearers with most alarms, most first.
     pub top_wearers: Vec<TopWearer>,
     /// Seconds from raised to acknowledged.
-    pub time_to_acknowledge_s: SpreadOut,
+    pub time_to_acknowledge_secs: SpreadOut,
     /// Seconds from raised to on site.
-    pub time_to_on_site_s: SpreadOut,
+    pub time_to_on_site_secs: SpreadOut,
     /// Critical alarms where nobody was on site within the limit (technical and test alarms
     /// need nobody there).
     pub on_site_overdue: u64,
@@ -130,8 +131,8 @@ impl ReportOut {
                     alarms: *n,
                 })
                 .collect(),
-            time_to_acknowledge_s: r.time_to_acknowledge_s.into(),
-            time_to_on_site_s: r.time_to_on_site_s.into(),
+            time_to_acknowledge_secs: r.time_to_acknowledge_s.into(),
+            time_to_on_site_secs: r.time_to_on_site_s.into(),
             on_site_overdue: r.on_site_overdue,
             on_site_limit_secs,
         }
@@ -152,8 +153,8 @@ impl ReportOut {
         rows.extend(self.by_kind.iter().map(|(k, n)| ("by_kind", (*k).to_owned(), n.to_string())));
         rows.extend(self.by_outcome.iter().map(|(o, n)| ("by_outcome", (*o).to_owned(), n.to_string())));
         for (section, s) in [
-            ("time_to_acknowledge_s", &self.time_to_acknowledge_s),
-            ("time_to_on_site_s", &self.time_to_on_site_s),
+            ("time_to_acknowledge_secs", &self.time_to_acknowledge_secs),
+            ("time_to_on_site_secs", &self.time_to_on_site_secs),
         ] {
             rows.push((section, "n".into(), s.n.to_string()));
             rows.push((section, "median".into(), opt(s.median)));

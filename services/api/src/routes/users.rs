@@ -123,6 +123,7 @@ pub async fn create(
 
 /// Which accounts to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserFilter {
     /// Admins only: one tenant's accounts.
     pub tenant: Option<Uuid>,

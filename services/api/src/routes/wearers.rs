@@ -489,6 +489,7 @@ pub async fn get_responders(
 
 /// Why the positions are read, and how many.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PositionsQuery {
     /// Required: why the positions are read (e.g. an alarm id), recorded in the access log.
     pub reason: Option<String>,
