@@ -42,16 +42,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, QuietHours};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_ingest::{Committed, CommittedSink};
-use crate::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, QuietHours};
 use trygg_store::{
-    DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline, EngineCommit, NewAlarm,
-    PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
+    DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline,
+    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
 };
 
 use crate::{EngineError, ZoneIndexes};
@@ -133,11 +133,24 @@ impl Engine {
             .into_iter()
             .map(|d| {
                 // The level it alerted at is not stored: only charging re-arms it after a restart.
-                let state = if d.fired_at.is_some() { BatteryState::Alerted(100) } else { BatteryState::Waiting(d.due_at) };
+                let state = if d.fired_at.is_some() {
+                    BatteryState::Alerted(100)
+                } else {
+                    BatteryState::Waiting(d.due_at)
+                };
                 (d.device, BatteryTrack::new(state))
             })
             .collect();
-        Ok(Self { store, zones, states, stored_at, offline_due: HashMap::new(), offline, battery, raised: None })
+        Ok(Self {
+            store,
+            zones,
+            states,
+            stored_at,
+            offline_due: HashMap::new(),
+            offline,
+            battery,
+            raised: None,
+        })
     }
 
     /// Wakes `waker` after every commit that raised an alarm.
@@ -261,7 +274,17 @@ impl Engine {
                 }
             };
             if let Some(wearer) = batch.wearer {
-                let track = self.battery_readings(batch.tenant, wearer, &device, &batch.fixes, &mut rules, &mut signals, &mut deadlines).await?;
+                let track = self
+                    .battery_readings(
+                        batch.tenant,
+                        wearer,
+                        &device,
+                        &batch.fixes,
+                        &mut rules,
+                        &mut signals,
+                        &mut deadlines,
+                    )
+                    .await?;
                 if let Some(track) = track {
                     tracks.push((device.clone(), track));
                 }
@@ -307,7 +330,8 @@ impl Engine {
             }
         }
         let commit = EngineCommit { states, signals, deadlines };
-        let outcomes = if commit.states.is_empty() && commit.signals.is_empty() && commit.deadlines.is_empty() {
+        let outcomes = if commit.states.is_empty() && commit.signals.is_empty() && commit.deadlines.is_empty()
+        {
             Vec::new()
         } else {
             self.store.engine_commit(&commit, now).await?
@@ -374,7 +398,9 @@ impl Engine {
                     tracing::info!(%device, pct, %due_at, "Low battery at night: the alert waits for the morning");
                     deadlines.push(DeadlineChange::Arm { device: device.clone(), tenant, kind, due_at });
                 }
-                BatteryDecision::Rearm => deadlines.push(DeadlineChange::Drop { device: device.clone(), kind }),
+                BatteryDecision::Rearm => {
+                    deadlines.push(DeadlineChange::Drop { device: device.clone(), kind })
+                }
             }
         }
         Ok(Some(track))
@@ -410,13 +436,20 @@ impl Engine {
         let settings = self.store.settings(tenant).await?;
         let supervision = settings.as_ref().map(|s| s.supervision).unwrap_or_default();
         let tz = match &settings {
-            Some(s) => s.time_zone.parse().map_err(|e| EngineError::Corrupt(format!("stored time zone of {tenant}: {e}")))?,
+            Some(s) => s
+                .time_zone
+                .parse()
+                .map_err(|e| EngineError::Corrupt(format!("stored time zone of {tenant}: {e}")))?,
             None => chrono_tz::Europe::Stockholm,
         };
         Ok(BatteryRule {
             low_pct: settings.as_ref().map_or(DEFAULT_BATTERY_LOW_PCT, |s| s.battery_low_pct),
             rearm_margin_pct: supervision.battery_rearm_margin_pct,
-            quiet: QuietHours { tz, from_hour: supervision.quiet_from_hour, until_hour: supervision.quiet_until_hour },
+            quiet: QuietHours {
+                tz,
+                from_hour: supervision.quiet_from_hour,
+                until_hour: supervision.quiet_until_hour,
+            },
         })
     }
 
@@ -463,7 +496,8 @@ impl Engine {
         if let Some(after) = cache.get(&tenant) {
             return Ok(*after);
         }
-        let secs = self.store.settings(tenant).await?.map_or(DEFAULT_OFFLINE_AFTER_SECS, |s| s.offline_after_secs);
+        let secs =
+            self.store.settings(tenant).await?.map_or(DEFAULT_OFFLINE_AFTER_SECS, |s| s.offline_after_secs);
         let after = chrono::Duration::seconds(i64::from(secs));
         cache.insert(tenant, after);
         Ok(after)
@@ -523,12 +557,19 @@ impl Engine {
             return Ok(None);
         }
         let auth = self.store.device_auth(&device).await?;
-        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant) else {
+        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant)
+        else {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(None);
         };
         signals.push(self.low_battery_signal(tenant, wearer, &device, d.due_at, None).await?);
-        deadlines.push(DeadlineChange::Fired { device: device.clone(), tenant, kind, at: now, recheck_at: now + ALERTED_RECHECK });
+        deadlines.push(DeadlineChange::Fired {
+            device: device.clone(),
+            tenant,
+            kind,
+            at: now,
+            recheck_at: now + ALERTED_RECHECK,
+        });
         Ok(Some(device))
     }
 
@@ -548,7 +589,8 @@ impl Engine {
         let device = d.device;
         // Bound to nobody (or moved to another tenant) since: nobody to tell.
         let auth = self.store.device_auth(&device).await?;
-        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant) else {
+        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant)
+        else {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(());
         };
@@ -583,7 +625,13 @@ impl Engine {
             recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
             device_alarm: None,
         }));
-        deadlines.push(DeadlineChange::Fired { device, tenant, kind, at: now, recheck_at: now + OFFLINE_RECHECK });
+        deadlines.push(DeadlineChange::Fired {
+            device,
+            tenant,
+            kind,
+            at: now,
+            recheck_at: now + OFFLINE_RECHECK,
+        });
         Ok(())
     }
 

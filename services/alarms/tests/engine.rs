@@ -9,12 +9,12 @@ use trygg_core::{
     AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome, Step, TenantId, WearerId,
 };
 use trygg_ingest::{Committed, CommittedSink};
+use trygg_store::testing::TestDb;
 use trygg_store::{
     AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
     Role, SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
     on_both_backends,
 };
-use trygg_store::testing::TestDb;
 use uuid::Uuid;
 
 on_both_backends!(

@@ -362,7 +362,13 @@ async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_group
     let fields = WearerFields { name: "Greta".into(), ..WearerFields::default() };
     let greta = s.store.add_wearer(s.tenant, &fields).await.unwrap();
     let w2 = DeviceId::parse("w2").unwrap();
-    let new = NewDevice { id: w2.clone(), tenant: s.tenant, wearer: Some(greta), protocol: Protocol::Watch, token_hash: None };
+    let new = NewDevice {
+        id: w2.clone(),
+        tenant: s.tenant,
+        wearer: Some(greta),
+        protocol: Protocol::Watch,
+        token_hash: None,
+    };
     s.store.register_device(&new).await.unwrap();
     let mut engine = s.engine().await;
     // Dagny's watch goes offline first, then Greta's, then Dagny presses SOS, then Greta's
@@ -405,7 +411,13 @@ async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_group
         let tenant = s.tenant;
         async move {
             let filter = AlarmFilter { limit: 100, triage, ..AlarmFilter::default() };
-            store.alarms(tenant, &filter).await.unwrap().into_iter().map(|a| (a.kind, a.wearer)).collect::<Vec<_>>()
+            store
+                .alarms(tenant, &filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.kind, a.wearer))
+                .collect::<Vec<_>>()
         }
     };
     let (dagny, greta) = (Some(s.wearer), Some(greta));

@@ -14,10 +14,7 @@ use common::{App, Fixture, LIVE_POLL};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use trygg_core::{AlarmKind, DeviceId, Fix, FixSource, Outcome, Step, WearerId};
-use trygg_store::{
-    EngineCommit, FixBatch, NewAlarm, NewFix, Position, Role, Signal, SignalOutcome, StepRequest, Store,
-    WearerFields, on_both_backends,
-};
+use trygg_store::{FixBatch, NewFix, Role, StepRequest, Store, WearerFields, on_both_backends};
 use uuid::Uuid;
 
 on_both_backends!(
@@ -72,28 +69,10 @@ async fn logged(app: &App, f: &Fixture, what: &str) -> Vec<(Uuid, WearerId, Stri
     log.into_iter().filter(|e| e.what == what).map(|e| (e.user, e.wearer, e.reason)).collect()
 }
 
-/// Raises an alarm the way the engine does, as of `now`.
+/// Raises an alarm the way the engine does, as of `now`; the fixture's wearer's from its device.
 async fn raise(app: &App, f: &Fixture, wearer: WearerId, kind: AlarmKind, now: DateTime<Utc>) -> Uuid {
-    let alarm = NewAlarm {
-        tenant: f.tenant,
-        wearer: Some(wearer),
-        device: (wearer == f.wearer).then(|| f.device.clone()),
-        kind,
-        zone: None,
-        trigger_time: now - TimeDelta::seconds(5),
-        position: Some((
-            Position { lat: 58.39, lon: 13.84, accuracy_m: Some(25.0) },
-            now - TimeDelta::seconds(5),
-        )),
-        last_known_position: false,
-        recipients: Vec::new(),
-        device_alarm: None,
-    };
-    let commit = EngineCommit { signals: vec![Signal::Raise(alarm)], ..EngineCommit::default() };
-    match app.state.store.engine_commit(&commit, now).await.unwrap()[..] {
-        [SignalOutcome::Raised(id)] => id,
-        ref other => panic!("expected a new alarm, got {other:?}"),
-    }
+    let device = (wearer == f.wearer).then(|| f.device.clone());
+    common::raise_alarm(app, f, wearer, device, kind, now).await
 }
 
 /// Puts the fixture's wearer in its team and `members` in the team.

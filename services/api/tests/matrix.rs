@@ -14,15 +14,12 @@ mod common;
 
 use std::sync::Arc;
 
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use common::{App, Fixture, square};
 use serde_json::{Value, json};
 use trygg_core::{AlarmKind, Step, WearerId};
 use trygg_store::Role::{self, Admin, Caseworker, Staff, TenantAdmin};
-use trygg_store::{
-    EngineCommit, NewAlarm, Position, Signal, SignalOutcome, StepOutcome, StepRequest, Store, WearerFields,
-    on_both_backends,
-};
+use trygg_store::{StepOutcome, StepRequest, Store, WearerFields, on_both_backends};
 use uuid::Uuid;
 
 on_both_backends!(every_role_gets_the_right_status_on_every_endpoint_for_both_tenants);
@@ -288,27 +285,7 @@ async fn fresh_alarm(app: &App, f: &Fixture, _staff: Uuid) -> Uuid {
 }
 
 async fn raise(app: &App, f: &Fixture, wearer: WearerId) -> Uuid {
-    let now = Utc::now();
-    let alarm = NewAlarm {
-        tenant: f.tenant,
-        wearer: Some(wearer),
-        device: None,
-        kind: AlarmKind::Sos,
-        zone: None,
-        trigger_time: now - TimeDelta::seconds(5),
-        position: Some((
-            Position { lat: 58.39, lon: 13.84, accuracy_m: Some(25.0) },
-            now - TimeDelta::seconds(5),
-        )),
-        last_known_position: false,
-        recipients: Vec::new(),
-        device_alarm: None,
-    };
-    let commit = EngineCommit { signals: vec![Signal::Raise(alarm)], ..EngineCommit::default() };
-    match app.state.store.engine_commit(&commit, now).await.unwrap()[..] {
-        [SignalOutcome::Raised(id)] => id,
-        ref other => panic!("expected a new alarm, got {other:?}"),
-    }
+    common::raise_alarm(app, f, wearer, None, AlarmKind::Sos, Utc::now()).await
 }
 
 async fn fill(app: &App, text: &str, f: &Target) -> String {

@@ -437,7 +437,8 @@ impl WatchStatus {
     /// charger), low battery, a geofence of the watch's own (bits 1, 2, 18, 19) — raises none.
     pub fn alarm_frame_alarms(self) -> Vec<DeviceAlarmKind> {
         let alarms = self.device_alarms();
-        let non_critical = self.power_cut() || self.low_battery() || [1, 2, 18, 19].iter().any(|&n| self.bit(n));
+        let non_critical =
+            self.power_cut() || self.low_battery() || [1, 2, 18, 19].iter().any(|&n| self.bit(n));
         if alarms.is_empty() && !non_critical { vec![DeviceAlarmKind::Sos] } else { alarms }
     }
 }

@@ -30,15 +30,15 @@ pub mod testing;
 
 pub use accounts::{AccountState, Accounts};
 pub use alarms::{
-    Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DeadlineChange, DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm,
-    Position, PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
+    Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DeadlineChange,
+    DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm, Position, PushToken, Signal,
+    SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
 pub use devices::{DeviceBinding, DeviceCommandLog, DeviceProfile, DeviceStatus, Devices};
 pub use directory::{
-    AccessEntry, Binding, Consent, ConsentGiver, DeviceInfo, Directory, NewConsent, NewUser, Responder,
-    DEFAULT_OFFLINE_AFTER_SECS, DEFAULT_REPEAT_JOIN_SECS, ResponderPlan, ResponderTarget, Role, StoredZone, SupervisionSettings, Team, Tenant, TenantSettings, User,
-    Wearer,
-    WearerFields, ZoneFields,
+    AccessEntry, Binding, Consent, ConsentGiver, DEFAULT_OFFLINE_AFTER_SECS, DEFAULT_REPEAT_JOIN_SECS,
+    DeviceInfo, Directory, NewConsent, NewUser, Responder, ResponderPlan, ResponderTarget, Role, StoredZone,
+    SupervisionSettings, Team, Tenant, TenantSettings, User, Wearer, WearerFields, ZoneFields,
 };
 pub use outbox::{
     EscalateOutcome, Escalation, Outbox, OutboxRow, PushSettings, ReceiptOutcome, Timer, TimerKind,

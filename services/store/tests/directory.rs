@@ -236,7 +236,11 @@ async fn settings_are_saved_and_replaced(store: Arc<dyn Store>) {
     s.time_zone = "Europe/Helsinki".into();
     s.repeat_join_secs = 60;
     s.fallback_alarm_centre_url = Some("https://larmcentral.example/trygg".into());
-    s.supervision = trygg_store::SupervisionSettings { battery_rearm_margin_pct: 15, quiet_from_hour: 21, quiet_until_hour: 6 };
+    s.supervision = trygg_store::SupervisionSettings {
+        battery_rearm_margin_pct: 15,
+        quiet_from_hour: 21,
+        quiet_until_hour: 6,
+    };
     store.put_settings(tenant, &s, now()).await.unwrap();
     assert_eq!(store.settings(tenant).await.unwrap(), Some(s));
 }

@@ -10,11 +10,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode};
 use chrono::Utc;
+use chrono::{DateTime, TimeDelta};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tower::ServiceExt;
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
+use trygg_core::AlarmKind;
 use trygg_core::{DeviceId, TenantId, WearerId};
+use trygg_store::alarms::{EngineCommit, NewAlarm, Position, Signal, SignalOutcome};
 use trygg_store::{
     ConsentGiver, NewConsent, NewDevice, NewUser, Protocol, Role, Store, WearerFields, ZoneFields,
 };
@@ -184,4 +187,36 @@ impl Fixture {
 /// A square polygon around Skövde centrum.
 pub fn square(lon: f64, lat: f64, d: f64) -> Value {
     json!({ "type": "Polygon", "coordinates": [[[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]] })
+}
+
+/// Raises an alarm of `wearer` (from `device`) the way the engine does, as of `now`, with a
+/// position 5 s old.
+pub async fn raise_alarm(
+    app: &App,
+    f: &Fixture,
+    wearer: WearerId,
+    device: Option<DeviceId>,
+    kind: AlarmKind,
+    now: DateTime<Utc>,
+) -> Uuid {
+    let alarm = NewAlarm {
+        tenant: f.tenant,
+        wearer: Some(wearer),
+        device,
+        kind,
+        zone: None,
+        trigger_time: now - TimeDelta::seconds(5),
+        position: Some((
+            Position { lat: 58.39, lon: 13.84, accuracy_m: Some(25.0) },
+            now - TimeDelta::seconds(5),
+        )),
+        last_known_position: false,
+        recipients: Vec::new(),
+        device_alarm: None,
+    };
+    let commit = EngineCommit { signals: vec![Signal::Raise(alarm)], ..EngineCommit::default() };
+    match app.state.store.engine_commit(&commit, now).await.unwrap()[..] {
+        [SignalOutcome::Raised(id)] => id,
+        ref other => panic!("expected a new alarm, got {other:?}"),
+    }
 }

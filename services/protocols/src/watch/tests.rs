@@ -384,7 +384,11 @@ fn an_alarm_frame_raises_its_critical_bits_an_sos_when_it_names_nothing_and_noth
     use trygg_core::DeviceAlarmKind::{Fall, Sos};
     assert_eq!(WatchStatus(0x0001_0000).alarm_frame_alarms(), [Sos]);
     assert_eq!(WatchStatus(0x0021_0001).alarm_frame_alarms(), [Sos, Fall], "low battery does not hide them");
-    assert_eq!(WatchStatus(0).alarm_frame_alarms(), [Sos], "a general alarm: the button may have been pressed");
+    assert_eq!(
+        WatchStatus(0).alarm_frame_alarms(),
+        [Sos],
+        "a general alarm: the button may have been pressed"
+    );
     assert_eq!(WatchStatus(0x0000_0010).alarm_frame_alarms(), [Sos], "motion alone names no alarm");
     assert!(WatchStatus(0x0000_4000).alarm_frame_alarms().is_empty(), "taken off the charger");
     assert!(WatchStatus(0x0002_0000).alarm_frame_alarms().is_empty(), "low battery is supervision's");
