@@ -123,8 +123,20 @@ pub fn router(ingest: Ingest) -> Router {
 /// The OpenAPI paths of the ingest routes, with the `device` security scheme (the device token);
 /// the API serves them in its document (`/api/v1/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
     use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     let mut doc = routes().split_for_parts().1;
+    // A protobuf body is bytes (the messages of proto/trygg/v1/ingest.proto), not a JSON array.
+    for item in doc.paths.paths.values_mut() {
+        let body = item.post.as_mut().and_then(|op| op.request_body.as_mut());
+        if let Some(protobuf) = body.and_then(|b| b.content.get_mut("application/x-protobuf")) {
+            let bytes = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/x-protobuf")
+                .description(Some("the message of proto/trygg/v1/ingest.proto, encoded"));
+            protobuf.schema = Some(bytes.into());
+        }
+    }
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "device",
         SecurityScheme::Http(
