@@ -21,8 +21,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::Malformed(e.body_text()))?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(de) {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        integral_numbers_as_integers(&mut json);
+        match serde_path_to_error::deserialize(json) {
             Ok(value) => Ok(Self(value)),
             Err(e) => {
                 let inner = e.inner();
@@ -44,6 +46,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// Writes `60.0` as `60`: JSON (and JSON Schema, which the OpenAPI document uses) counts a
+/// number without a fraction as an integer however it is written, while serde reads an integer
+/// field only from digits without a decimal point.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let integral = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15);
+            if let Some(f) = integral {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
+}
+
 /// Collects field problems; [`Check::done`] answers 422 with all of them, or lets the request on.
 #[derive(Debug, Default)]
 pub(crate) struct Check(BTreeMap<String, String>);
@@ -57,15 +77,15 @@ impl Check {
         self
     }
 
-    /// Text of `min..=max` characters, after trimming.
+    /// Text of `min..=max` characters as sent, and (unless `min` is 0) not only white space:
+    /// what the schema says with `minLength`, `maxLength` and the pattern `\S`. Handlers store
+    /// it trimmed.
     pub(crate) fn text(&mut self, field: &str, value: &str, min: usize, max: usize) -> &mut Self {
-        let len = value.trim().chars().count();
-        let message = if min == 1 && len == 0 {
-            "must not be empty".to_owned()
-        } else {
-            format!("must be {min} to {max} characters")
-        };
-        self.ensure((min..=max).contains(&len), field, message)
+        let len = value.chars().count();
+        if min > 0 && value.trim().is_empty() {
+            return self.ensure(false, field, "must not be empty");
+        }
+        self.ensure((min..=max).contains(&len), field, format!("must be {min} to {max} characters"))
     }
 
     /// A number within `range`.
@@ -103,6 +123,15 @@ impl Check {
     /// 422 with every problem found, or `Ok`.
     pub(crate) fn done(&mut self) -> Result<(), ApiError> {
         if self.0.is_empty() { Ok(()) } else { Err(ApiError::Invalid(std::mem::take(&mut self.0))) }
+    }
+}
+
+/// A list's `limit` query parameter: `default` when absent, 400 outside `1..=max` (the bounds
+/// the document publishes).
+pub(crate) fn limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value.unwrap_or(default) {
+        limit @ 1.. if limit <= max => Ok(limit),
+        limit => Err(ApiError::Malformed(format!("limit {limit}: expected 1 to {max}"))),
     }
 }
 

@@ -226,6 +226,24 @@ fn cases() -> Vec<Case> {
         ),
         case("GET", "/api/v1/tenants/{tenant}", None, ALL, 200, true),
         case("GET", "/api/v1/alarms/{alarm}", None, READERS, 200, true),
+        case("GET", "/api/v1/alarms/{alarm}/events", None, READERS, 200, true),
+        case(
+            "PATCH",
+            "/api/v1/devices/{device}",
+            Some(json!({ "utc_offset_minutes": 60 })),
+            EDITORS,
+            200,
+            true,
+        ),
+        // The fixture's watch is not connected: the role passes, the command is refused (409).
+        case(
+            "POST",
+            "/api/v1/devices/{device}/commands",
+            Some(json!({ "command": "locate" })),
+            EDITORS,
+            409,
+            true,
+        ),
         case("POST", "/api/v1/alarms/{fresh_alarm}/acknowledge", None, STAFF, 200, true),
         case("POST", "/api/v1/alarms/{acknowledged_alarm}/on-site", None, STAFF, 200, true),
         case(

@@ -11,7 +11,8 @@ use trygg_store::{Role, Store, on_both_backends};
 
 on_both_backends!(
     every_bad_field_is_a_422_naming_it,
-    zone_geometry_errors_are_clear_and_outside_sweden_is_a_warning
+    zone_geometry_errors_are_clear_and_outside_sweden_is_a_warning,
+    requests_are_read_as_the_openapi_document_describes_them
 );
 
 async fn every_bad_field_is_a_422_naming_it(store: Arc<dyn Store>) {
@@ -309,4 +310,57 @@ async fn zone_geometry_errors_are_clear_and_outside_sweden_is_a_warning(store: A
     assert!(answer["warnings"][0].as_str().unwrap().contains("outside Sweden"), "{answer}");
     let (_, inside) = app.call("POST", &path, Some(cw), Some(&post(square(13.84, 58.39, 0.01), None))).await;
     assert!(inside.get("warnings").is_none(), "{inside}");
+}
+
+/// What the OpenAPI document promises a client (and Schemathesis checks from outside), read the
+/// same way by the server: `maxLength` counts the characters as sent, an integer may be written
+/// `51.0`, an optional body may be `null`, a `limit` outside its bounds is refused rather than
+/// quietly changed, and binding to a deactivated wearer conflicts with its state (409).
+async fn requests_are_read_as_the_openapi_document_describes_them(store: Arc<dyn Store>) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    let (ta, cw, staff) = (f.token(Role::TenantAdmin), f.token(Role::Caseworker), f.token(Role::Staff));
+    let w = f.wearer.to_string();
+
+    let padded = format!("{}  ", "x".repeat(2000));
+    let (status, answer) = app
+        .call(
+            "PUT",
+            &format!("/api/v1/wearers/{w}"),
+            Some(cw),
+            Some(&json!({ "name": "Dagny", "note": padded })),
+        )
+        .await;
+    assert_eq!((status.as_u16(), answer["details"]["fields"]["note"].is_string()), (422, true), "{answer}");
+
+    let (status, answer) =
+        app.call("PUT", "/api/v1/settings", Some(ta), Some(&json!({ "battery_low_pct": 51.0 }))).await;
+    assert_eq!((status.as_u16(), &answer["battery_low_pct"]), (200, &json!(51)), "{answer}");
+
+    let random = uuid::Uuid::new_v4();
+    let (status, answer) = app
+        .call("POST", &format!("/api/v1/alarms/{random}/acknowledge"), Some(staff), Some(&Value::Null))
+        .await;
+    assert_eq!(status, 404, "a null body is no body: {answer}");
+
+    for (path, token) in [
+        (format!("/api/v1/wearers/{w}/positions?reason=check&limit=5000"), cw),
+        ("/api/v1/access-log?limit=0".to_owned(), ta),
+    ] {
+        let (status, answer) = app.call("GET", &path, Some(token), None).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+    }
+
+    let gone = app.wearer(f.tenant).await;
+    app.call("POST", &format!("/api/v1/wearers/{gone}/deactivate"), Some(cw), None).await;
+    let unbound = app.device(f.tenant, None).await;
+    let (status, answer) = app
+        .call(
+            "POST",
+            &format!("/api/v1/devices/{unbound}/bind"),
+            Some(cw),
+            Some(&json!({ "wearer": gone.to_string() })),
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
 }

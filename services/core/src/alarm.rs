@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A manual or sensor alarm sent by the device. All of them are critical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceAlarmKind {
     /// The wearer pressed the alarm button.

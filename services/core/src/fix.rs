@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// How the device determined the position. Coarse sources matter to the geofence policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FixSource {
     /// Satellite positioning.
@@ -62,28 +63,38 @@ impl FromStr for FixSource {
 }
 
 /// One position report from a device.
+///
+/// With the `openapi` feature it is also an OpenAPI schema whose bounds are those
+/// [`Fix::check_values`] enforces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Fix {
     /// When the device took the position (device clock, UTC).
     pub time: DateTime<Utc>,
     /// Latitude in degrees, WGS84.
+    #[cfg_attr(feature = "openapi", schema(minimum = -90.0, maximum = 90.0))]
     pub lat: f64,
     /// Longitude in degrees, WGS84.
+    #[cfg_attr(feature = "openapi", schema(minimum = -180.0, maximum = 180.0))]
     pub lon: f64,
     /// Estimated horizontal error radius in metres, if the device reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub accuracy_m: Option<f64>,
     /// Ground speed in metres per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub speed_mps: Option<f64>,
     /// Course over ground in degrees clockwise from north, `[0, 360)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, exclusive_maximum = 360.0))]
     pub course_deg: Option<f64>,
     /// Altitude above sea level in metres.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub altitude_m: Option<f64>,
     /// Battery charge in percent, `0..=100`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub battery_pct: Option<u8>,
     /// How the position was determined.
     #[serde(default)]

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::post;
 use trygg_core::FixPolicy;
 use trygg_store::Store;
 
@@ -118,8 +117,43 @@ pub struct Ingest {
 
 /// The ingest routes, under `/api/v1/ingest`.
 pub fn router(ingest: Ingest) -> Router {
-    Router::new()
-        .route("/api/v1/ingest/positions", post(native::positions))
-        .route("/api/v1/ingest/alarms", post(native::alarms))
-        .with_state(ingest)
+    routes().split_for_parts().0.with_state(ingest)
+}
+
+/// The OpenAPI paths of the ingest routes, with the `device` security scheme (the device token);
+/// the API serves them in its document (`/api/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let mut doc = routes().split_for_parts().1;
+    // A protobuf body is bytes (the messages of proto/trygg/v1/ingest.proto), not a JSON array.
+    for item in doc.paths.paths.values_mut() {
+        let body = item.post.as_mut().and_then(|op| op.request_body.as_mut());
+        if let Some(protobuf) = body.and_then(|b| b.content.get_mut("application/x-protobuf")) {
+            let bytes = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/x-protobuf")
+                .description(Some("the message of proto/trygg/v1/ingest.proto, encoded"));
+            protobuf.schema = Some(bytes.into());
+        }
+    }
+    doc.components.get_or_insert_with(Default::default).add_security_scheme(
+        "device",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("The token a native device was given when it was registered."))
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// The native device endpoints, routed and documented from one list: a handler is served
+/// exactly when it is documented.
+fn routes() -> utoipa_axum::router::OpenApiRouter<Ingest> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(native::positions))
+        .routes(routes!(native::alarms))
 }

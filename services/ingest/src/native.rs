@@ -31,12 +31,39 @@ enum Format {
 
 const PROTOBUF: &str = "application/x-protobuf";
 
-/// `POST /api/v1/ingest/positions`
+/// Stores a device's batch of fixes (JSON, or `application/x-protobuf` with the messages of
+/// `proto/trygg/v1/ingest.proto`) and answers after they are committed. Fixes are judged one by
+/// one: invalid ones (out of range, older than the buffer horizon, stamped in the future) are
+/// listed in `rejected` and the valid ones stored; only a batch with no valid fix is refused.
+#[utoipa::path(post, path = "/api/v1/ingest/positions", tag = "device ingest", security(("device" = [])),
+    request_body(content((PositionsJson = "application/json"), (Vec<u8> = "application/x-protobuf"))),
+    responses(
+        (status = 200, body = PositionAck, description = "committed; `rejected` lists refused fixes"),
+        (status = 400, description = "the body does not decode, or names no valid device id"),
+        (status = 401, description = "no device token, or a token that is not the named device's"),
+        (status = 413, description = "body or batch larger than allowed"),
+        (status = 415, description = "neither JSON nor protobuf"),
+        (status = 422, description = "no fixes, or no valid fix (`details` lists each reason)"),
+        (status = 503, description = "nothing stored: the database is unavailable or the server is busy; resend after `Retry-After`"),
+    ))]
 pub(crate) async fn positions(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
     handle(&ingest, positions_inner(&ingest, &headers, body).await)
 }
 
-/// `POST /api/v1/ingest/alarms`
+/// Stores an alarm the device raised (JSON, or protobuf `DeviceAlarm`) and answers after it is
+/// committed. A resend (same device, kind and time) answers 200 with the same alarm. The alarm
+/// is never refused for its attached position: a bad fix is noted in `fix_error`.
+#[utoipa::path(post, path = "/api/v1/ingest/alarms", tag = "device ingest", security(("device" = [])),
+    request_body(content((AlarmJson = "application/json"), (Vec<u8> = "application/x-protobuf"))),
+    responses(
+        (status = 201, body = AlarmAck, description = "stored"),
+        (status = 200, body = AlarmAck, description = "a resend of an alarm already stored"),
+        (status = 400, description = "the body does not decode, or names no valid device id"),
+        (status = 401, description = "no device token, or a token that is not the named device's"),
+        (status = 413, description = "body larger than allowed"),
+        (status = 415, description = "neither JSON nor protobuf"),
+        (status = 503, description = "not acknowledged: the database or the alarm path is unavailable; resend after `Retry-After`"),
+    ))]
 pub(crate) async fn alarms(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
     handle(&ingest, alarms_inner(&ingest, &headers, body).await)
 }
@@ -48,39 +75,66 @@ fn handle(ingest: &Ingest, result: Result<Response, IngestError>) -> Response {
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// A batch of fixes from one device.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = PositionBatch)]
 struct PositionsJson {
+    /// The device id the token was issued for.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     device: String,
+    /// The fixes, oldest first (at most `TRYGG_MAX_BATCH_FIXES`, default 1,000).
+    #[schema(min_items = 1)]
     fixes: Vec<Fix>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An alarm raised on the device.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = DeviceAlarm)]
 struct AlarmJson {
+    /// The device id the token was issued for.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     device: String,
+    /// What happened.
     kind: DeviceAlarmKind,
+    /// The device's time for the alarm; a resend must carry the same time.
     time: DateTime<Utc>,
+    /// The position at the time, if the device has one.
     fix: Option<Fix>,
 }
 
-#[derive(Debug, Serialize)]
+/// A fix of the batch that was refused.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RejectedFix)]
 struct Rejected {
+    /// Position of the fix in the batch, from 0.
     index: usize,
+    /// Stable reason code, e.g. `lat_out_of_range`, `in_future`, `too_old`.
     code: &'static str,
+    /// The reason in words.
     error: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to a batch, sent after its fixes are committed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PositionAck {
+    /// Fixes stored by this request.
     accepted: u64,
+    /// Fixes stored already by an earlier request (resends).
     duplicates: u64,
+    /// Accepted fixes older than the live window (buffered uploads).
     late: u64,
+    /// The refused fixes.
     rejected: Vec<Rejected>,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to an alarm, sent after it is committed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AlarmAck {
+    /// The stored device alarm.
     alarm_id: i64,
+    /// Whether it was stored already by an earlier request (a resend).
     duplicate: bool,
+    /// Why the attached fix was not used, if it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     fix_error: Option<String>,
 }

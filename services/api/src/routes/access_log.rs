@@ -18,6 +18,7 @@ use crate::validate::Params;
 #[into_params(parameter_in = Query)]
 pub struct Page {
     /// Most entries, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -46,7 +47,7 @@ pub async fn list(
     Params(page): Params<Page>,
 ) -> Result<Json<Vec<AccessOut>>, ApiError> {
     let tenant = caller.tenant_for(TENANT_ADMINS)?;
-    let entries = state.store.access_log(tenant, page.limit.unwrap_or(100).min(1000)).await?;
+    let entries = state.store.access_log(tenant, crate::validate::limit(page.limit, 100, 1000)?).await?;
     Ok(Json(
         entries
             .into_iter()

@@ -320,16 +320,36 @@ async fn log_reads(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `open` (default), `closed` or `all`.
+    #[param(schema_with = list_states)]
     pub state: Option<String>,
     /// Only this kind, e.g. `sos`.
+    #[param(schema_with = alarm_kinds)]
     pub kind: Option<String>,
     /// Only this wearer.
     pub wearer: Option<Uuid>,
     /// Most alarms, newest first (default 100, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `newest` (default) or `triage`: critical alarms first, newest first, then technical
     /// alerts and the rest grouped per wearer.
+    #[param(schema_with = list_orders)]
     pub order: Option<String>,
+}
+
+fn list_states() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(["open", "closed", "all"])
+}
+
+fn list_orders() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(["newest", "triage"])
+}
+
+fn alarm_kinds() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(AlarmKind::ALL.iter().map(|k| k.as_str()))
+}
+
+fn outcomes() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(Outcome::ALL.iter().map(|o| o.as_str()))
 }
 
 impl ListQuery {
@@ -349,10 +369,7 @@ impl ListQuery {
             .map(str::parse::<AlarmKind>)
             .transpose()
             .map_err(|e| ApiError::Malformed(e.to_string()))?;
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::Malformed(format!("limit {limit}: expected 1 to {MAX_LIMIT}")));
-        }
+        let limit = crate::validate::limit(self.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
         let wearer = self.wearer.map(WearerId);
         let triage = match self.order.as_deref().unwrap_or("newest") {
             "newest" => false,
@@ -578,8 +595,8 @@ pub async fn received(
     }
 }
 
-/// A body that may be left out: no body (or only whitespace) reads as `T::default()`, anything
-/// else is read like [`Body`].
+/// A body that may be left out: no body, only whitespace or JSON `null` reads as
+/// `T::default()`, anything else is read like [`Body`].
 #[derive(Debug)]
 pub struct OptionalBody<T>(pub T);
 
@@ -591,8 +608,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        let Body(value) = Body::from_request(Request::new(axum::body::Body::from(bytes)), state).await?;
-        Ok(Self(value))
+        let Body(value) =
+            Body::<Option<T>>::from_request(Request::new(axum::body::Body::from(bytes)), state).await?;
+        Ok(Self(value.unwrap_or_default()))
     }
 }
 
@@ -601,10 +619,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
 #[serde(deny_unknown_fields)]
 pub struct PositionIn {
     /// Latitude, −90 to 90.
+    #[schema(minimum = -90.0, maximum = 90.0)]
     pub lat: f64,
     /// Longitude, −180 to 180.
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
     /// Accuracy radius in metres.
+    #[schema(minimum = 0.0, maximum = 100000.0)]
     pub accuracy_m: Option<f64>,
 }
 
@@ -634,9 +655,11 @@ impl StepIn {
 #[serde(deny_unknown_fields)]
 pub struct CloseIn {
     /// `assisted`, `false_alarm`, `test`, `not_found` or `other`.
+    #[schema(schema_with = outcomes)]
     pub outcome: String,
     /// What happened, at most 2000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub note: String,
 }
 

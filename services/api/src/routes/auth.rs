@@ -88,6 +88,7 @@ pub struct PasswordChange {
     /// The password now.
     pub current_password: String,
     /// The new password, at least 12 characters.
+    #[schema(min_length = 12)]
     pub new_password: String,
 }
 

@@ -32,14 +32,19 @@ use crate::validate::{Body, Check};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeviceIn {
-    /// The id the device reports: IMEI, watch id, or a name for native devices.
+    /// The id the device reports: IMEI, watch id, or a name for native devices (1 to 64
+    /// letters, digits and `- _ . :`).
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     pub id: String,
     /// `native`, `watch`, `gt06` or `osmand`.
+    #[schema(schema_with = protocols)]
     pub protocol: String,
     /// A wearer to bind it to at once.
     pub wearer: Option<Uuid>,
     /// The device clock's offset from UTC in minutes (watches often send local time: Sweden is
-    /// 60, or 120 in summer). Unset: UTC, or for GT06 the time zone its login sends.
+    /// 60, or 120 in summer), −720 to 840 in quarter hours. Unset: UTC, or for GT06 the time
+    /// zone its login sends.
+    #[schema(minimum = -720, maximum = 840, multiple_of = 15)]
     pub utc_offset_minutes: Option<i32>,
 }
 
@@ -122,6 +127,7 @@ pub struct BindIn {
 #[serde(deny_unknown_fields)]
 pub struct ReplaceIn {
     /// The registered, unbound device that takes over.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     pub device: String,
 }
 
@@ -129,7 +135,8 @@ fn path_device(id: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(id).map_err(|_| ApiError::NotFound("device"))
 }
 
-/// The wearer to bind to: in the tenant and active, else 422 on `field`.
+/// The wearer to bind to: in the tenant and active; 422 on `field` if there is none, 409 if it
+/// is deactivated (a state, not a malformed request).
 async fn bindable_wearer(
     state: &ApiState,
     tenant: TenantId,
@@ -138,7 +145,7 @@ async fn bindable_wearer(
 ) -> Result<WearerId, ApiError> {
     match find_wearer(state, tenant, &id.to_string()).await {
         Ok(w) if w.deactivated_at.is_none() => Ok(w.id),
-        Ok(_) => Err(ApiError::field(field, "the wearer is deactivated")),
+        Ok(_) => Err(ApiError::Conflict("the wearer is deactivated".to_owned())),
         Err(ApiError::NotFound(_)) => Err(ApiError::field(field, "no such wearer")),
         Err(e) => Err(e),
     }
@@ -298,8 +305,9 @@ pub async fn replace(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceUpdateIn {
-    /// The device clock's offset from UTC in minutes; null clears it (UTC, or for GT06 the time
-    /// zone its login sends).
+    /// The device clock's offset from UTC in minutes, −720 to 840 in quarter hours; null clears
+    /// it (UTC, or for GT06 the time zone its login sends).
+    #[schema(minimum = -720, maximum = 840, multiple_of = 15)]
     pub utc_offset_minutes: Option<i32>,
 }
 
@@ -429,9 +437,19 @@ pub async fn import(
 #[serde(deny_unknown_fields)]
 pub struct CommandIn {
     /// `locate` (ask for a position now) or `upload_interval` (with `secs`).
+    #[schema(schema_with = commands)]
     pub command: String,
-    /// Seconds between position reports, for `upload_interval` (10..86400).
+    /// Seconds between position reports: required for `upload_interval`, refused for `locate`.
+    #[schema(minimum = 10, maximum = 86400)]
     pub secs: Option<u32>,
+}
+
+fn commands() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(["locate", "upload_interval"])
+}
+
+fn protocols() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(Protocol::ALL.iter().map(|p| p.as_str()))
 }
 
 /// The answer to a command.

@@ -28,10 +28,16 @@ const PLATFORMS: &[&str] = &["android", "ios"];
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushTokenIn {
-    /// The FCM registration token, 1 to 4096 characters without spaces.
+    /// The FCM registration token, 1 to 4096 characters without spaces or control characters.
+    #[schema(min_length = 1, max_length = 4096, pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]*$")]
     pub token: String,
     /// `android` or `ios`.
+    #[schema(schema_with = platforms)]
     pub platform: String,
+}
+
+fn platforms() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(PLATFORMS.iter().copied())
 }
 
 /// A registered push token.

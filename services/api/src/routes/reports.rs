@@ -43,7 +43,12 @@ pub struct ReportQuery {
     /// End (RFC 3339), exclusive, in the years 1970 to 9999; default now.
     pub to: Option<DateTime<Utc>>,
     /// `json` (default) or `csv`; `Accept: text/csv` also asks for CSV.
+    #[param(schema_with = formats)]
     pub format: Option<String>,
+}
+
+fn formats() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(["json", "csv"])
 }
 
 /// Count, median and 90th percentile (nearest rank) of a response time in seconds.

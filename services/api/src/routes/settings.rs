@@ -26,24 +26,32 @@ pub struct SettingsPatch {
     #[schema(value_type = Option<Object>)]
     pub exit_policy: Option<Policy>,
     /// Seconds without a report before a device is offline, 60..=604800.
+    #[schema(minimum = 60, maximum = 604800)]
     pub offline_after_secs: Option<u32>,
     /// Low-battery threshold in percent, 1..=99.
+    #[schema(minimum = 1, maximum = 99)]
     pub battery_low_pct: Option<u8>,
     /// Days fixes are kept, 1..=3650.
+    #[schema(minimum = 1, maximum = 3650)]
     pub fix_retention_days: Option<u32>,
     /// Seconds from raised to on site before an alarm is flagged as late, 60..=86400.
+    #[schema(minimum = 60, maximum = 86400)]
     pub on_site_limit_secs: Option<u32>,
     /// Seconds an acknowledged alarm takes repeats after its last trigger, 0..=86400.
+    #[schema(minimum = 0, maximum = 86400)]
     pub repeat_join_secs: Option<u32>,
     /// The fallback team's id (a team of the tenant); an empty string removes it.
     pub fallback_team_id: Option<String>,
     /// The fallback alarm centre's https URL; an empty string removes it.
     pub fallback_alarm_centre_url: Option<String>,
     /// Battery points above the threshold that re-arm the low-battery alert, 1..=50.
+    #[schema(minimum = 1, maximum = 50)]
     pub battery_rearm_margin_pct: Option<u8>,
     /// Start of the quiet hours for technical alerts, hour 0..=23 (tenant time zone).
+    #[schema(minimum = 0, maximum = 23)]
     pub quiet_from_hour: Option<u8>,
     /// End of the quiet hours, hour 0..=23; equal to the start: none.
+    #[schema(minimum = 0, maximum = 23)]
     pub quiet_until_hour: Option<u8>,
 }
 

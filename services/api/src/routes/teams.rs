@@ -20,6 +20,7 @@ use crate::validate::{Body, Check};
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
     /// Name, unique in the tenant.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
 }
 
@@ -27,7 +28,8 @@ pub struct NewTeam {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Members {
-    /// Staff accounts of the tenant.
+    /// Staff accounts of the tenant, at most 500.
+    #[schema(max_items = 500)]
     pub members: Vec<Uuid>,
 }
 

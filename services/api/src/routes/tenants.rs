@@ -19,6 +19,7 @@ use crate::validate::{Body, Check};
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewTenant {
     /// Unique name, e.g. "Skövde kommun".
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
 }
 

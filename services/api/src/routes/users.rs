@@ -24,10 +24,13 @@ pub struct NewUserIn {
     /// Login email, unique in the installation.
     pub email: String,
     /// Display name.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// `admin`, `tenant_admin`, `caseworker` or `staff`.
+    #[schema(schema_with = roles)]
     pub role: String,
     /// Initial password, at least 12 characters.
+    #[schema(min_length = 12)]
     pub password: String,
     /// The tenant; required when an admin creates a non-admin account, ignored for tenant admins.
     pub tenant: Option<Uuid>,
@@ -119,6 +122,10 @@ pub async fn create(
     let user = NewUser { tenant, email, name: body.name.trim().to_owned(), role, password_hash };
     let id = state.store.add_user(&user).await?;
     Ok((StatusCode::CREATED, Json(User { id, user }.into())))
+}
+
+fn roles() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(Role::ALL.iter().map(|r| r.as_str()))
 }
 
 /// Which accounts to list.
@@ -226,6 +233,7 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct PasswordReset {
     /// The new password, at least 12 characters.
+    #[schema(min_length = 12)]
     pub new_password: String,
 }
 

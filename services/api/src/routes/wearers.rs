@@ -27,15 +27,19 @@ use crate::validate::{Body, Check, Params};
 #[serde(deny_unknown_fields)]
 pub struct WearerIn {
     /// Name.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// For responders: door code, key box, walking habits.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub note: String,
     /// Contact person's name.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub contact_name: String,
-    /// Contact person's phone number.
+    /// Contact person's phone number: digits, spaces and `+ - ( )`.
     #[serde(default)]
+    #[schema(max_length = 40, pattern = r"^[0-9 +()-]*$")]
     pub contact_phone: String,
     /// The responding team.
     pub team: Option<Uuid>,
@@ -240,15 +244,32 @@ pub async fn deactivate(
 #[serde(deny_unknown_fields)]
 pub struct ConsentIn {
     /// What it covers: `positioning`, `passive_alarms` (one or both).
+    #[schema(schema_with = consent_covers)]
     pub covers: Vec<String>,
     /// `wearer`, `legal_representative` or `decision`.
+    #[schema(schema_with = consent_givers)]
     pub given_by: String,
     /// Reference to the signed document or decision (diarienummer).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub document_ref: String,
     /// Valid from (default now).
     pub valid_from: Option<DateTime<Utc>>,
     /// Valid until, excluded (default open-ended).
     pub valid_until: Option<DateTime<Utc>>,
+}
+
+/// What a consent may cover.
+const CONSENT_COVERS: [&str; 2] = ["positioning", "passive_alarms"];
+
+fn consent_covers() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(crate::openapi::one_of(CONSENT_COVERS))
+        .min_items(Some(1))
+        .build()
+}
+
+fn consent_givers() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(ConsentGiver::ALL.iter().map(|g| g.as_str()))
 }
 
 /// A consent record.
@@ -307,9 +328,8 @@ pub async fn add_consent(
     let tenant = caller.tenant_for(EDITORS)?;
     let wearer = find_wearer(&state, tenant, &id).await?;
     let mut check = Check::default();
-    let known = ["positioning", "passive_alarms"];
     check.ensure(!body.covers.is_empty(), "covers", "must name positioning, passive_alarms or both").ensure(
-        body.covers.iter().all(|c| known.contains(&c.as_str())),
+        body.covers.iter().all(|c| CONSENT_COVERS.contains(&c.as_str())),
         "covers",
         "may hold only positioning and passive_alarms",
     );
@@ -384,6 +404,7 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<Uuid>,
     /// Seconds an unacknowledged alarm waits at this step before the next, 30..=3600.
+    #[schema(minimum = 30, maximum = 3600)]
     pub escalate_after_secs: u32,
 }
 
@@ -392,6 +413,7 @@ pub struct Step {
 #[serde(deny_unknown_fields)]
 pub struct Responders {
     /// Steps in order, at most 10.
+    #[schema(max_items = 10)]
     pub steps: Vec<Step>,
     /// An external alarm receiving centre's webhook (`https://…`), alerted after the last step.
     /// Set by tenant admins only; a caseworker's order leaves it as it is (a different value:
@@ -491,9 +513,11 @@ pub async fn get_responders(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PositionsQuery {
-    /// Required: why the positions are read (e.g. an alarm id), recorded in the access log.
+    /// Why the positions are read (e.g. an alarm id), recorded in the access log.
+    #[param(required = true, min_length = 3, max_length = 500, pattern = r"\S")]
     pub reason: Option<String>,
     /// Most positions, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -545,7 +569,7 @@ pub async fn positions(
     if !consents.iter().any(|c| c.consent.positioning && c.in_force_at(now)) {
         return Err(ApiError::Conflict("no consent in force covers positioning".to_owned()));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::validate::limit(q.limit, 100, 1000)?;
     let mut out = Vec::new();
     for b in state.store.bindings(tenant, wearer.id).await? {
         for f in state.store.recent_fixes(&b.device, limit).await? {

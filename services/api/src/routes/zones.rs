@@ -38,13 +38,16 @@ const SWEDEN: ((f64, f64), (f64, f64)) = ((10.5, 55.0), (24.5, 69.5));
 #[serde(deny_unknown_fields)]
 pub struct ZoneIn {
     /// Name, e.g. "Hemma".
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     /// `stay_inside` (alarm on exit) or `keep_out` (alarm on entry).
+    #[schema(schema_with = zone_kinds)]
     pub kind: String,
     /// A GeoJSON geometry: Polygon, MultiPolygon, or Point with `radius_m`. `[lon, lat]`.
     #[schema(value_type = Object)]
     pub geometry: Value,
-    /// Circle radius in metres, for a Point geometry.
+    /// Circle radius in metres, for a Point geometry (and only for one).
+    #[schema(minimum = 1.0, maximum = 50000.0)]
     pub radius_m: Option<f64>,
     /// Weekly schedule, e.g. `{"windows":[{"days":["mon",…],"from":"22:00","to":"07:00"}]}`;
     /// `tz` defaults to the tenant's time zone. Left out: always active.
@@ -126,6 +129,10 @@ fn feature(
         },
         warnings,
     })
+}
+
+fn zone_kinds() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(["stay_inside", "keep_out"])
 }
 
 /// Checks a zone; returns what to store and the warnings.
