@@ -24,9 +24,9 @@ export const RESULTS = need('TRYGG_RESULTS');
 mkdirSync(RESULTS, { recursive: true });
 
 export const PASSWORD = 'ett långt lösenord för test';
-/** Home of the seeded brukare (Skövde), and a point about 500 m north of it. */
+/** Home of the seeded brukare (Skövde), and a point about 200 m north of it. */
 export const HOME = { lat: 58.39, lon: 13.845 };
-export const AWAY = { lat: 58.3945, lon: 13.845 };
+export const AWAY = { lat: 58.3918, lon: 13.845 };
 
 /** A call to the API as an app would make it (bearer token); throws unless 2xx. */
 export async function call(method, path, { token, body, bearer = token } = {}) {
@@ -45,23 +45,27 @@ export async function login(email, password = PASSWORD) {
   return (await call('POST', 'auth/login', { body: { email, password } })).token;
 }
 
-/** Fixes a minute apart along `points`, starting at `start`. */
-export function walk(start, points) {
-  return points.map((p, i) => ({
-    time: new Date(start.getTime() + i * 60_000).toISOString(),
-    lat: p.lat, lon: p.lon, accuracy_m: 10, source: 'gps',
-  }));
-}
+/**
+ * Two walks away from home and back, as seconds after the start and places. A jump home ↔ away
+ * (200 m) takes 5 s, under the exit policy's 50 m/s plausibility limit; the exit is confirmed
+ * by the second fix away (`confirm_fixes` 2), the return by the second fix home.
+ */
+const WALKS = [
+  [[0, HOME], [5, AWAY], [6, AWAY], [11, HOME], [12, HOME]],
+  [[17, AWAY], [18, AWAY], [23, HOME], [24, HOME]],
+];
 
-const ALONG = [HOME, HOME, HOME, AWAY, AWAY, AWAY, AWAY, HOME, HOME, HOME];
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 /**
  * A kommun of its own for one test file: a caseworker and a staff member in a team, a brukare
- * with consent, a responder order, a native watch bound to her with two walks away from home in
- * the last days (so a zone around home would have raised two exits), and a zone "Hemma".
+ * with consent, a responder order, a native watch bound to her with a first fix at home, and a
+ * zone "Hemma". With `walks`, the watch also reports two walks away from home and back (so a
+ * zone around home would have raised two exits): a brukare's fixes count only from the binding
+ * on, which the API makes now, so the walks are reported after waiting out their 25 seconds.
  * A second brukare has a zone but no consent: it must be shown inactive.
  */
-export async function seedKommun(label) {
+export async function seedKommun(label, { walks = false } = {}) {
   const tag = randomBytes(4).toString('hex');
   const admin = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
   const tenant = await call('POST', 'tenants', { token: admin, body: { name: `${label} kommun ${tag}` } });
@@ -90,10 +94,14 @@ export async function seedKommun(label) {
   const device = await call('POST', 'devices', {
     token: cw, body: { id: `klocka-${tag}`, protocol: 'native', wearer: wearer.id },
   });
-  const day = 24 * 3600 * 1000;
-  const minute = (t) => new Date(Math.floor(t / 60_000) * 60_000);
-  const walks = [walk(minute(Date.now() - 2 * day), ALONG), walk(minute(Date.now() - day), ALONG)];
-  await call('POST', 'ingest/positions', { bearer: device.token, body: { device: device.id, fixes: walks.flat() } });
+  const bound = Date.now();
+  const fix = (seconds, { lat, lon }) => ({
+    time: new Date(bound + 1000 + seconds * 1000).toISOString(), lat, lon, accuracy_m: 10, source: 'gps',
+  });
+  const history = walks ? WALKS.map((w) => w.map(([seconds, place]) => fix(seconds, place))) : [[fix(0, HOME)]];
+  const last = history.flat().at(-1).time;
+  await sleep(Math.max(0, new Date(last).getTime() + 1000 - Date.now()));
+  await call('POST', 'ingest/positions', { bearer: device.token, body: { device: device.id, fixes: history.flat() } });
   // The zone comes after the fixes: the engine never saw them inside a zone, so no alarm now.
   const hemma = await call('POST', `wearers/${wearer.id}/zones`, {
     token: cw,
@@ -105,7 +113,7 @@ export async function seedKommun(label) {
     body: { name: 'Trädgården', kind: 'stay_inside', radius_m: 80, geometry: { type: 'Point', coordinates: [13.85, 58.392] } },
   });
   return {
-    tenant, caseworker, staff, team, wearer, other, device, hemma, walks, cwToken: cw,
+    tenant, caseworker, staff, team, wearer, other, device, hemma, walks: history, cwToken: cw,
   };
 }
 

@@ -81,5 +81,5 @@ test('an expired session sends the user to login with a message, and back afterw
   } finally {
     await b.close();
   }
-  await assertClean(b, { allowConsole: [/status of 401 .* at .*\/api\/v1\/wearers/] });
+  await assertClean(b, { allowConsole: [/status of 401 .* at .*\/api\/v1\//] });
 });

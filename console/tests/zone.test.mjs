@@ -8,7 +8,7 @@ import {
   assertAccessible, assertClean, AWAY, call, logIn, openBrowser, screenshot, seedKommun, URL_BASE,
 } from './harness.mjs';
 
-const kommun = await seedKommun('Zoner');
+const kommun = await seedKommun('Zoner', { walks: true });
 const { wearer, other } = kommun;
 const hhmm = new Intl.DateTimeFormat('sv-SE', { hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZone: 'Europe/Stockholm' });
 
@@ -46,8 +46,8 @@ test('a polygon drawn with the pointer is dry-run against last week, saved, and 
     await page.goto(`${URL_BASE}/#/brukare/${wearer.id}/zoner/ny`);
     await page.locator('.maplibregl-canvas').waitFor();
     await page.getByTestId('draw-polygon').click();
-    // The map is fitted to the zone "Hemma" (150 m around home): a square of ±120 px around its
-    // middle holds home and leaves the walks' far point (500 m north) outside.
+    // The map is fitted to the zone "Hemma" (150 m around home): a square of ±120 px (about
+    // ±70 m) around its middle holds home and leaves the walks' far point (200 m north) outside.
     const box = await page.locator('.maplibregl-canvas').boundingBox();
     const cx = box.x + box.width / 2;
     const cy = box.y + box.height / 2;
@@ -77,7 +77,7 @@ test('a polygon drawn with the pointer is dry-run against last week, saved, and 
     const exits = items.filter((t) => t.includes('Lämnade zonen'));
     assert.equal(exits.length, 2, `two exits: ${items}`);
     assert.equal(items.filter((t) => t.includes('Tillbaka i zonen')).length, 2, `two returns: ${items}`);
-    // Each exit falls while its walk was away from home (the fixes 3..6 of the walk).
+    // Each exit is confirmed while its walk is away from home.
     kommun.walks.forEach((walk, i) => {
       const away = walk.filter((f) => f.lat === AWAY.lat).map((f) => hhmm.format(new Date(f.time)));
       assert.ok(away.some((t) => exits[i].includes(t)), `exit ${i + 1} "${exits[i]}" during ${away}`);

@@ -147,13 +147,14 @@ export async function zoneEditorPage(main, [wearerId, zoneId], ctx) {
 
   // --- the map ---
   const mapBox = h('div', { class: 'map', role: 'application', 'aria-label': 'Karta för att rita zonen med mus eller finger' });
-  const drawPolygon = h('button', { type: 'button', 'data-testid': 'draw-polygon' }, 'Rita polygon');
-  const drawCircle = h('button', { type: 'button', 'data-testid': 'draw-circle' }, 'Rita cirkel');
+  // Enabled once the drawing library has loaded.
+  const drawPolygon = h('button', { type: 'button', 'data-testid': 'draw-polygon', disabled: true }, 'Rita polygon');
+  const drawCircle = h('button', { type: 'button', 'data-testid': 'draw-circle', disabled: true }, 'Rita cirkel');
   const drawHint = h('p', { class: 'hint', 'aria-live': 'polite' });
   const mapPart = h('div', { class: 'map-part' },
     h('div', { class: 'toolbar' }, drawPolygon, drawCircle), drawHint, mapBox);
 
-  main.append(
+  replace(main,
     h('p', { class: 'crumbs' }, h('a', { href: `#/brukare/${wearerId}` }, `← ${wearer.name}`)),
     h('h1', {}, existing ? `Ändra trygghetszon ”${existing.properties.name}”` : `Ny trygghetszon för ${wearer.name}`),
     wearer.zones_alarming ? null : h('p', { class: 'notice warn' },
@@ -376,6 +377,8 @@ export async function zoneEditorPage(main, [wearerId, zoneId], ctx) {
   };
   drawPolygon.addEventListener('click', () => startDrawing('polygon'));
   drawCircle.addEventListener('click', () => startDrawing('circle'));
+  drawPolygon.disabled = false;
+  drawCircle.disabled = false;
   draw.on('finish', (id) => {
     const feature = draw.getSnapshot().find((f) => f.id === id);
     if (!feature) return;
