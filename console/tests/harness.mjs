@@ -194,7 +194,7 @@ export async function assertAccessible(page, what) {
 }
 
 export async function screenshot(page, name) {
-  await page.screenshot({ path: join(RESULTS, `${name}.png`), fullPage: false });
+  await page.screenshot({ path: join(RESULTS, `${name}.png`), fullPage: true });
 }
 
 /** Logs in through the login page. */

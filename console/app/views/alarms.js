@@ -254,6 +254,9 @@ const EVENT_WORDS = {
   escalated: 'eskalerat',
   received: 'mottaget i telefonen',
   superseded: 'ersatt av ett nytt larm',
+  push_failed: 'pushnotisen gick inte fram',
+  escalation_exhausted: 'ingen fler i larmordningen',
+  alarm_centre_notified: 'larmcentralen larmad',
 };
 
 function eventWord(kind) {

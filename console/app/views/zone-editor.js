@@ -248,6 +248,7 @@ export async function zoneEditorPage(main, [wearerId, zoneId], ctx) {
   let draw = null;
   let setPreview = () => {};
   let setDryRun = () => {};
+  let showAll = () => {};
 
   function formChanged() {
     let body;
@@ -275,7 +276,7 @@ export async function zoneEditorPage(main, [wearerId, zoneId], ctx) {
     replace(dryRunResult, h('p', { class: 'muted' }, 'Provkör …'));
     try {
       const result = await post(`wearers/${wearerId}/zones/dry-run`, body);
-      showDryRun(result);
+      showDryRun(result, body);
     } catch (error) {
       replace(dryRunResult);
       if (error instanceof ApiError && error.status === 422) showApiErrors(error);
@@ -285,7 +286,7 @@ export async function zoneEditorPage(main, [wearerId, zoneId], ctx) {
     }
   });
 
-  function showDryRun(result) {
+  function showDryRun(result, body) {
     const alarms = result.events.filter((e) => e.event !== 'return');
     replace(dryRunResult,
       h('h2', {}, 'Provkörning'),
@@ -302,6 +303,7 @@ export async function zoneEditorPage(main, [wearerId, zoneId], ctx) {
         type: 'Feature', properties: { event: e.event, label: clock(e.time) }, geometry: { type: 'Point', coordinates: [e.lon, e.lat] },
       })),
     });
+    showAll([...positionsOf(zoneShape(body.geometry, body.radius_m)), ...result.events.map((e) => [e.lon, e.lat])]);
   }
 
   form.addEventListener('submit', async (event) => {
@@ -356,6 +358,7 @@ export async function zoneEditorPage(main, [wearerId, zoneId], ctx) {
     },
   }]);
   setDryRun = (data) => dryRunLayer(data);
+  showAll = (points) => fitTo(map, points, 17);
   if (around.length) fitTo(map, around, 17);
   formChanged();
 
