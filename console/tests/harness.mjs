@@ -164,11 +164,25 @@ export async function openBrowser({ viewport = { width: 1280, height: 900 }, web
   };
 }
 
+/**
+ * Runs `body({ page, context })` in a fresh browser (options of [`openBrowser`]), closes it, and
+ * ends with [`assertClean`] (`allowConsole`: console errors this test expects).
+ */
+export async function inBrowser({ allowConsole, ...options }, body) {
+  const b = await openBrowser(options);
+  try {
+    await body(b);
+  } finally {
+    await b.close();
+  }
+  await assertClean(b, { allowConsole });
+}
+
 /** The browser logs a 401 it fetched; `auth/me` answers one whenever nobody is logged in. */
 const NOT_LOGGED_IN = /status of 401 \(Unauthorized\) at .*\/api\/v1\/auth\/me$/;
 
 /** Every test ends here: no CSP violation, no console error, nothing fetched from outside. */
-export async function assertClean(b, { allowConsole = [] } = {}) {
+async function assertClean(b, { allowConsole = [] } = {}) {
   assert.deepEqual(b.csp, [], 'CSP violations');
   const problems = b.problems.filter((p) => ![NOT_LOGGED_IN, ...allowConsole].some((re) => re.test(p)));
   assert.deepEqual(problems, [], 'console errors');

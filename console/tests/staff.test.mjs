@@ -6,15 +6,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  assertAccessible, assertClean, call, HOME, login, logIn, openBrowser, screenshot, seedKommun,
+  assertAccessible, call, HOME, login, logIn, inBrowser, screenshot, seedKommun,
 } from './harness.mjs';
 
 const kommun = await seedKommun('Larm');
 
 test('staff see a new alarm appear, follow the live position, acknowledge, go on site and close it', async () => {
-  const b = await openBrowser({ viewport: { width: 390, height: 844 } });
-  try {
-    const { page } = b;
+  await inBrowser({ viewport: { width: 390, height: 844 } }, async ({ page }) => {
     await logIn(page, kommun.staff.email);
     await page.getByRole('heading', { name: 'Öppna larm' }).waitFor();
     await page.getByText('Inga öppna larm.').waitFor();
@@ -66,8 +64,5 @@ test('staff see a new alarm appear, follow the live position, acknowledge, go on
     assert.equal(closed.outcome, 'assisted');
     assert.equal(closed.note, 'Satt på bänken utanför ICA, följde henne hem.');
     assert.equal(closed.acknowledged.name, 'Sven Personal');
-  } finally {
-    await b.close();
-  }
-  await assertClean(b);
+  });
 });

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  assertAccessible, assertClean, AWAY, call, logIn, openBrowser, screenshot, seedKommun, URL_BASE,
+  assertAccessible, AWAY, call, logIn, inBrowser, screenshot, seedKommun, URL_BASE,
 } from './harness.mjs';
 
 const kommun = await seedKommun('Zoner', { walks: true });
@@ -13,9 +13,7 @@ const { wearer, other } = kommun;
 const hhmm = new Intl.DateTimeFormat('sv-SE', { hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZone: 'Europe/Stockholm' });
 
 test('the brukare page shows watches, consent, zones (inactive without consent, and why), team and responders', async () => {
-  const b = await openBrowser();
-  try {
-    const { page } = b;
+  await inBrowser({}, async ({ page }) => {
     await logIn(page, kommun.caseworker.email);
     await page.getByRole('link', { name: 'Dagny Andersson' }).click();
     await page.getByRole('heading', { name: 'Dagny Andersson' }).waitFor();
@@ -31,16 +29,11 @@ test('the brukare page shows watches, consent, zones (inactive without consent, 
     await page.getByRole('heading', { name: 'Bertil Svensson' }).waitFor();
     assert.equal(await page.getByTestId('zone-inactive').textContent(), 'inaktiv: inget samtycke i kraft omfattar passiva larm');
     await page.getByText('Inga samtycken registrerade.').waitFor();
-  } finally {
-    await b.close();
-  }
-  await assertClean(b);
+  });
 });
 
 test('a polygon drawn with the pointer is dry-run against last week, saved, and stored with the same vertices', async () => {
-  const b = await openBrowser();
-  try {
-    const { page } = b;
+  await inBrowser({}, async ({ page }) => {
     await logIn(page, kommun.caseworker.email);
     await page.getByRole('heading', { name: 'Brukare' }).waitFor();
     await page.goto(`${URL_BASE}/#/brukare/${wearer.id}/zoner/ny`);
@@ -92,16 +85,11 @@ test('a polygon drawn with the pointer is dry-run against last week, saved, and 
     assert.ok(saved, 'the zone is stored');
     assert.equal(saved.properties.kind, 'stay_inside');
     assert.deepEqual(saved.geometry, { type: 'Polygon', coordinates: [[...vertices, vertices[0]]] });
-  } finally {
-    await b.close();
-  }
-  await assertClean(b);
+  });
 });
 
 test('without WebGL a circle is made with the keyboard alone, and a bad radius is shown at its field', async () => {
-  const b = await openBrowser({ webgl: false });
-  try {
-    const { page } = b;
+  await inBrowser({ webgl: false, allowConsole: [/status of 422 .* at .*\/zones$/] }, async ({ page }) => {
     await logIn(page, kommun.caseworker.email);
     await page.getByRole('heading', { name: 'Brukare' }).waitFor();
     await page.goto(`${URL_BASE}/#/brukare/${wearer.id}/zoner/ny`);
@@ -136,8 +124,5 @@ test('without WebGL a circle is made with the keyboard alone, and a bad radius i
     const saved = zones.features.find((z) => z.properties.name === 'Parken');
     assert.deepEqual(saved.geometry, { type: 'Point', coordinates: [13.8462, 58.3905] });
     assert.equal(saved.properties.radius_m, 120);
-  } finally {
-    await b.close();
-  }
-  await assertClean(b, { allowConsole: [/status of 422 .* at .*\/zones$/] });
+  });
 });
