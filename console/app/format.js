@@ -10,7 +10,6 @@ const dateTimeFormat = new Intl.DateTimeFormat('sv-SE', {
   weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
 });
 const dateFormat = new Intl.DateTimeFormat('sv-SE', { day: 'numeric', month: 'long', year: 'numeric' });
-const relative = new Intl.RelativeTimeFormat('sv', { style: 'short', numeric: 'always' });
 
 /** "14:05". */
 export const clock = (iso) => clockFormat.format(new Date(iso));
@@ -21,13 +20,17 @@ export const dateTime = (iso) => dateTimeFormat.format(new Date(iso));
 /** "1 december 2026". */
 export const date = (iso) => dateFormat.format(new Date(iso));
 
-/** How long ago, as staff say it: "för 4 min sedan", "för 2 tim. sedan", "nu". */
+/**
+ * How long ago, as staff say it: "nu", "för 4 min sedan", "för 2 tim sedan", "för 3 dagar
+ * sedan". Written out rather than `Intl.RelativeTimeFormat`, whose short Swedish form differs
+ * between ICU versions ("sen" or "sedan").
+ */
 export function ago(seconds) {
   const s = Math.max(0, Math.round(seconds));
   if (s < 45) return 'nu';
-  if (s < 3600) return relative.format(-Math.round(s / 60), 'minute');
-  if (s < 48 * 3600) return relative.format(-Math.round(s / 3600), 'hour');
-  return relative.format(-Math.round(s / 86400), 'day');
+  if (s < 3600) return `för ${Math.max(1, Math.round(s / 60))} min sedan`;
+  if (s < 48 * 3600) return `för ${Math.round(s / 3600)} tim sedan`;
+  return `för ${Math.round(s / 86400)} dagar sedan`;
 }
 
 /** Seconds between an ISO time and now. */
