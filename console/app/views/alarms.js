@@ -9,7 +9,9 @@ import { field, h, replace } from '../dom.js';
 import {
   ago, ALARM_KINDS, ALARM_STATES, clock, coord, CRITICAL_KINDS, dateTime, OUTCOMES, secondsSince, SOURCES,
 } from '../format.js';
-import { circlePolygon, createMap, fitTo, geojsonLayer, noMapBanner } from '../map.js';
+import {
+  circlePolygon, createMap, fitTo, geojsonLayer, noMapBanner, positionsOf, zoneShape,
+} from '../map.js';
 
 /** How often the list asks for open alarms. */
 const LIST_REFRESH_MS = 4000;
@@ -55,13 +57,17 @@ function alarmItem(a, isNew) {
     h('span', { class: 'meta' },
       h('span', { class: `state ${a.state}` }, ALARM_STATES[a.state] || a.state),
       ` · ${clock(a.raised_at)} (${ago(secondsSince(a.raised_at))})`,
-      a.zone ? ` · zon ${a.zone}` : '',
       a.acknowledged ? ` · kvitterat av ${a.acknowledged.name}` : '',
       a.on_site_overdue ? h('span', { class: 'tag warn' }, 'ingen på plats i tid') : null));
 }
 
 export async function alarmPage(main, [id], ctx) {
   let alarm = await get(`alarms/${id}`);
+  // A zone alarm names its zone by id: its name and shape come from the brukare's zones, which
+  // the staff member may read while they have the alarm (none when they may not).
+  const zone = alarm.zone && alarm.wearer
+    ? (await get(`wearers/${alarm.wearer.id}/zones`).catch(() => ({ features: [] }))).features.find((z) => z.id === alarm.zone)
+    : null;
   document.title = `${ALARM_KINDS[alarm.kind] || 'Larm'} – trygg`;
   const staff = ctx.session.role === 'staff';
   const mayClose = staff || ctx.session.role === 'tenant_admin';
@@ -93,7 +99,7 @@ export async function alarmPage(main, [id], ctx) {
     replace(stateLine,
       h('span', { class: `state ${alarm.state}` }, ALARM_STATES[alarm.state] || alarm.state),
       ` · utlöst ${dateTime(alarm.raised_at)}`,
-      alarm.zone ? ` · zon ${alarm.zone}` : '',
+      alarm.zone ? ` · zon ${zone ? zone.properties.name : '(okänd)'}` : '',
       alarm.acknowledged ? ` · kvitterat av ${alarm.acknowledged.name} ${clock(alarm.acknowledged.at)}` : '',
       alarm.on_site ? ` · på plats ${clock(alarm.on_site.at)}` : '',
       alarm.closed ? ` · avslutat ${clock(alarm.closed.at)} (${OUTCOMES[alarm.outcome] || alarm.outcome})` : '');
@@ -230,6 +236,12 @@ export async function alarmPage(main, [id], ctx) {
     mapBox.replaceWith(noMapBanner('Positionen står i text ovan.'));
     return leave;
   }
+  if (zone) {
+    geojsonLayer(map, 'zon', [
+      { id: 'zon-yta', type: 'fill', paint: { 'fill-color': '#1c7c54', 'fill-opacity': 0.1 } },
+      { id: 'zon-kant', type: 'line', paint: { 'line-color': '#1c7c54', 'line-width': 2 } },
+    ])({ type: 'Feature', properties: {}, geometry: zoneShape(zone.geometry, zone.properties.radius_m) });
+  }
   draw = {
     trail: geojsonLayer(map, 'spar', [{ id: 'spar', type: 'line', paint: { 'line-color': '#345', 'line-width': 2, 'line-dasharray': [2, 1] } }]),
     accuracy: geojsonLayer(map, 'noggrannhet', [
@@ -239,7 +251,8 @@ export async function alarmPage(main, [id], ctx) {
     position: geojsonLayer(map, 'position', [{ id: 'position', type: 'circle', paint: { 'circle-radius': 7, 'circle-color': '#c0392b', 'circle-stroke-color': '#fff', 'circle-stroke-width': 2 } }]),
   };
   redraw();
-  if (trail.length > 1) fitTo(map, trail);
+  const inView = [...trail, ...(zone ? positionsOf(zoneShape(zone.geometry, zone.properties.radius_m)) : [])];
+  if (inView.length > 1) fitTo(map, inView);
   return leave;
 }
 
@@ -254,6 +267,8 @@ const EVENT_WORDS = {
   escalated: 'eskalerat',
   received: 'mottaget i telefonen',
   superseded: 'ersatt av ett nytt larm',
+  push_sent: 'pushnotis skickad',
+  push_retry: 'pushnotisen försöks igen',
   push_failed: 'pushnotisen gick inte fram',
   escalation_exhausted: 'ingen fler i larmordningen',
   alarm_centre_notified: 'larmcentralen larmad',
