@@ -91,6 +91,29 @@ fn invalid_configuration_exits_64_with_one_line() {
 }
 
 #[test]
+fn an_unusable_base_map_exits_64_naming_the_setting() {
+    for (args, named) in [
+        (&["--base-map", "xyz", "--base-map-url", "https://t.example/{z}/{x}.png"][..], "TRYGG_BASE_MAP_URL"),
+        (
+            &["--base-map", "style", "--base-map-url", "https://s.example/style.json"],
+            "TRYGG_BASE_MAP_ATTRIBUTION",
+        ),
+        (&["--base-map", "osm"], "--base-map"),
+    ] {
+        let out = std::process::Command::new(common::BIN)
+            .arg("serve")
+            .args(args)
+            .env("TRYGG_JWT_SECRET", "a-signing-key-long-enough-for-hs256-tokens")
+            .env("TRYGG_DATABASE_URL", "sqlite://never-opened.db")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?} names {named}: {stderr}");
+    }
+}
+
+#[test]
 fn environment_variables_configure_serve_too() {
     let out = std::process::Command::new(common::BIN)
         .arg("serve")

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString, rand_core::OsRng};
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,10 @@ pub struct Claims {
     /// The account's token version when it was issued; a token of another version is revoked.
     #[serde(default)]
     pub tv: i64,
+    /// The browser session the token belongs to (the console's cookie); a token of an ended
+    /// session is refused. None for the bearer tokens of apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 impl Tokens {
@@ -100,27 +105,34 @@ impl Tokens {
 
     /// Signs a token for an account at token version 0 (a fresh account's).
     pub fn issue(&self, user: Uuid, tenant: Option<TenantId>, role: Role) -> Result<String, ApiError> {
-        self.issue_at(user, tenant, role, 0)
+        self.issue_at(user, tenant, role, 0, None)
     }
 
-    /// Signs a token for an account at its current token version.
+    /// Signs a token for an account at its current token version, for browser session `sid`
+    /// if given.
     pub fn issue_at(
         &self,
         user: Uuid,
         tenant: Option<TenantId>,
         role: Role,
         tv: i64,
+        sid: Option<Uuid>,
     ) -> Result<String, ApiError> {
         let iat = Utc::now().timestamp();
-        let exp = iat + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
         self.sign(&Claims {
             sub: user,
             tenant: tenant.map(|t| t.0),
             role: role.as_str().to_owned(),
-            exp,
+            exp: self.expiry(iat),
             iat,
             tv,
+            sid,
         })
+    }
+
+    /// When a token issued at `iat` (seconds since the epoch) expires.
+    pub fn expiry(&self, iat: i64) -> i64 {
+        iat + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2)
     }
 
     /// Signs arbitrary claims (tests use it for expired tokens).
@@ -135,7 +147,7 @@ impl Tokens {
         self.verify_versioned(token).map(|(caller, _)| caller)
     }
 
-    /// Like [`verify`](Self::verify), with the token version.
+    /// Like [`verify`](Self::verify), with the token version (the session is in the caller).
     fn verify_versioned(&self, token: &str) -> Result<(Caller, i64), ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             tracing::debug!(error = %e, "Token refused");
@@ -152,7 +164,9 @@ impl Tokens {
         if (role == Role::Admin) != claims.tenant.is_none() {
             return Err(ApiError::Unauthorized("invalid token"));
         }
-        Ok((Caller { user: claims.sub, tenant: claims.tenant.map(TenantId), role }, claims.tv))
+        let caller =
+            Caller { user: claims.sub, tenant: claims.tenant.map(TenantId), role, session: claims.sid };
+        Ok((caller, claims.tv))
     }
 }
 
@@ -200,6 +214,8 @@ pub struct Caller {
     pub tenant: Option<TenantId>,
     /// The account's role.
     pub role: Role,
+    /// The browser session of the token, if it is a console session's.
+    pub session: Option<Uuid>,
 }
 
 impl Caller {
@@ -222,17 +238,29 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing bearer token"))?
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("invalid token"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        let (caller, tv) = state.tokens.verify_versioned(token.trim())?;
+        let token = match parts.headers.get(AUTHORIZATION) {
+            Some(header) => {
+                let header = header.to_str().map_err(|_| ApiError::Unauthorized("invalid token"))?;
+                header
+                    .strip_prefix("Bearer ")
+                    .or_else(|| header.strip_prefix("bearer "))
+                    .ok_or(ApiError::Unauthorized("missing bearer token"))?
+                    .trim()
+            }
+            None => {
+                let token =
+                    session_cookie(&parts.headers).ok_or(ApiError::Unauthorized("missing bearer token"))?;
+                // A browser sends the cookie with whatever page started the request.
+                same_origin_json(&parts.method, &parts.headers)?;
+                token
+            }
+        };
+        let (caller, tv) = state.tokens.verify_versioned(token)?;
+        if let Some(session) = caller.session
+            && !state.store.session_open(session).await?
+        {
+            return Err(ApiError::Unauthorized("session ended; log in again"));
+        }
         match state.accounts.state(state.store.as_ref(), caller.user).await? {
             Some(account) if account.active && account.tenant == caller.tenant => {
                 if account.token_version == tv {
@@ -244,6 +272,51 @@ impl FromRequestParts<ApiState> for Caller {
             _ => Err(ApiError::Unauthorized("account disabled")),
         }
     }
+}
+
+/// The web console's session cookie. `__Host-`: the browser keeps it only if it was set Secure,
+/// for Path=/ and without a Domain, so no other host or path can plant or read it.
+pub const SESSION_COOKIE: &str = "__Host-trygg_session";
+
+/// The session cookie's token, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+/// Refuses (403) a request that changes something and that a browser may have sent for another
+/// site's page: with a cookie, an unsafe method needs `Sec-Fetch-Site: same-origin` (or, from a
+/// browser that sends no fetch metadata, an `Origin` naming this host) and a JSON body, which a
+/// cross-site form cannot send. Safe methods pass: they change nothing, and SameSite=Strict keeps
+/// the cookie off cross-site requests in the first place.
+pub fn same_origin_json(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let same_origin = match (text("sec-fetch-site"), text("origin"), text("host")) {
+        (Some(site), _, _) => site == "same-origin",
+        (None, Some(origin), Some(host)) => {
+            origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host)
+        }
+        _ => false,
+    };
+    if !same_origin {
+        return Err(ApiError::Refused("cross-site request refused"));
+    }
+    let json = text("content-type")
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::Refused("a request with the session cookie must send application/json"));
+    }
+    Ok(())
 }
 
 /// Hashes a password with argon2id (its recommended parameters) on a hashing thread, once a

@@ -21,6 +21,10 @@ pub enum ApiError {
     /// A valid caller whose role may not do this.
     #[error("your role may not do this")]
     Forbidden,
+    /// A request refused for how it was sent, whoever sent it (a cross-site request with the
+    /// session cookie).
+    #[error("{0}")]
+    Refused(&'static str),
     /// No such resource in the caller's tenant (including another tenant's resource).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -82,7 +86,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, details) = match &self {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Value::Null),
-            Self::Forbidden => (StatusCode::FORBIDDEN, Value::Null),
+            Self::Forbidden | Self::Refused(_) => (StatusCode::FORBIDDEN, Value::Null),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, Value::Null),
             Self::Conflict(_) => (StatusCode::CONFLICT, Value::Null),
             Self::ConflictWith { details, .. } => (StatusCode::CONFLICT, details.clone()),

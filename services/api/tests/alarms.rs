@@ -10,11 +10,11 @@ use std::time::Duration;
 use axum::body::{Body, BodyDataStream};
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{App, Fixture, LIVE_POLL};
+use common::{App, Fixture, LIVE_POLL, fix, store_fixes};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use trygg_core::{AlarmKind, DeviceId, Fix, FixSource, Outcome, Step, WearerId};
-use trygg_store::{FixBatch, NewFix, Role, StepRequest, Store, WearerFields, on_both_backends};
+use trygg_core::{AlarmKind, DeviceId, Fix, Outcome, Step, WearerId};
+use trygg_store::{Role, StepRequest, Store, WearerFields, on_both_backends};
 use uuid::Uuid;
 
 on_both_backends!(
@@ -39,28 +39,8 @@ on_both_backends!(
     bad_query_parameters_are_a_400_in_the_error_shape,
 );
 
-fn fix(time: DateTime<Utc>, lat: f64, lon: f64, accuracy_m: Option<f64>) -> Fix {
-    Fix {
-        time,
-        lat,
-        lon,
-        accuracy_m,
-        speed_mps: None,
-        course_deg: None,
-        altitude_m: None,
-        battery_pct: None,
-        source: FixSource::default(),
-    }
-}
-
 async fn store_fix(app: &App, device: &DeviceId, f: Fix, received_at: DateTime<Utc>) {
     store_fixes(app, device, vec![f], received_at).await;
-}
-
-async fn store_fixes(app: &App, device: &DeviceId, fixes: Vec<Fix>, received_at: DateTime<Utc>) {
-    let fixes = fixes.into_iter().map(|fix| NewFix { fix, late: false }).collect();
-    let batch = FixBatch { device: device.clone(), received_at, fixes };
-    app.state.store.insert_fixes(&[batch]).await.unwrap();
 }
 
 /// The access log entries of `what`, as (user, wearer, reason).

@@ -66,6 +66,7 @@ fn claims(tenant: uuid::Uuid, exp_from_now: i64) -> Claims {
         exp: now + exp_from_now,
         iat: now,
         tv: 0,
+        sid: None,
     }
 }
 

@@ -212,6 +212,8 @@ fn cases() -> Vec<Case> {
         hidden(case("GET", "/api/v1/wearers/{wearer}/zones", None, READERS, 200, true)),
         hidden(case("GET", "/api/v1/wearers/{wearer}/zones/{zone}", None, READERS, 200, true)),
         case("GET", "/api/v1/wearers/{mine}/zones", None, READERS, 200, true),
+        case("GET", "/api/v1/auth/me", None, ALL, 200, false),
+        case("POST", "/api/v1/wearers/{wearer}/zones/dry-run", Some(zone.clone()), EDITORS, 200, true),
         case("PUT", "/api/v1/wearers/{wearer}/zones/{zone}", Some(zone), EDITORS, 200, true),
         case("DELETE", "/api/v1/wearers/{wearer}/zones/{fresh_zone}", None, EDITORS, 204, true),
         case("POST", "/api/v1/teams", Some(json!({ "name": "Team {n}" })), EDITORS, 201, false),

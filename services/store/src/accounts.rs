@@ -1,5 +1,6 @@
-//! Whether an account may use the API now: disabled and deleted accounts, and the token version
-//! that revokes every token issued before a password change, a reset or a disabling.
+//! Whether an account may use the API now: disabled and deleted accounts, the token version
+//! that revokes every token issued before a password change, a reset or a disabling, and the
+//! web console's sessions, which a logout ends one at a time.
 //!
 //! A trait of its own (like [`Devices`](crate::Devices)) so that the per-request check the API
 //! makes is one small query, written once for both backends by [`impl_accounts`].
@@ -59,6 +60,19 @@ pub trait Accounts: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// The password hash of an account that is not deleted.
     async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError>;
+    /// Opens a browser session `id` of account `user` at `at`, valid until `expires_at`; sessions
+    /// that expired before `at` are deleted on the way (their tokens are refused anyway).
+    async fn open_session(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Whether session `id` exists and has not ended.
+    async fn session_open(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Ends session `id` of account `user` (a logout). False if it was not open.
+    async fn end_session(&self, id: Uuid, user: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
 /// Expands to `impl Accounts for $store` (backend `$db`), with the invoking module's `db_id`,
@@ -186,6 +200,56 @@ macro_rules! impl_accounts {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(|r| r.get(0)))
+            }
+
+            async fn open_session(
+                &self,
+                id: uuid::Uuid,
+                user: uuid::Uuid,
+                at: chrono::DateTime<chrono::Utc>,
+                expires_at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("delete from sessions where expires_at < $1")
+                    .bind(db_time(at))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "insert into sessions (id, user_id, created_at, expires_at) values ($1, $2, $3, $4)",
+                )
+                .bind(db_id(id))
+                .bind(db_id(user))
+                .bind(db_time(at))
+                .bind(db_time(expires_at))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session_open(&self, id: uuid::Uuid) -> Result<bool, $crate::StoreError> {
+                let row = sqlx::query("select 1 from sessions where id = $1 and ended_at is null")
+                    .bind(db_id(id))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn end_session(
+                &self,
+                id: uuid::Uuid,
+                user: uuid::Uuid,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::StoreError> {
+                let done = sqlx::query(
+                    "update sessions set ended_at = $1 where id = $2 and user_id = $3 and ended_at is null",
+                )
+                .bind(db_time(at))
+                .bind(db_id(id))
+                .bind(db_id(user))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

@@ -104,6 +104,8 @@ pub struct ServeArgs {
     pub push: PushArgs,
     #[command(flatten)]
     pub devices: crate::device_config::DeviceArgs,
+    #[command(flatten)]
+    pub console: crate::console::BaseMapArgs,
 }
 
 /// Push to staff phones over FCM HTTP v1.
@@ -319,6 +321,8 @@ pub struct ServeConfig {
     pub test_fault: Option<TestFault>,
     /// The watch, GT06 and OsmAnd listeners.
     pub devices: crate::device_config::DeviceSettings,
+    /// The web console's base map.
+    pub base_map: crate::console::BaseMap,
 }
 
 /// A fault injected for black-box tests of supervision (`TRYGG_TEST_FAULT`, hidden from
@@ -386,6 +390,7 @@ impl ServeArgs {
             stall_after: Duration::from_secs(self.task_stall_secs),
             test_fault: self.test_fault,
             devices: self.devices.settings()?,
+            base_map: self.console.config()?,
         })
     }
 }

@@ -10,6 +10,10 @@
 //! acknowledges, the alarm escalates to the whole team after 30 s, and Maja confirms the push,
 //! acknowledges, marks on site and closes it; the alarm's timeline is printed. Every step is
 //! printed as it happens, then what ended up in the database.
+//!
+//! With `--console` the server stays up after that for the web console: the demo prints its URL
+//! and the caseworker's and staff's logins, and Dagny keeps walking out of her zone and back, so
+//! a new zone-exit alarm and her live position can be followed on the map, until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,6 +35,10 @@ pub struct DemoArgs {
     /// How long the simulated watches run, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..=600))]
     pub seconds: u64,
+    /// Keep the server up afterwards for the web console (prints its URL and logins) with Dagny
+    /// walking out of her zone again and again, until Ctrl-C / SIGTERM.
+    #[arg(long)]
+    pub console: bool,
 }
 
 /// Skövde centrum, where the simulated wearers live.
@@ -100,6 +108,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         stall_after: Duration::from_secs(60),
         test_fault: None,
         devices: crate::device_config::DeviceSettings::loopback(),
+        base_map: crate::console::BaseMap::default(),
     };
     let server = Server::build(config).await?;
     let base = format!("http://{}", server.local_addr());
@@ -122,6 +131,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         watch_over_tcp(watch_addr, started),
     )?;
     passive_alarm(&client, &base, &fcm, &dagny, started).await?;
+    if args.console {
+        console(&client, &base, &dagny, started).await?;
+    }
 
     let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
     say(started, "metrics:");
@@ -232,9 +244,11 @@ impl Api<'_> {
     }
 }
 
-/// What the caseworker set up for Dagny: her watch's token and the staff members' password.
+/// What the caseworker set up for Dagny: her watch's token, and the caseworker's and the staff
+/// members' passwords.
 struct Dagny {
     device_token: String,
+    caseworker_password: String,
     staff_password: String,
 }
 
@@ -311,7 +325,7 @@ async fn caseworker_flow(
         started,
         "  responders: Sven first; if he has not acknowledged within 30 s, all of Nattpatrullen (Sven, Maja)",
     );
-    Ok(Dagny { device_token, staff_password })
+    Ok(Dagny { device_token, caseworker_password: password, staff_password })
 }
 
 /// Dagny walks out of her zone while FCM is down. The push reaches Sven once FCM is back; he
@@ -402,6 +416,49 @@ async fn passive_alarm(
             e["kind"].as_str().unwrap_or(""),
             e["detail"].as_str().unwrap_or("")
         );
+    }
+    Ok(())
+}
+
+/// Keeps the server up for the web console until SIGINT/SIGTERM, with Dagny walking out of her
+/// zone and back (a fix every 5 s), so each walk raises a zone-exit alarm whose live position
+/// moves on the staff page.
+async fn console(
+    client: &reqwest::Client,
+    base: &str,
+    dagny: &Dagny,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let stop = crate::server::shutdown_signal().context("listening for Ctrl-C")?;
+    println!();
+    println!("The web console: {base}/   (Chrome, Firefox or Edge; the demo runs until Ctrl-C)");
+    println!("  handläggare: hanna@demo.trygg   password {}", dagny.caseworker_password);
+    for (email, _, _) in STAFF {
+        println!("  personal:    {email:<17} password {}", dagny.staff_password);
+    }
+    println!("Dagny walks 300 m out of her zone and back every 3 minutes: log in as personal to see the");
+    println!("zone-exit alarm arrive and her position move; acknowledge, mark on site and close it there.");
+    println!();
+    let walk = async {
+        // Home for a minute, 20 m a step out to 300 m and back: 3 minutes a round at 5 s a fix.
+        let steps = (0..12)
+            .map(|_| 0.0)
+            .chain((0..=15).map(|i| f64::from(i) * 20.0))
+            .chain((0..15).rev().map(|i| f64::from(i) * 20.0));
+        for north_m in steps.cycle() {
+            let f = fix(0, HOME.0 + north_m / 111_320.0, HOME.1, 8.0);
+            let (status, answer) =
+                post_fixes(client, base, "dagny-watch", &dagny.device_token, vec![f]).await?;
+            if status != 200 {
+                say(started, &format!("  dagny-watch → fix {north_m:>3} m north … {status} {answer}"));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        () = stop => say(started, "stopping the demo"),
+        walked = walk => walked?,
     }
     Ok(())
 }

@@ -165,9 +165,7 @@ impl Server {
             .with_state(ops)
             .merge(trygg_ingest::router(ingest))
             .merge(trygg_api::router(api.clone()))
-            .fallback(|| async {
-                (StatusCode::NOT_FOUND, Json(json!({ "error": "no such endpoint", "details": null })))
-            });
+            .merge(crate::console::router(&config.base_map));
         Ok(Self {
             listener,
             app,

@@ -91,15 +91,26 @@ pub struct PositionOut {
     pub time: DateTime<Utc>,
     /// Seconds between the fix and now.
     pub age_secs: i64,
+    /// How the device found it: `gps`, `wifi`, `cell` or `unknown`; absent for the position
+    /// stored with the alarm (see `last_position`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
 }
 
 impl PositionOut {
     fn new(p: &Position, time: DateTime<Utc>, now: DateTime<Utc>) -> Self {
-        Self { lat: p.lat, lon: p.lon, accuracy_m: p.accuracy_m, time, age_secs: (now - time).num_seconds() }
+        Self {
+            lat: p.lat,
+            lon: p.lon,
+            accuracy_m: p.accuracy_m,
+            time,
+            age_secs: (now - time).num_seconds(),
+            source: None,
+        }
     }
 
     fn of_fix(f: &StoredFix, now: DateTime<Utc>) -> Self {
-        Self::new(&Position::of(&f.fix), f.fix.time, now)
+        Self { source: Some(f.fix.source.as_str()), ..Self::new(&Position::of(&f.fix), f.fix.time, now) }
     }
 }
 
@@ -414,6 +425,8 @@ pub struct TrailPoint {
     pub accuracy_m: Option<f64>,
     /// The fix time (device clock).
     pub time: DateTime<Utc>,
+    /// How the device found it: `gps`, `wifi`, `cell` or `unknown`.
+    pub source: &'static str,
 }
 
 /// An alarm with what a responder needs to go out: the note, the contact, where the wearer is
@@ -500,6 +513,7 @@ pub async fn get(
                 lon: f.fix.lon,
                 accuracy_m: f.fix.accuracy_m,
                 time: f.fix.time,
+                source: f.fix.source.as_str(),
             })
             .collect(),
     }))

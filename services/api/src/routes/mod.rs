@@ -48,6 +48,8 @@ const CLOSERS: &[Role] = &[Role::Staff, Role::TenantAdmin];
 pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
         .routes(routes!(auth::login))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::logout))
         .routes(routes!(auth::change_password))
         .routes(routes!(tenants::create, tenants::list))
         .routes(routes!(tenants::get))
@@ -74,6 +76,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(devices::unbind))
         .routes(routes!(devices::replace))
         .routes(routes!(zones::create, zones::list))
+        .routes(routes!(zones::dry_run))
         .routes(routes!(zones::get, zones::update, zones::delete))
         .routes(routes!(teams::create, teams::list))
         .routes(routes!(teams::set_members))

@@ -542,6 +542,22 @@ pub struct PositionOut {
     pub battery_pct: Option<u8>,
 }
 
+/// 409 unless a consent in force at `now` covers positioning: every read of a wearer's stored
+/// positions needs one.
+pub(super) async fn require_positioning_consent(
+    state: &ApiState,
+    tenant: TenantId,
+    wearer: &Wearer,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let consents = state.store.consents(tenant, Some(wearer.id)).await?;
+    if consents.iter().any(|c| c.consent.positioning && c.in_force_at(now)) {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict("no consent in force covers positioning".to_owned()))
+    }
+}
+
 /// A wearer's recent positions (the trail), from every device bound to them at the time. Every
 /// read is recorded in the access log with the caller and the stated reason. Staff read them
 /// only while they have an open alarm for the wearer that they can see (403 otherwise).
@@ -565,10 +581,7 @@ pub async fn positions(
     let reason = q.reason.unwrap_or_default();
     Check::default().text("reason", &reason, 3, 500).done()?;
     let now = Utc::now();
-    let consents = state.store.consents(tenant, Some(wearer.id)).await?;
-    if !consents.iter().any(|c| c.consent.positioning && c.in_force_at(now)) {
-        return Err(ApiError::Conflict("no consent in force covers positioning".to_owned()));
-    }
+    require_positioning_consent(&state, tenant, &wearer, now).await?;
     let limit = crate::validate::limit(q.limit, 100, 1000)?;
     let mut out = Vec::new();
     for b in state.store.bindings(tenant, wearer.id).await? {

@@ -4,20 +4,26 @@
 //! exactly what the evaluator can answer for. A zone outside Sweden is stored with a warning
 //! (a border municipality or a holiday may need one); without a consent in force covering
 //! passive alarms a zone is stored but marked as not alarming.
+//!
+//! Before saving, a caseworker can dry-run a zone (`zones/dry-run`): the real exit policy and
+//! schedule over the wearer's stored fixes of the last week answer which alarms the zone would
+//! have raised, so a zone drawn too tight is seen before it pages staff. Like any read of
+//! positions it needs a consent covering positioning and is recorded in the access log; only the
+//! events leave the server, never the fixes between them.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trygg_core::TenantId;
-use trygg_geofence::{Schedule, Shape, Zone, ZoneError, ZoneId, ZoneKind};
-use trygg_store::{StoredZone, Wearer, ZoneFields};
+use trygg_geofence::{DeviceState, EventKind, Schedule, Shape, Zone, ZoneError, ZoneId, ZoneIndex, ZoneKind};
+use trygg_store::{AccessEntry, StoredZone, Wearer, ZoneFields};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::wearers::not_alarming_reason;
+use super::wearers::{not_alarming_reason, require_positioning_consent};
 use super::{EDITORS, READERS, find_visible_wearer, find_wearer, path_id, zones_changed};
 use crate::ApiState;
 use crate::auth::Caller;
@@ -346,4 +352,113 @@ pub async fn delete(
     }
     zones_changed(&state, tenant).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How far back a dry run looks.
+pub const DRY_RUN_DAYS: i64 = 7;
+/// Most fixes a dry run reads per device: a week of a watch reporting every 30 s.
+pub const DRY_RUN_MAX_FIXES: u32 = 7 * 24 * 120;
+
+/// What a zone would have done over the last week.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DryRun {
+    /// Start of the period looked at.
+    pub from: DateTime<Utc>,
+    /// End of the period (now).
+    pub to: DateTime<Utc>,
+    /// How many of the wearer's fixes the policy was run over.
+    pub fixes_considered: usize,
+    /// Whether a device had more fixes than a dry run reads ([`DRY_RUN_MAX_FIXES`]); then the
+    /// oldest were left out.
+    pub truncated: bool,
+    /// The alarms (`exit` of a stay_inside zone, `enter` of a keep_out zone) and returns the zone
+    /// would have raised, oldest first.
+    pub events: Vec<DryRunEvent>,
+    /// Things worth a second look about the zone itself (as when saving it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// One event a zone would have raised, at the fix that confirmed it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DryRunEvent {
+    /// `exit`, `return` or `enter`.
+    #[schema(value_type = String)]
+    pub event: EventKind,
+    /// The confirming fix's time.
+    pub time: DateTime<Utc>,
+    /// The confirming fix's latitude.
+    pub lat: f64,
+    /// The confirming fix's longitude.
+    pub lon: f64,
+    /// The confirming fix's accuracy in metres, if reported.
+    pub accuracy_m: Option<f64>,
+}
+
+/// Runs a zone that is not saved yet (the body of a zone create) over the wearer's stored fixes
+/// of the last 7 days, with the tenant's exit policy and the zone's schedule, and answers the
+/// events it would have raised. Only fixes of devices while they were bound to this wearer count.
+/// Recorded in the access log; needs a consent in force covering positioning.
+#[utoipa::path(post, path = "/api/v1/wearers/{id}/zones/dry-run", tag = "zones", params(("id" = Uuid, Path)), request_body = ZoneIn,
+    security(("bearer" = [])), responses((status = 200, body = DryRun), (status = 404),
+    (status = 409, description = "no consent in force covers positioning"), (status = 422)))]
+#[tracing::instrument(skip_all)]
+pub async fn dry_run(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<ZoneIn>,
+) -> Result<Json<DryRun>, ApiError> {
+    let tenant = caller.tenant_for(EDITORS)?;
+    let wearer = find_wearer(&state, tenant, &id).await?;
+    let settings = Settings::load(state.store.as_ref(), tenant).await?;
+    let (fields, warnings) = checked_zone(body, &settings.time_zone)?;
+    let now = Utc::now();
+    require_positioning_consent(&state, tenant, &wearer, now).await?;
+    let name = fields.name.clone();
+    let draft = StoredZone { id: Uuid::nil(), wearer: wearer.id, fields, updated_at: now };
+    let zone = trygg_alarms::zones::to_geofence(&draft)?;
+    let from = now - TimeDelta::days(DRY_RUN_DAYS);
+    let mut run =
+        DryRun { from, to: now, fixes_considered: 0, truncated: false, events: Vec::new(), warnings };
+    for binding in state.store.bindings(tenant, wearer.id).await? {
+        let start = binding.bound_at.max(from);
+        let end = binding.unbound_at.map_or(now, |u| u.min(now));
+        if start >= end {
+            continue;
+        }
+        let fixes = state.store.fixes_between(&binding.device, start, Some(end), DRY_RUN_MAX_FIXES).await?;
+        run.truncated |= fixes.len() == DRY_RUN_MAX_FIXES as usize;
+        // The engine evaluates a device's fixes against its wearer's zones; this one zone alone
+        // decides the same (zones share only the device's speed check, which sees every fix).
+        let index = ZoneIndex::build(vec![zone.clone().for_devices(vec![binding.device.clone()])])
+            .map_err(|e| ApiError::Internal(format!("indexing a dry-run zone: {e}")))?;
+        let mut device_state = DeviceState::default();
+        // A binding ends at `unbound_at`, exclusive: the next wearer's first fix is not this one's.
+        for stored in fixes.iter().filter(|f| binding.unbound_at.is_none_or(|u| f.fix.time < u)) {
+            run.fixes_considered += 1;
+            let fix = &stored.fix;
+            for event in settings.exit_policy.evaluate(&index, &binding.device, &mut device_state, fix) {
+                run.events.push(DryRunEvent {
+                    event: event.kind,
+                    time: event.time,
+                    lat: fix.lat,
+                    lon: fix.lon,
+                    accuracy_m: fix.accuracy_m,
+                });
+            }
+        }
+    }
+    run.events.sort_by_key(|e| e.time);
+    // Recorded before the answer leaves: a read that cannot be logged is not served.
+    let entry = AccessEntry {
+        tenant,
+        user: caller.user,
+        wearer: wearer.id,
+        at: now,
+        what: "zone_dry_run".to_owned(),
+        reason: format!("dry run of zone {name:?}"),
+    };
+    state.store.log_access(&entry).await?;
+    Ok(Json(run))
 }

@@ -16,10 +16,11 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_core::AlarmKind;
-use trygg_core::{DeviceId, TenantId, WearerId};
+use trygg_core::{DeviceId, Fix, FixSource, TenantId, WearerId};
 use trygg_store::alarms::{EngineCommit, NewAlarm, Position, Signal, SignalOutcome};
 use trygg_store::{
-    ConsentGiver, NewConsent, NewDevice, NewUser, Protocol, Role, Store, WearerFields, ZoneFields,
+    ConsentGiver, FixBatch, NewConsent, NewDevice, NewFix, NewUser, Protocol, Role, Store, WearerFields,
+    ZoneFields,
 };
 use uuid::Uuid;
 
@@ -182,6 +183,28 @@ impl Fixture {
     pub fn token(&self, role: Role) -> &str {
         &self.tokens.iter().find(|(r, _)| *r == role).expect("a token for the role").1.1
     }
+}
+
+/// A GPS fix at `time`.
+pub fn fix(time: DateTime<Utc>, lat: f64, lon: f64, accuracy_m: Option<f64>) -> Fix {
+    Fix {
+        time,
+        lat,
+        lon,
+        accuracy_m,
+        speed_mps: None,
+        course_deg: None,
+        altitude_m: None,
+        battery_pct: None,
+        source: FixSource::default(),
+    }
+}
+
+/// Stores `fixes` of `device` as the group committer does.
+pub async fn store_fixes(app: &App, device: &DeviceId, fixes: Vec<Fix>, received_at: DateTime<Utc>) {
+    let fixes = fixes.into_iter().map(|fix| NewFix { fix, late: false }).collect();
+    let batch = FixBatch { device: device.clone(), received_at, fixes };
+    app.state.store.insert_fixes(&[batch]).await.unwrap();
 }
 
 /// A square polygon around Skövde centrum.
