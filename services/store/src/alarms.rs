@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::dialect::{Db, On, Row, Tx, get_opt_time, get_opt_uuid, get_time, get_uuid, query};
 use crate::fixes::{FIX_COLUMNS, stored_fix};
 use crate::outbox::escalation_deadline_in;
-use crate::{SqlStore, StoreError, StoredFix, parse_device, parse_kind, parse_text};
+use crate::{SqlStore, StoreError, parse_device, parse_kind, parse_text};
 
 /// How far before an alarm's trigger its trail starts. Fixes in a critical alarm's trail
 /// (through the alarm's close) are kept past the retention period, with the alarm.
@@ -399,23 +399,6 @@ pub trait Alarms: Send + Sync {
     /// An alarm's events, oldest first.
     async fn alarm_events(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>, StoreError>;
 
-    /// A device's newest `limit` fixes with a fix time from `from` up to `until` (both
-    /// inclusive; no end if `None`), oldest first.
-    async fn fixes_between(
-        &self,
-        device: &DeviceId,
-        from: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<StoredFix>, StoreError>;
-    /// A device's fixes received after `after`, in the order received, at most `limit`.
-    async fn fixes_received_after(
-        &self,
-        device: &DeviceId,
-        after: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<StoredFix>, StoreError>;
-
     /// Registers a phone's push token for an account (moving it from any other account of the
     /// tenant). [`StoreError::Conflict`] if another tenant's account has it.
     async fn put_push_token(
@@ -540,7 +523,7 @@ impl Alarms for SqlStore {
                                 position: Some(*position),
                                 detail: String::new(),
                             };
-                            event_in(&mut tx, id, &event).await?;
+                            event_in(&mut tx, id, &event, None).await?;
                             SignalOutcome::Joined(id)
                         }
                         None => SignalOutcome::Nothing,
@@ -758,7 +741,7 @@ impl Alarms for SqlStore {
                     _ => String::new(),
                 },
             };
-            event_in(&mut tx, id, &event).await?;
+            event_in(&mut tx, id, &event, None).await?;
         }
         tx.commit().await?;
         let Some(alarm) = alarm_in(&self.db, tenant, id, None).await? else { return Ok(None) };
@@ -791,47 +774,6 @@ impl Alarms for SqlStore {
                 })
             })
             .collect()
-    }
-
-    #[instrument(level = "debug", skip_all)]
-    async fn fixes_between(
-        &self,
-        device: &DeviceId,
-        from: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<StoredFix>, StoreError> {
-        let rows = query(format!(
-            "select {FIX_COLUMNS} from fixes f where f.device_id = $1 and f.time >= $2 \
-                     and ($3 is null or f.time <= $3) order by f.time desc limit $4"
-        ))
-        .bind(device.as_str())
-        .bind(from)
-        .bind(until)
-        .bind(i64::from(limit))
-        .fetch_all(&self.db)
-        .await?;
-        // Newest first to keep the newest; the caller wants them in time order.
-        rows.iter().rev().map(|r| stored_fix(r, 0)).collect()
-    }
-
-    #[instrument(level = "debug", skip_all)]
-    async fn fixes_received_after(
-        &self,
-        device: &DeviceId,
-        after: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<StoredFix>, StoreError> {
-        let rows = query(format!(
-            "select {FIX_COLUMNS} from fixes f where f.device_id = $1 and f.received_at > $2 \
-                     order by f.received_at, f.time limit $3"
-        ))
-        .bind(device.as_str())
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter().map(|r| stored_fix(r, 0)).collect()
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -959,7 +901,7 @@ async fn raise_in(tx: &mut Tx, a: &NewAlarm, now: DateTime<Utc>) -> Result<Signa
                 .get(0);
         if open.takes_repeat(now, chrono::Duration::seconds(join_secs)) {
             let event = NewAlarmEvent { at: now, kind: "repeated".into(), actor: None, position, detail };
-            event_in(tx, open.id, &event).await?;
+            event_in(&mut *tx, open.id, &event, None).await?;
             query("update alarms set last_triggered_at = $1 where id = $2")
                 .bind(now)
                 .bind(open.id)
@@ -996,7 +938,7 @@ async fn raise_in(tx: &mut Tx, a: &NewAlarm, now: DateTime<Utc>) -> Result<Signa
     .execute(&mut *tx)
     .await?;
     let event = NewAlarmEvent { at: now, kind: "raised".into(), actor: None, position, detail };
-    event_in(tx, id, &event).await?;
+    event_in(&mut *tx, id, &event, None).await?;
     if let Some(old) = open {
         let event = NewAlarmEvent {
             at: now,
@@ -1008,7 +950,7 @@ async fn raise_in(tx: &mut Tx, a: &NewAlarm, now: DateTime<Utc>) -> Result<Signa
                 old.state
             ),
         };
-        event_in(tx, old.id, &event).await?;
+        event_in(&mut *tx, old.id, &event, None).await?;
     }
     for recipient in &a.recipients {
         query(
@@ -1166,16 +1108,24 @@ async fn device_back_in(
             position: None,
             detail: note,
         };
-        event_in(tx, id, &event).await?;
+        event_in(&mut *tx, id, &event, None).await?;
         outcome = SignalOutcome::Joined(id);
     }
     Ok(outcome)
 }
 
-pub(crate) async fn event_in(tx: &mut Tx, alarm: Uuid, e: &NewAlarmEvent) -> Result<(), StoreError> {
-    query(
+/// Appends an event to an alarm's trail. With `tenant`, only to an alarm of that tenant (false
+/// otherwise); without, the caller has the alarm in hand (in the transaction that writes it).
+pub(crate) async fn event_in(
+    on: impl Into<On<'_>>,
+    alarm: Uuid,
+    e: &NewAlarmEvent,
+    tenant: Option<TenantId>,
+) -> Result<bool, StoreError> {
+    let done = query(
         "insert into alarm_events (alarm_id, at, kind, actor, lat, lon, accuracy_m, detail) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+         select $1, $2, $3, $4, $5, $6, $7, $8 \
+         where $9 is null or exists (select 1 from alarms where id = $1 and tenant_id = $9)",
     )
     .bind(alarm)
     .bind(e.at)
@@ -1185,9 +1135,10 @@ pub(crate) async fn event_in(tx: &mut Tx, alarm: Uuid, e: &NewAlarmEvent) -> Res
     .bind(e.position.map(|p| p.lon))
     .bind(e.position.and_then(|p| p.accuracy_m))
     .bind(&e.detail)
-    .execute(&mut *tx)
+    .bind(tenant)
+    .execute(on)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 async fn alarm_in(

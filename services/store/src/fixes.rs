@@ -104,6 +104,23 @@ pub trait Fixes: Send + Sync {
     /// The alarms a device raised, oldest first.
     async fn device_alarms(&self, device: &DeviceId) -> Result<Vec<StoredDeviceAlarm>, StoreError>;
 
+    /// A device's newest `limit` fixes with a fix time from `from` up to `until` (both
+    /// inclusive; no end if `None`), oldest first.
+    async fn fixes_between(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<StoredFix>, StoreError>;
+    /// A device's fixes received after `after`, in the order received, at most `limit`.
+    async fn fixes_received_after(
+        &self,
+        device: &DeviceId,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredFix>, StoreError>;
+
     /// Deletes fixes older than their tenant's retention (`default_retention_days` for a tenant
     /// without settings) at `now`, except fixes attached to a device alarm and fixes in a
     /// critical alarm's trail ([`crate::alarms::TRAIL_BEFORE`] its trigger until it closes, at
@@ -185,6 +202,47 @@ impl Fixes for SqlStore {
         };
         tx.commit().await?;
         Ok(result)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn fixes_between(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<StoredFix>, StoreError> {
+        let rows = query(format!(
+            "select {FIX_COLUMNS} from fixes f where f.device_id = $1 and f.time >= $2 \
+                     and ($3 is null or f.time <= $3) order by f.time desc limit $4"
+        ))
+        .bind(device.as_str())
+        .bind(from)
+        .bind(until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        // Newest first to keep the newest; the caller wants them in time order.
+        rows.iter().rev().map(|r| stored_fix(r, 0)).collect()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn fixes_received_after(
+        &self,
+        device: &DeviceId,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredFix>, StoreError> {
+        let rows = query(format!(
+            "select {FIX_COLUMNS} from fixes f where f.device_id = $1 and f.received_at > $2 \
+                     order by f.received_at, f.time limit $3"
+        ))
+        .bind(device.as_str())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(|r| stored_fix(r, 0)).collect()
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -284,7 +342,7 @@ async fn insert_fix_rows(
     let rows: Vec<String> = (0..fixes.len())
         .map(|row| {
             let first = row * COLUMNS + 1;
-            let placeholders: Vec<String> = (first..first + COLUMNS).map(|n| format!("${n}")).collect();
+            let placeholders: Vec<String> = (first..first + COLUMNS).map(|n| tx.placeholder(n)).collect();
             format!("({})", placeholders.join(", "))
         })
         .collect();

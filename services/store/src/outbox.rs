@@ -394,7 +394,7 @@ impl Outbox for SqlStore {
                 position: None,
                 detail: String::new(),
             };
-            event_in(&mut tx, alarm, &event).await?;
+            event_in(&mut tx, alarm, &event, None).await?;
         }
         tx.commit().await?;
         Ok(changed == 1)
@@ -402,23 +402,7 @@ impl Outbox for SqlStore {
 
     #[instrument(level = "debug", skip_all)]
     async fn log_event(&self, tenant: TenantId, alarm: Uuid, e: &NewAlarmEvent) -> Result<bool, StoreError> {
-        let done = query(
-            "insert into alarm_events (alarm_id, at, kind, actor, lat, lon, accuracy_m, detail) \
-                     select $1, $2, $3, $4, $5, $6, $7, $8 \
-                     where exists (select 1 from alarms where id = $1 and tenant_id = $9)",
-        )
-        .bind(alarm)
-        .bind(e.at)
-        .bind(&e.kind)
-        .bind(e.actor)
-        .bind(e.position.map(|p| p.lat))
-        .bind(e.position.map(|p| p.lon))
-        .bind(e.position.and_then(|p| p.accuracy_m))
-        .bind(&e.detail)
-        .bind(tenant.0)
-        .execute(&self.db)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        event_in(&self.db, alarm, e, Some(tenant)).await
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -588,7 +572,7 @@ impl Outbox for SqlStore {
             .await?;
         }
         let event = NewAlarmEvent { at: now, kind: "escalated".into(), actor: None, position: None, detail };
-        event_in(&mut tx, timer.alarm, &event).await?;
+        event_in(&mut tx, timer.alarm, &event, None).await?;
         tx.commit().await?;
         Ok(EscalateOutcome::Escalated)
     }
