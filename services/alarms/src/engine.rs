@@ -46,9 +46,8 @@ use crate::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrac
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use trygg_core::{AlarmKind, DeviceId, Fix, TenantId, WearerId};
+use trygg_core::{AlarmKind, Committed, CommittedSink, DeviceId, Fix, TenantId, WearerId};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
-use trygg_ingest::{Committed, CommittedSink};
 use trygg_store::{
     DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline,
     EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{
-    AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome, Step, TenantId, WearerId,
+    AlarmKind, AlarmState, Committed, CommittedSink, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome,
+    Step, TenantId, WearerId,
 };
-use trygg_ingest::{Committed, CommittedSink};
 use trygg_store::testing::TestDb;
 use trygg_store::{
     AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,

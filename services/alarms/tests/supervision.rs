@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
-use trygg_core::{AlarmKind, AlarmState, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId};
-use trygg_ingest::Committed;
+use trygg_core::{AlarmKind, AlarmState, Committed, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId};
 use trygg_store::{
     AlarmFilter, FixBatch, NewDevice, NewFix, NewUser, Protocol, Role, SignalOutcome, Store, WearerFields,
     on_both_backends,

@@ -272,6 +272,25 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Where a wearer was: a fix's place and how sure it is, without the rest of the fix. What an
+/// alarm, its events and a push carry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    /// Latitude, WGS84.
+    pub lat: f64,
+    /// Longitude, WGS84.
+    pub lon: f64,
+    /// Accuracy radius in metres, if known.
+    pub accuracy_m: Option<f64>,
+}
+
+impl Position {
+    /// The position of a fix.
+    pub fn of(fix: &Fix) -> Self {
+        Self { lat: fix.lat, lon: fix.lon, accuracy_m: fix.accuracy_m }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;

@@ -6,11 +6,13 @@
 #![deny(missing_docs)]
 
 mod alarm;
+mod committed;
 mod fix;
 mod ids;
 mod lifecycle;
 
 pub use alarm::{DeviceAlarmKind, UnknownAlarmKind};
-pub use fix::{Fix, FixError, FixPolicy, FixSource, Freshness, UnknownFixSource};
+pub use committed::{Committed, CommittedSink};
+pub use fix::{Fix, FixError, FixPolicy, FixSource, Freshness, Position, UnknownFixSource};
 pub use ids::{DeviceId, DeviceIdError, TenantId, WearerId};
 pub use lifecycle::{AlarmKind, AlarmState, Outcome, Step, UnknownName};

@@ -23,11 +23,11 @@ pub struct UnknownName {
     pub expected: String,
 }
 
-/// A fieldless enum with stable snake_case names used in JSON, SQL and metrics.
+/// A fieldless enum with stable snake_case names used in JSON, SQL and metrics, ordered as declared.
 macro_rules! named_enum {
     ($(#[$m:meta])* pub enum $name:ident ($what:literal) { $($(#[$vm:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vm])* $variant,)+ }
 

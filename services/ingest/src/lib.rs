@@ -42,7 +42,8 @@ pub use device::{CommandError, DeviceCommand, DeviceConfig, DeviceIngest, Device
 pub use error::IngestError;
 pub use listeners::{DeviceBinds, DeviceListeners};
 pub use metrics::IngestMetrics;
-pub use sink::{Committed, CommittedSink, LogSink};
+pub use sink::LogSink;
+pub use trygg_core::{Committed, CommittedSink};
 
 /// Size limits on what a device may send.
 #[derive(Debug, Clone, Copy)]

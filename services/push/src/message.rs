@@ -13,12 +13,11 @@
 //! as a 400 from Google.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+pub use trygg_core::{AlarmKind, Position};
 
 /// FCM's limit on a message's payload, in bytes.
 pub const PAYLOAD_LIMIT_BYTES: usize = 4096;
@@ -29,9 +28,6 @@ pub const MAX_BUNDLED_IDS: usize = 20;
 /// Why a message could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
-    /// The text names no alarm kind.
-    #[error("unknown alarm kind {0:?}")]
-    UnknownKind(String),
     /// A technical alert was given where a critical alarm was expected.
     #[error("{0} is a technical alert; bundle it with MessageBuilder::technical")]
     NotCritical(AlarmKind),
@@ -54,99 +50,18 @@ pub enum MessageError {
     },
 }
 
-/// The kinds of alarm staff are notified about (names as in the alarm lifecycle).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AlarmKind {
-    /// The wearer pressed the alarm button.
-    Sos,
-    /// The device detected a fall.
-    Fall,
-    /// The wearer left a `stay_inside` zone.
-    ZoneExit,
-    /// The wearer entered a `keep_out` zone.
-    ZoneEnter,
-    /// The watch was taken off.
-    WatchRemoved,
-    /// The battery is low (technical).
-    LowBattery,
-    /// The device stopped reporting (technical).
-    DeviceOffline,
-    /// A test alarm; pushed like a critical one, since it tests that chain.
-    Test,
-}
-
-impl AlarmKind {
-    /// Every kind, in a stable order.
-    pub const ALL: [Self; 8] = [
-        Self::Sos,
-        Self::Fall,
-        Self::ZoneExit,
-        Self::ZoneEnter,
-        Self::WatchRemoved,
-        Self::LowBattery,
-        Self::DeviceOffline,
-        Self::Test,
-    ];
-
-    /// The name used in JSON, in the database and in the push `data`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sos => "sos",
-            Self::Fall => "fall",
-            Self::ZoneExit => "zone_exit",
-            Self::ZoneEnter => "zone_enter",
-            Self::WatchRemoved => "watch_removed",
-            Self::LowBattery => "low_battery",
-            Self::DeviceOffline => "device_offline",
-            Self::Test => "test",
-        }
+/// The notification title staff see for an alarm of `kind`.
+fn title_sv(kind: AlarmKind) -> &'static str {
+    match kind {
+        AlarmKind::Sos => "Larm: SOS",
+        AlarmKind::Fall => "Fallarm",
+        AlarmKind::ZoneExit => "Zonlarm: lämnat trygghetszon",
+        AlarmKind::ZoneEnter => "Zonlarm: gått in i otillåten zon",
+        AlarmKind::WatchRemoved => "Klockan avtagen",
+        AlarmKind::LowBattery => "Lågt batteri",
+        AlarmKind::DeviceOffline => "Enhet offline",
+        AlarmKind::Test => "Testlarm",
     }
-
-    /// Whether this is a technical alert: normal priority, bundled, never escalated like an alarm.
-    pub fn is_technical(self) -> bool {
-        matches!(self, Self::LowBattery | Self::DeviceOffline)
-    }
-
-    /// The notification title staff see.
-    pub fn title_sv(self) -> &'static str {
-        match self {
-            Self::Sos => "Larm: SOS",
-            Self::Fall => "Fallarm",
-            Self::ZoneExit => "Zonlarm: lämnat trygghetszon",
-            Self::ZoneEnter => "Zonlarm: gått in i otillåten zon",
-            Self::WatchRemoved => "Klockan avtagen",
-            Self::LowBattery => "Lågt batteri",
-            Self::DeviceOffline => "Enhet offline",
-            Self::Test => "Testlarm",
-        }
-    }
-}
-
-impl fmt::Display for AlarmKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AlarmKind {
-    type Err = MessageError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| MessageError::UnknownKind(s.to_owned()))
-    }
-}
-
-/// Where the wearer was, and how sure and how recent that is.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Position {
-    /// Latitude, WGS84 degrees.
-    pub lat: f64,
-    /// Longitude, WGS84 degrees.
-    pub lon: f64,
-    /// Horizontal accuracy radius in metres, when the device reported one.
-    pub accuracy_m: Option<f64>,
-    /// When the device took the fix.
-    pub time: DateTime<Utc>,
 }
 
 /// One alarm to push to one staff phone: what the alarm engine maps its alarms onto.
@@ -156,8 +71,8 @@ pub struct AlarmPush {
     pub alarm_id: String,
     /// What happened.
     pub kind: AlarmKind,
-    /// The latest position, if any.
-    pub position: Option<Position>,
+    /// The latest position, if any, with the time the device took the fix.
+    pub position: Option<(Position, DateTime<Utc>)>,
     /// The recipient's FCM registration token.
     pub push_token: String,
     /// The wearer's name; only sent when the tenant allows it.
@@ -358,12 +273,12 @@ impl MessageBuilder {
             body.push_str(&format!("{name}. "));
         }
         match &alarm.position {
-            Some(position) => {
-                let age_s = (now - position.time).num_seconds().max(0);
+            Some((position, time)) => {
+                let age_s = (now - *time).num_seconds().max(0);
                 data.insert("lat", format!("{:.6}", position.lat));
                 data.insert("lon", format!("{:.6}", position.lon));
                 data.insert("position_age_secs", age_s.to_string());
-                data.insert("position_time", position.time.to_rfc3339_opts(SecondsFormat::Secs, true));
+                data.insert("position_time", time.to_rfc3339_opts(SecondsFormat::Secs, true));
                 let accuracy = match position.accuracy_m {
                     Some(accuracy) => {
                         data.insert("accuracy_m", format!("{accuracy:.0}"));
@@ -385,7 +300,7 @@ impl MessageBuilder {
             ttl: self.alarm_ttl,
             sound: Some(self.alarm_sound.clone()),
         };
-        let notification = Notification { title: alarm.kind.title_sv().to_owned(), body };
+        let notification = Notification { title: title_sv(alarm.kind).to_owned(), body };
         Message::new(&alarm.push_token, &alarm.alarm_id, notification, data, urgency, now)
     }
 
@@ -405,12 +320,12 @@ impl MessageBuilder {
             *per_kind.entry(alert.kind).or_default() += 1;
         }
         let title = match alerts {
-            [only] => only.kind.title_sv().to_owned(),
+            [only] => title_sv(only.kind).to_owned(),
             _ => format!("Tekniska larm ({})", alerts.len()),
         };
         let body = per_kind
             .iter()
-            .map(|(kind, n)| format!("{}: {n}", kind.title_sv()))
+            .map(|(kind, n)| format!("{}: {n}", title_sv(*kind)))
             .collect::<Vec<_>>()
             .join(", ");
         let kinds: Vec<&str> = per_kind.keys().map(|k| k.as_str()).collect();
@@ -447,14 +362,6 @@ fn age_sv(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_round_trip_through_their_names() {
-        for kind in AlarmKind::ALL {
-            assert_eq!(kind.as_str().parse::<AlarmKind>().unwrap(), kind);
-        }
-        assert_eq!("fire".parse::<AlarmKind>(), Err(MessageError::UnknownKind("fire".into())));
-    }
 
     #[test]
     fn position_age_reads_in_seconds_minutes_or_hours() {

@@ -53,7 +53,7 @@ use trygg_store::{
 
 use crate::Backoff;
 use crate::client::{FcmClient, RetryCause, SendOutcome, parse_retry_after};
-use crate::message::{AlarmPush, Message, MessageBuilder, Position};
+use crate::message::{AlarmPush, Message, MessageBuilder};
 
 /// The header carrying an alarm-centre body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "x-trygg-signature";
@@ -683,13 +683,8 @@ impl Inner {
         };
         Ok(AlarmPush {
             alarm_id: alarm.id.to_string(),
-            kind: alarm.kind.as_str().parse()?,
-            position: alarm.position.map(|(p, time)| Position {
-                lat: p.lat,
-                lon: p.lon,
-                accuracy_m: p.accuracy_m,
-                time,
-            }),
+            kind: alarm.kind,
+            position: alarm.position,
             push_token: String::new(),
             wearer_name,
         })

@@ -14,12 +14,10 @@ fn alarm(id: &str, kind: AlarmKind, token: &str) -> AlarmPush {
     AlarmPush {
         alarm_id: id.to_owned(),
         kind,
-        position: Some(Position {
-            lat: 57.708_870,
-            lon: 11.974_560,
-            accuracy_m: Some(12.4),
-            time: Utc::now() - chrono::Duration::seconds(90),
-        }),
+        position: Some((
+            Position { lat: 57.708_870, lon: 11.974_560, accuracy_m: Some(12.4) },
+            Utc::now() - chrono::Duration::seconds(90),
+        )),
         push_token: token.to_owned(),
         wearer_name: Some("Anna Andersson".to_owned()),
     }

@@ -3,14 +3,16 @@
 //! web console's sessions, which a logout ends one at a time.
 //!
 //! A trait of its own (like [`Devices`](crate::Devices)) so that the per-request check the API
-//! makes is one small query, written once for both backends by [`impl_accounts`].
+//! makes is one small query, written once for both backends.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tracing::instrument;
 use trygg_core::TenantId;
 use uuid::Uuid;
 
-use crate::StoreError;
+use crate::dialect::{get_opt_uuid, get_uuid, query};
+use crate::{SqlStore, StoreError};
 
 /// What the per-request check needs to know about an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,184 +77,165 @@ pub trait Accounts: Send + Sync {
     async fn end_session(&self, id: Uuid, user: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
-/// Expands to `impl Accounts for $store` (backend `$db`), with the invoking module's `db_id`,
-/// `db_time`, `get_uuid` and `get_opt_uuid`, like [`impl_devices`](crate::devices).
-macro_rules! impl_accounts {
-    ($store:ty, $db:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::accounts::Accounts for $store {
-            async fn account_state(
-                &self,
-                id: uuid::Uuid,
-            ) -> Result<Option<$crate::accounts::AccountState>, $crate::StoreError> {
-                let row = sqlx::query(
-                    "select tenant_id, disabled_at is null and deleted_at is null, deleted_at is not null, \
+#[async_trait]
+impl Accounts for SqlStore {
+    #[instrument(level = "debug", skip_all)]
+    async fn account_state(&self, id: Uuid) -> Result<Option<AccountState>, StoreError> {
+        let row = query(
+            "select tenant_id, disabled_at is null and deleted_at is null, deleted_at is not null, \
                      token_version from users where id = $1",
-                )
-                .bind(db_id(id))
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some(r) = row else { return Ok(None) };
-                Ok(Some($crate::accounts::AccountState {
-                    tenant: get_opt_uuid(&r, 0)?.map(trygg_core::TenantId),
-                    active: r.get(1),
-                    deleted: r.get(2),
-                    token_version: r.get(3),
-                }))
-            }
+        )
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(AccountState {
+            tenant: get_opt_uuid(&r, 0)?.map(TenantId),
+            active: r.get(1),
+            deleted: r.get(2),
+            token_version: r.get(3),
+        }))
+    }
 
-            async fn account_states(
-                &self,
-                tenant: Option<trygg_core::TenantId>,
-            ) -> Result<Vec<(uuid::Uuid, $crate::accounts::AccountState)>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select id, tenant_id, disabled_at is null and deleted_at is null, deleted_at is not null, \
+    #[instrument(level = "debug", skip_all)]
+    async fn account_states(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<(Uuid, AccountState)>, StoreError> {
+        let rows = query(
+            "select id, tenant_id, disabled_at is null and deleted_at is null, deleted_at is not null, \
                      token_version from users where $1 is null or tenant_id = $1",
-                )
-                .bind(tenant.map(|t| db_id(t.0)))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok((
-                            get_uuid(r, 0)?,
-                            $crate::accounts::AccountState {
-                                tenant: get_opt_uuid(r, 1)?.map(trygg_core::TenantId),
-                                active: r.get(2),
-                                deleted: r.get(3),
-                                token_version: r.get(4),
-                            },
-                        ))
-                    })
-                    .collect()
-            }
+        )
+        .bind(tenant.map(|t| t.0))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get_uuid(r, 0)?,
+                    AccountState {
+                        tenant: get_opt_uuid(r, 1)?.map(TenantId),
+                        active: r.get(2),
+                        deleted: r.get(3),
+                        token_version: r.get(4),
+                    },
+                ))
+            })
+            .collect()
+    }
 
-            async fn set_account_disabled(
-                &self,
-                tenant: Option<trygg_core::TenantId>,
-                id: uuid::Uuid,
-                disabled: bool,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::StoreError> {
-                let sql = if disabled {
-                    "update users set disabled_at = coalesce(disabled_at, $1), token_version = token_version + 1 \
+    #[instrument(level = "debug", skip_all)]
+    async fn set_account_disabled(
+        &self,
+        tenant: Option<TenantId>,
+        id: Uuid,
+        disabled: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = if disabled {
+            "update users set disabled_at = coalesce(disabled_at, $1), token_version = token_version + 1 \
                      where id = $2 and ($3 is null or tenant_id = $3) and deleted_at is null"
-                } else {
-                    "update users set disabled_at = null \
+        } else {
+            "update users set disabled_at = null \
                      where $1 is not null and id = $2 and ($3 is null or tenant_id = $3) and deleted_at is null"
-                };
-                let done = sqlx::query(sql)
-                    .bind(db_time(at))
-                    .bind(db_id(id))
-                    .bind(tenant.map(|t| db_id(t.0)))
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
+        };
+        let done = query(sql).bind(at).bind(id).bind(tenant.map(|t| t.0)).execute(&self.db).await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-            async fn delete_account(
-                &self,
-                tenant: Option<trygg_core::TenantId>,
-                id: uuid::Uuid,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
-                    "update users set deleted_at = $1, token_version = token_version + 1, \
+    #[instrument(level = "debug", skip_all)]
+    async fn delete_account(
+        &self,
+        tenant: Option<TenantId>,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let done = query(
+            "update users set deleted_at = $1, token_version = token_version + 1, \
                      email = 'deleted:' || id, password_hash = '' \
                      where id = $2 and ($3 is null or tenant_id = $3) and deleted_at is null",
-                )
-                .bind(db_time(at))
-                .bind(db_id(id))
-                .bind(tenant.map(|t| db_id(t.0)))
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                sqlx::query("delete from team_members where user_id = $1").bind(db_id(id)).execute(&mut *tx).await?;
-                sqlx::query("delete from push_tokens where user_id = $1").bind(db_id(id)).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(true)
-            }
-
-            async fn set_password_hash(
-                &self,
-                tenant: Option<trygg_core::TenantId>,
-                id: uuid::Uuid,
-                hash: &str,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update users set password_hash = $1, token_version = token_version + 1 \
-                     where id = $2 and ($3 is null or tenant_id = $3) and deleted_at is null",
-                )
-                .bind(hash)
-                .bind(db_id(id))
-                .bind(tenant.map(|t| db_id(t.0)))
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn password_hash(&self, id: uuid::Uuid) -> Result<Option<String>, $crate::StoreError> {
-                let row = sqlx::query("select password_hash from users where id = $1 and deleted_at is null")
-                    .bind(db_id(id))
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|r| r.get(0)))
-            }
-
-            async fn open_session(
-                &self,
-                id: uuid::Uuid,
-                user: uuid::Uuid,
-                at: chrono::DateTime<chrono::Utc>,
-                expires_at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("delete from sessions where expires_at < $1")
-                    .bind(db_time(at))
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "insert into sessions (id, user_id, created_at, expires_at) values ($1, $2, $3, $4)",
-                )
-                .bind(db_id(id))
-                .bind(db_id(user))
-                .bind(db_time(at))
-                .bind(db_time(expires_at))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn session_open(&self, id: uuid::Uuid) -> Result<bool, $crate::StoreError> {
-                let row = sqlx::query("select 1 from sessions where id = $1 and ended_at is null")
-                    .bind(db_id(id))
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.is_some())
-            }
-
-            async fn end_session(
-                &self,
-                id: uuid::Uuid,
-                user: uuid::Uuid,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update sessions set ended_at = $1 where id = $2 and user_id = $3 and ended_at is null",
-                )
-                .bind(db_time(at))
-                .bind(db_id(id))
-                .bind(db_id(user))
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
+        )
+        .bind(at)
+        .bind(id)
+        .bind(tenant.map(|t| t.0))
+        .execute(&mut tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
         }
-    };
-}
+        query("delete from team_members where user_id = $1").bind(id).execute(&mut tx).await?;
+        query("delete from push_tokens where user_id = $1").bind(id).execute(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 
-pub(crate) use impl_accounts;
+    #[instrument(level = "debug", skip_all)]
+    async fn set_password_hash(
+        &self,
+        tenant: Option<TenantId>,
+        id: Uuid,
+        hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "update users set password_hash = $1, token_version = token_version + 1 \
+                     where id = $2 and ($3 is null or tenant_id = $3) and deleted_at is null",
+        )
+        .bind(hash)
+        .bind(id)
+        .bind(tenant.map(|t| t.0))
+        .execute(&self.db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn password_hash(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        let row = query("select password_hash from users where id = $1 and deleted_at is null")
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn open_session(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        query("delete from sessions where expires_at < $1").bind(at).execute(&mut tx).await?;
+        query("insert into sessions (id, user_id, created_at, expires_at) values ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(user)
+            .bind(at)
+            .bind(expires_at)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn session_open(&self, id: Uuid) -> Result<bool, StoreError> {
+        let row = query("select 1 from sessions where id = $1 and ended_at is null")
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn end_session(&self, id: Uuid, user: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = query("update sessions set ended_at = $1 where id = $2 and user_id = $3 and ended_at is null")
+            .bind(at)
+            .bind(id)
+            .bind(user)
+            .execute(&self.db)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

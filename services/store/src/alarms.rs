@@ -5,15 +5,19 @@
 //! first events and outbox rows, repeats joined to open alarms — in **one** transaction
 //! ([`Alarms::engine_commit`]), so nothing is raised only in memory and a restart neither loses
 //! nor repeats an alarm. Lifecycle steps are conditional updates on the alarm's state, so two
-//! staff acknowledging at once cannot both win. Queries are written once in [`impl_alarms!`] and
-//! expanded per backend, like the directory's.
+//! staff acknowledging at once cannot both win. Each query is written once for both backends.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tracing::instrument;
+pub use trygg_core::Position;
 use trygg_core::{AlarmKind, AlarmState, DeviceAlarmKind, DeviceId, Fix, Outcome, Step, TenantId, WearerId};
 use uuid::Uuid;
 
-use crate::{StoreError, StoredFix};
+use crate::dialect::{Db, On, Row, Tx, get_opt_time, get_opt_uuid, get_time, get_uuid, query};
+use crate::fixes::{FIX_COLUMNS, stored_fix};
+use crate::outbox::escalation_deadline_in;
+use crate::{SqlStore, StoreError, parse_device, parse_kind, parse_text};
 
 /// How far before an alarm's trigger its trail starts. Fixes in a critical alarm's trail
 /// (through the alarm's close) are kept past the retention period, with the alarm.
@@ -27,24 +31,6 @@ pub const TRAIL_AFTER_MAX: chrono::Duration = chrono::Duration::days(1);
 pub(crate) fn critical_kinds_sql() -> String {
     let critical = AlarmKind::ALL.iter().filter(|k| k.is_critical());
     critical.map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
-}
-
-/// A position attached to an alarm or an event.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Position {
-    /// Latitude, WGS84.
-    pub lat: f64,
-    /// Longitude, WGS84.
-    pub lon: f64,
-    /// Accuracy radius in metres, if known.
-    pub accuracy_m: Option<f64>,
-}
-
-impl Position {
-    /// The position of a fix.
-    pub fn of(fix: &Fix) -> Self {
-        Self { lat: fix.lat, lon: fix.lon, accuracy_m: fix.accuracy_m }
-    }
 }
 
 /// An alarm the engine wants raised, or joined to the open alarm of the same wearer, kind and
@@ -413,23 +399,6 @@ pub trait Alarms: Send + Sync {
     /// An alarm's events, oldest first.
     async fn alarm_events(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>, StoreError>;
 
-    /// A device's newest `limit` fixes with a fix time from `from` up to `until` (both
-    /// inclusive; no end if `None`), oldest first.
-    async fn fixes_between(
-        &self,
-        device: &DeviceId,
-        from: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<StoredFix>, StoreError>;
-    /// A device's fixes received after `after`, in the order received, at most `limit`.
-    async fn fixes_received_after(
-        &self,
-        device: &DeviceId,
-        after: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<StoredFix>, StoreError>;
-
     /// Registers a phone's push token for an account (moving it from any other account of the
     /// tenant). [`StoreError::Conflict`] if another tenant's account has it.
     async fn put_push_token(
@@ -478,300 +447,267 @@ impl OpenAlarm {
     }
 }
 
-/// The columns [`alarm_row`](impl_alarms) reads, in order, from `alarms a` joined with the
-/// three user stamps.
-macro_rules! alarm_select {
-    () => {
-        "select a.id, a.tenant_id, a.wearer_id, a.device_id, a.kind, a.zone_id, a.state, a.raised_at, \
-         a.trigger_time, a.lat, a.lon, a.accuracy_m, a.position_time, a.returned_at, \
-         a.acknowledged_by, ua.name, a.acknowledged_at, a.on_site_by, uo.name, a.on_site_at, \
-         a.closed_by, uc.name, a.closed_at, a.outcome, a.note \
-         from alarms a \
-         left join users ua on ua.id = a.acknowledged_by \
-         left join users uo on uo.id = a.on_site_by \
-         left join users uc on uc.id = a.closed_by "
-    };
+/// The columns [`alarm_row`] reads, in order, from `alarms a` joined with the three user stamps.
+const ALARM_SELECT: &str = "select a.id, a.tenant_id, a.wearer_id, a.device_id, a.kind, a.zone_id, a.state, \
+     a.raised_at, a.trigger_time, a.lat, a.lon, a.accuracy_m, a.position_time, a.returned_at, \
+     a.acknowledged_by, ua.name, a.acknowledged_at, a.on_site_by, uo.name, a.on_site_at, \
+     a.closed_by, uc.name, a.closed_at, a.outcome, a.note \
+     from alarms a \
+     left join users ua on ua.id = a.acknowledged_by \
+     left join users uo on uo.id = a.on_site_by \
+     left join users uc on uc.id = a.closed_by ";
+
+/// Staff visibility of alarm `a`: its wearer is in one of the viewer's teams, or the viewer (or
+/// a team of theirs) is one of the wearer's responder steps, or a push for it was addressed to
+/// them. `viewer` is the viewer's placeholder (null: no restriction).
+fn visible_to(viewer: &str) -> String {
+    format!(
+        "({viewer} is null \
+         or exists (select 1 from wearers w join team_members tm on tm.team_id = w.team_id \
+                    where w.id = a.wearer_id and tm.user_id = {viewer}) \
+         or exists (select 1 from responders r join wearers rw on rw.id = r.wearer_id \
+                    where rw.tenant_id = a.tenant_id and r.wearer_id = a.wearer_id and (r.user_id = {viewer} \
+                    or r.team_id in (select team_id from team_members where user_id = {viewer}))) \
+         or exists (select 1 from outbox o where o.alarm_id = a.id and o.recipient = {viewer}))"
+    )
 }
 
-/// Staff visibility: the alarm's wearer is in one of the viewer's teams, or the viewer (or a
-/// team of theirs) is one of the wearer's responder steps, or a push for it was addressed to
-/// them. `$1` is the tenant, the placeholder given is the viewer (null: no restriction).
-macro_rules! visible_to {
-    ($p:literal) => {
-        concat!(
-            "(",
-            $p,
-            " is null \
-             or exists (select 1 from wearers w join team_members tm on tm.team_id = w.team_id \
-                        where w.id = a.wearer_id and tm.user_id = ",
-            $p,
-            ") \
-             or exists (select 1 from responders r join wearers rw on rw.id = r.wearer_id \
-                        where rw.tenant_id = a.tenant_id and r.wearer_id = a.wearer_id and (r.user_id = ",
-            $p,
-            " \
-                        or r.team_id in (select team_id from team_members where user_id = ",
-            $p,
-            "))) \
-             or exists (select 1 from outbox o where o.alarm_id = a.id and o.recipient = ",
-            $p,
-            "))"
-        )
-    };
-}
-
-/// Expands to `impl Alarms for $store` (backend `$db`). The invoking module provides the value
-/// conversions of [`impl_directory`](crate::directory) plus `stored_fix` (a fixes row in the
-/// column order `$fix_columns`); `$fix_time`, `$fix_received` and `$alarm_time`,
-/// `$alarm_fix_time` are the 0001 column names that differ between the backends.
-macro_rules! impl_alarms {
-    (
-        $store:ty, $db:ty,
-        fix_columns = $fix_columns:literal,
-        fix_time = $fix_time:literal,
-        fix_received = $fix_received:literal,
-        alarm_time = $alarm_time:literal,
-        alarm_received = $alarm_received:literal,
-        alarm_fix_time = $alarm_fix_time:literal
-    ) => {
-        #[async_trait::async_trait]
-        impl $crate::alarms::Alarms for $store {
-            async fn engine_commit(
-                &self,
-                commit: &$crate::alarms::EngineCommit,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<Vec<$crate::alarms::SignalOutcome>, $crate::StoreError> {
-                use $crate::alarms::{Signal, SignalOutcome};
-                let mut tx = begin_write(&self.pool).await?;
-                for s in &commit.states {
-                    sqlx::query(
+#[async_trait]
+impl Alarms for SqlStore {
+    #[instrument(level = "debug", skip_all)]
+    async fn engine_commit(
+        &self,
+        commit: &EngineCommit,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SignalOutcome>, StoreError> {
+        use {Signal, SignalOutcome};
+        let mut tx = self.db.begin_write().await?;
+        for s in &commit.states {
+            query(
                         "insert into device_zone_state (device_id, state, last_fix_at, updated_at) \
                          values ($1, $2, $3, $4) on conflict (device_id) do update set \
                          state = excluded.state, last_fix_at = excluded.last_fix_at, updated_at = excluded.updated_at",
                     )
                     .bind(s.device.as_str())
                     .bind(&s.state)
-                    .bind(db_time(s.last_fix_at))
-                    .bind(db_time(now))
-                    .execute(&mut *tx)
+                    .bind(s.last_fix_at)
+                    .bind(now)
+                    .execute(&mut tx)
                     .await?;
-                }
-                for change in &commit.deadlines {
-                    deadline_in(&mut tx, change).await?;
-                }
-                let mut outcomes = Vec::with_capacity(commit.signals.len());
-                for signal in &commit.signals {
-                    let outcome = match signal {
-                        Signal::Raise(a) => raise_in(&mut tx, a, now).await?,
-                        Signal::Returned { wearer, zone, at, position } => {
-                            let key = $crate::alarms::OpenKey { wearer: Some(*wearer), device: None, kind: trygg_core::AlarmKind::ZoneExit, zone };
-                            match open_alarm_in(&mut tx, &key).await? {
-                                Some($crate::alarms::OpenAlarm { id, .. }) => {
-                                    sqlx::query("update alarms set returned_at = $1 where id = $2")
-                                        .bind(db_time(*at))
-                                        .bind(db_id(id))
-                                        .execute(&mut *tx)
-                                        .await?;
-                                    let event = $crate::alarms::NewAlarmEvent {
-                                        at: *at,
-                                        kind: "returned".into(),
-                                        actor: None,
-                                        position: Some(*position),
-                                        detail: String::new(),
-                                    };
-                                    event_in(&mut tx, id, &event).await?;
-                                    SignalOutcome::Joined(id)
-                                }
-                                None => SignalOutcome::Nothing,
-                            }
-                        }
-                        Signal::DeviceBack { device, at } => device_back_in(&mut tx, device, *at).await?,
+        }
+        for change in &commit.deadlines {
+            deadline_in(&mut tx, change).await?;
+        }
+        let mut outcomes = Vec::with_capacity(commit.signals.len());
+        for signal in &commit.signals {
+            let outcome = match signal {
+                Signal::Raise(a) => raise_in(&mut tx, a, now).await?,
+                Signal::Returned { wearer, zone, at, position } => {
+                    let key = OpenKey {
+                        wearer: Some(*wearer),
+                        device: None,
+                        kind: trygg_core::AlarmKind::ZoneExit,
+                        zone,
                     };
-                    outcomes.push(outcome);
+                    match open_alarm_in(&mut tx, &key).await? {
+                        Some(OpenAlarm { id, .. }) => {
+                            query("update alarms set returned_at = $1 where id = $2")
+                                .bind(*at)
+                                .bind(id)
+                                .execute(&mut tx)
+                                .await?;
+                            let event = NewAlarmEvent {
+                                at: *at,
+                                kind: "returned".into(),
+                                actor: None,
+                                position: Some(*position),
+                                detail: String::new(),
+                            };
+                            event_in(&mut tx, id, &event, None).await?;
+                            SignalOutcome::Joined(id)
+                        }
+                        None => SignalOutcome::Nothing,
+                    }
                 }
-                tx.commit().await?;
-                Ok(outcomes)
-            }
+                Signal::DeviceBack { device, at } => device_back_in(&mut tx, device, *at).await?,
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
 
-            async fn zone_states(&self) -> Result<Vec<$crate::alarms::ZoneStateRow>, $crate::StoreError> {
-                let rows = sqlx::query("select device_id, state, last_fix_at from device_zone_state")
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::alarms::ZoneStateRow {
-                            device: $crate::parse_device(r.get(0))?,
-                            state: r.get(1),
-                            last_fix_at: get_time(r, 2)?,
-                        })
-                    })
-                    .collect()
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn zone_states(&self) -> Result<Vec<ZoneStateRow>, StoreError> {
+        let rows =
+            query("select device_id, state, last_fix_at from device_zone_state").fetch_all(&self.db).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ZoneStateRow {
+                    device: parse_device(r.get(0))?,
+                    state: r.get(1),
+                    last_fix_at: get_time(r, 2)?,
+                })
+            })
+            .collect()
+    }
 
-            async fn unevaluated_fixes(
-                &self,
-                since: chrono::DateTime<chrono::Utc>,
-                after: Option<(&trygg_core::DeviceId, chrono::DateTime<chrono::Utc>)>,
-                limit: u32,
-            ) -> Result<Vec<(trygg_core::DeviceId, trygg_core::Fix)>, $crate::StoreError> {
-                // Devices with a stored state: every later fix, however old (an index range per
-                // device). Devices without: fixes received since `since` (fixes_by_received).
-                let rows = sqlx::query(concat!(
-                    "select * from (select f.device_id, ", $fix_columns, " from device_zone_state s \
-                     join fixes f on f.device_id = s.device_id and f.", $fix_time, " > s.last_fix_at \
+    #[instrument(level = "debug", skip_all)]
+    async fn unevaluated_fixes(
+        &self,
+        since: DateTime<Utc>,
+        after: Option<(&DeviceId, DateTime<Utc>)>,
+        limit: u32,
+    ) -> Result<Vec<(DeviceId, trygg_core::Fix)>, StoreError> {
+        // Devices with a stored state: every later fix, however old (an index range per
+        // device). Devices without: fixes received since `since` (fixes_by_received).
+        let rows = query(format!(
+            "select * from (select f.device_id, {FIX_COLUMNS} from device_zone_state s \
+                     join fixes f on f.device_id = s.device_id and f.time > s.last_fix_at \
                      union all \
-                     select f.device_id, ", $fix_columns, " from fixes f where f.", $fix_received, " >= $1 \
+                     select f.device_id, {FIX_COLUMNS} from fixes f where f.received_at >= $1 \
                      and not exists (select 1 from device_zone_state s where s.device_id = f.device_id)) u \
-                     where $2 is null or u.device_id > $2 or (u.device_id = $2 and u.", $fix_time, " > $3) \
+                     where $2 is null or u.device_id > $2 or (u.device_id = $2 and u.time > $3) \
                      order by 1, 2 limit $4"
-                ))
-                .bind(db_time(since))
-                .bind(after.map(|(d, _)| d.as_str()))
-                .bind(after.map(|(_, t)| db_time(t)))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(|r| Ok(($crate::parse_device(r.get(0))?, stored_fix(r, 1)?.fix))).collect()
-            }
+        ))
+        .bind(since)
+        .bind(after.map(|(d, _)| d.as_str()))
+        .bind(after.map(|(_, t)| t))
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(|r| Ok((parse_device(r.get(0))?, stored_fix(r, 1)?.fix))).collect()
+    }
 
-            async fn pending_device_alarms(
-                &self,
-            ) -> Result<Vec<$crate::alarms::PendingDeviceAlarm>, $crate::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "select da.id, da.device_id, d.tenant_id, d.wearer_id, da.kind, da.", $alarm_time, ", ",
-                    $fix_columns, " from device_alarms da join devices d on d.id = da.device_id \
-                     left join fixes f on f.device_id = da.device_id and f.", $fix_time, " = da.", $alarm_fix_time, " \
+    #[instrument(level = "debug", skip_all)]
+    async fn pending_device_alarms(&self) -> Result<Vec<PendingDeviceAlarm>, StoreError> {
+        let rows = query(format!(
+            "select da.id, da.device_id, d.tenant_id, d.wearer_id, da.kind, da.time, {FIX_COLUMNS} \
+                     from device_alarms da join devices d on d.id = da.device_id \
+                     left join fixes f on f.device_id = da.device_id and f.time = da.fix_time \
                      where da.handled_at is null order by da.id"
-                ))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        let has_fix = r.get::<Option<f64>, _>(8).is_some();
-                        Ok($crate::alarms::PendingDeviceAlarm {
-                            id: r.get(0),
-                            device: $crate::parse_device(r.get(1))?,
-                            tenant: trygg_core::TenantId(get_uuid(r, 2)?),
-                            wearer: get_opt_uuid(r, 3)?.map(trygg_core::WearerId),
-                            kind: $crate::parse_kind(r.get(4))?,
-                            time: get_time(r, 5)?,
-                            fix: if has_fix { Some(stored_fix(r, 6)?.fix) } else { None },
-                        })
-                    })
-                    .collect()
-            }
+        ))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let has_fix = r.get::<Option<f64>, _>(8).is_some();
+                Ok(PendingDeviceAlarm {
+                    id: r.get(0),
+                    device: parse_device(r.get(1))?,
+                    tenant: TenantId(get_uuid(r, 2)?),
+                    wearer: get_opt_uuid(r, 3)?.map(WearerId),
+                    kind: parse_kind(r.get(4))?,
+                    time: get_time(r, 5)?,
+                    fix: if has_fix { Some(stored_fix(r, 6)?.fix) } else { None },
+                })
+            })
+            .collect()
+    }
 
-            async fn due_deadlines(
-                &self,
-                now: chrono::DateTime<chrono::Utc>,
-                limit: u32,
-            ) -> Result<Vec<$crate::alarms::DueDeadline>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select device_id, kind, tenant_id, due_at, fired_at from device_deadlines \
+    #[instrument(level = "debug", skip_all)]
+    async fn due_deadlines(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueDeadline>, StoreError> {
+        let rows = query(
+            "select device_id, kind, tenant_id, due_at, fired_at from device_deadlines \
                      where due_at <= $1 order by due_at limit $2",
-                )
-                .bind(db_time(now))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(deadline_row).collect()
-            }
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(deadline_row).collect()
+    }
 
-            async fn deadlines_of_kind(
-                &self,
-                kind: &str,
-            ) -> Result<Vec<$crate::alarms::DueDeadline>, $crate::StoreError> {
-                let rows = sqlx::query("select device_id, kind, tenant_id, due_at, fired_at from device_deadlines where kind = $1")
-                    .bind(kind)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(deadline_row).collect()
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn deadlines_of_kind(&self, kind: &str) -> Result<Vec<DueDeadline>, StoreError> {
+        let rows = query(
+            "select device_id, kind, tenant_id, due_at, fired_at from device_deadlines where kind = $1",
+        )
+        .bind(kind)
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(deadline_row).collect()
+    }
 
-            async fn last_heard(
-                &self,
-                device: &trygg_core::DeviceId,
-            ) -> Result<Option<chrono::DateTime<chrono::Utc>>, $crate::StoreError> {
-                // Three index lookups; the newest of them, in Rust (SQLite's max() of a null is null).
-                let row = sqlx::query(concat!(
+    #[instrument(level = "debug", skip_all)]
+    async fn last_heard(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // Three index lookups; the newest of them, in Rust (SQLite's max() of a null is null).
+        let row = query(
                     "select d.last_heard_at, \
-                     (select f.", $fix_received, " from fixes f where f.device_id = d.id order by f.", $fix_time, " desc limit 1), \
-                     (select max(da.", $alarm_received, ") from device_alarms da where da.device_id = d.id) \
-                     from devices d where d.id = $1"
-                ))
+                     (select f.received_at from fixes f where f.device_id = d.id order by f.time desc limit 1), \
+                     (select max(da.received_at) from device_alarms da where da.device_id = d.id) \
+                     from devices d where d.id = $1",
+                )
                 .bind(device.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db)
                 .await?;
-                let Some(r) = row else { return Ok(None) };
-                Ok([get_opt_time(&r, 0)?, get_opt_time(&r, 1)?, get_opt_time(&r, 2)?].into_iter().flatten().max())
-            }
+        let Some(r) = row else { return Ok(None) };
+        Ok([get_opt_time(&r, 0)?, get_opt_time(&r, 1)?, get_opt_time(&r, 2)?].into_iter().flatten().max())
+    }
 
-            async fn alarms(
-                &self,
-                tenant: trygg_core::TenantId,
-                f: &$crate::alarms::AlarmFilter,
-            ) -> Result<Vec<$crate::alarms::Alarm>, $crate::StoreError> {
-                // Triage: the critical bucket newest first, then the rest grouped per wearer.
-                let triage = if f.triage {
-                    let critical = $crate::alarms::critical_kinds_sql();
-                    format!(
-                        "case when a.kind in ({critical}) then 0 else 1 end, \
+    #[instrument(level = "debug", skip_all)]
+    async fn alarms(&self, tenant: TenantId, f: &AlarmFilter) -> Result<Vec<Alarm>, StoreError> {
+        // Triage: the critical bucket newest first, then the rest grouped per wearer.
+        let triage = if f.triage {
+            let critical = critical_kinds_sql();
+            format!(
+                "case when a.kind in ({critical}) then 0 else 1 end, \
                          case when a.kind in ({critical}) then null else a.wearer_id end, "
-                    )
-                } else {
-                    String::new()
-                };
-                let sql = format!(
-                    "{} order by {triage}a.raised_at desc limit $8",
-                    concat!(
-                        $crate::alarms::alarm_select!(),
-                        "where a.tenant_id = $1 and ", $crate::alarms::visible_to!("$2"),
-                        " and ($3 is null or (a.state <> 'closed') = $3) \
-                          and ($4 is null or a.kind = $4) and ($5 is null or a.wearer_id = $5) \
-                          and ($6 is null or a.raised_at >= $6) and ($7 is null or a.raised_at < $7)"
-                    )
-                );
-                let rows = sqlx::query(&sql)
-                .bind(db_id(tenant.0))
-                .bind(f.viewer.map(db_id))
-                .bind(f.open)
-                .bind(f.kind.map(|k| k.as_str()))
-                .bind(f.wearer.map(|w| db_id(w.0)))
-                .bind(f.from.map(db_time))
-                .bind(f.to.map(db_time))
-                .bind(i64::from(f.limit))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(alarm_row).collect()
-            }
+            )
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "{ALARM_SELECT}where a.tenant_id = $1 and {visible} \
+                     and ($3 is null or (a.state <> 'closed') = $3) \
+                     and ($4 is null or a.kind = $4) and ($5 is null or a.wearer_id = $5) \
+                     and ($6 is null or a.raised_at >= $6) and ($7 is null or a.raised_at < $7) \
+                     order by {triage}a.raised_at desc limit $8",
+            visible = visible_to("$2"),
+        );
+        let rows = query(&sql)
+            .bind(tenant.0)
+            .bind(f.viewer)
+            .bind(f.open)
+            .bind(f.kind.map(|k| k.as_str()))
+            .bind(f.wearer.map(|w| w.0))
+            .bind(f.from)
+            .bind(f.to)
+            .bind(i64::from(f.limit))
+            .fetch_all(&self.db)
+            .await?;
+        rows.iter().map(alarm_row).collect()
+    }
 
-            async fn alarm(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: uuid::Uuid,
-                viewer: Option<uuid::Uuid>,
-            ) -> Result<Option<$crate::alarms::Alarm>, $crate::StoreError> {
-                alarm_in(&self.pool, tenant, id, viewer).await
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn alarm(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        viewer: Option<Uuid>,
+    ) -> Result<Option<Alarm>, StoreError> {
+        alarm_in(&self.db, tenant, id, viewer).await
+    }
 
-            async fn step_alarm(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: uuid::Uuid,
-                req: &$crate::alarms::StepRequest,
-            ) -> Result<Option<$crate::alarms::StepOutcome>, $crate::StoreError> {
-                use trygg_core::Step;
-                let allowed: Vec<&str> = req.step.allowed_from().iter().map(|s| s.as_str()).collect();
-                // The allowed states are a fixed, short list of our own names: safe to inline.
-                let from = allowed.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
-                let outcome = match req.step {
-                    Step::Close(o) => Some(o.as_str()),
-                    _ => None,
-                };
-                let mut tx = begin_write(&self.pool).await?;
-                // Every step binds every parameter; the target state decides which columns change.
-                let sql = format!(
-                    "update alarms set state = $1, \
+    #[instrument(level = "debug", skip_all)]
+    async fn step_alarm(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        req: &StepRequest,
+    ) -> Result<Option<StepOutcome>, StoreError> {
+        use trygg_core::Step;
+        let allowed: Vec<&str> = req.step.allowed_from().iter().map(|s| s.as_str()).collect();
+        // The allowed states are a fixed, short list of our own names: safe to inline.
+        let from = allowed.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+        let outcome = match req.step {
+            Step::Close(o) => Some(o.as_str()),
+            _ => None,
+        };
+        let mut tx = self.db.begin_write().await?;
+        // Every step binds every parameter; the target state decides which columns change.
+        let sql = format!(
+            "update alarms set state = $1, \
                      acknowledged_by = case when $1 = 'acknowledged' then $4 else acknowledged_by end, \
                      acknowledged_at = case when $1 = 'acknowledged' then $3 else acknowledged_at end, \
                      on_site_by = case when $1 = 'on_site' then $4 else on_site_by end, \
@@ -781,537 +717,477 @@ macro_rules! impl_alarms {
                      outcome = coalesce($5, outcome), \
                      note = case when $1 = 'closed' then $6 else note end \
                      where id = $2 and tenant_id = $7 and state in ({from})"
-                );
-                let changed = sqlx::query(&sql)
-                    .bind(req.step.target().as_str())
-                    .bind(db_id(id))
-                    .bind(db_time(req.at))
-                    .bind(req.actor.map(db_id))
-                    .bind(outcome)
-                    .bind(&req.note)
-                    .bind(db_id(tenant.0))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if changed == 1 {
-                    let event = $crate::alarms::NewAlarmEvent {
-                        at: req.at,
-                        kind: req.step.event().into(),
-                        actor: req.actor,
-                        position: req.position,
-                        detail: match req.step {
-                            Step::Close(o) if req.note.is_empty() => o.as_str().to_owned(),
-                            Step::Close(o) => format!("{o}: {}", req.note),
-                            _ => String::new(),
-                        },
-                    };
-                    event_in(&mut tx, id, &event).await?;
-                }
-                tx.commit().await?;
-                let Some(alarm) = alarm_in(&self.pool, tenant, id, None).await? else { return Ok(None) };
-                Ok(Some(if changed == 1 {
-                    $crate::alarms::StepOutcome::Done(alarm)
-                } else {
-                    $crate::alarms::StepOutcome::Refused(alarm)
-                }))
-            }
+        );
+        let changed = query(&sql)
+            .bind(req.step.target().as_str())
+            .bind(id)
+            .bind(req.at)
+            .bind(req.actor)
+            .bind(outcome)
+            .bind(&req.note)
+            .bind(tenant.0)
+            .execute(&mut tx)
+            .await?
+            .rows_affected();
+        if changed == 1 {
+            let event = NewAlarmEvent {
+                at: req.at,
+                kind: req.step.event().into(),
+                actor: req.actor,
+                position: req.position,
+                detail: match req.step {
+                    Step::Close(o) if req.note.is_empty() => o.as_str().to_owned(),
+                    Step::Close(o) => format!("{o}: {}", req.note),
+                    _ => String::new(),
+                },
+            };
+            event_in(&mut tx, id, &event, None).await?;
+        }
+        tx.commit().await?;
+        let Some(alarm) = alarm_in(&self.db, tenant, id, None).await? else { return Ok(None) };
+        Ok(Some(if changed == 1 { StepOutcome::Done(alarm) } else { StepOutcome::Refused(alarm) }))
+    }
 
-            async fn alarm_events(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: uuid::Uuid,
-            ) -> Result<Vec<$crate::alarms::AlarmEvent>, $crate::StoreError> {
-                let rows = sqlx::query(
+    #[instrument(level = "debug", skip_all)]
+    async fn alarm_events(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>, StoreError> {
+        let rows = query(
                     "select e.id, e.at, e.kind, e.actor, u.name, e.lat, e.lon, e.accuracy_m, e.detail \
                      from alarm_events e join alarms a on a.id = e.alarm_id left join users u on u.id = e.actor \
                      where a.id = $1 and a.tenant_id = $2 order by e.id",
                 )
-                .bind(db_id(id))
-                .bind(db_id(tenant.0))
-                .fetch_all(&self.pool)
+                .bind(id)
+                .bind(tenant.0)
+                .fetch_all(&self.db)
                 .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::alarms::AlarmEvent {
-                            id: r.get(0),
-                            event: $crate::alarms::NewAlarmEvent {
-                                at: get_time(r, 1)?,
-                                kind: r.get(2),
-                                actor: get_opt_uuid(r, 3)?,
-                                position: position_at(r, 5),
-                                detail: r.get(8),
-                            },
-                            actor_name: r.get(4),
-                        })
-                    })
-                    .collect()
-            }
+        rows.iter()
+            .map(|r| {
+                Ok(AlarmEvent {
+                    id: r.get(0),
+                    event: NewAlarmEvent {
+                        at: get_time(r, 1)?,
+                        kind: r.get(2),
+                        actor: get_opt_uuid(r, 3)?,
+                        position: position_at(r, 5),
+                        detail: r.get(8),
+                    },
+                    actor_name: r.get(4),
+                })
+            })
+            .collect()
+    }
 
-            async fn fixes_between(
-                &self,
-                device: &trygg_core::DeviceId,
-                from: chrono::DateTime<chrono::Utc>,
-                until: Option<chrono::DateTime<chrono::Utc>>,
-                limit: u32,
-            ) -> Result<Vec<$crate::StoredFix>, $crate::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "select ", $fix_columns, " from fixes f where f.device_id = $1 and f.", $fix_time,
-                    " >= $2 and ($3 is null or f.", $fix_time, " <= $3) order by f.", $fix_time,
-                    " desc limit $4"
-                ))
-                .bind(device.as_str())
-                .bind(db_time(from))
-                .bind(until.map(db_time))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                // Newest first to keep the newest; the caller wants them in time order.
-                rows.iter().rev().map(|r| stored_fix(r, 0)).collect()
-            }
-
-            async fn fixes_received_after(
-                &self,
-                device: &trygg_core::DeviceId,
-                after: chrono::DateTime<chrono::Utc>,
-                limit: u32,
-            ) -> Result<Vec<$crate::StoredFix>, $crate::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "select ", $fix_columns, " from fixes f where f.device_id = $1 and f.", $fix_received,
-                    " > $2 order by f.", $fix_received, ", f.", $fix_time, " limit $3"
-                ))
-                .bind(device.as_str())
-                .bind(db_time(after))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(|r| stored_fix(r, 0)).collect()
-            }
-
-            async fn put_push_token(
-                &self,
-                tenant: trygg_core::TenantId,
-                user: uuid::Uuid,
-                token: &str,
-                platform: &str,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                let done = sqlx::query(
+    #[instrument(level = "debug", skip_all)]
+    async fn put_push_token(
+        &self,
+        tenant: TenantId,
+        user: Uuid,
+        token: &str,
+        platform: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let done = query(
                     "insert into push_tokens (token, tenant_id, user_id, platform, created_at) \
                      values ($1, $2, $3, $4, $5) on conflict (token) do update set \
                      user_id = excluded.user_id, platform = excluded.platform, created_at = excluded.created_at, \
                      disabled_at = null where push_tokens.tenant_id = excluded.tenant_id",
                 )
                 .bind(token)
-                .bind(db_id(tenant.0))
-                .bind(db_id(user))
+                .bind(tenant.0)
+                .bind(user)
                 .bind(platform)
-                .bind(db_time(at))
-                .execute(&self.pool)
+                .bind(at)
+                .execute(&self.db)
                 .await?;
-                // Registered in another tenant: moving it would send one tenant's alarms to a
-                // phone another tenant's account claimed.
-                if done.rows_affected() == 0 {
-                    return Err($crate::StoreError::Conflict("push token"));
-                }
-                Ok(())
-            }
-
-            async fn delete_push_token(
-                &self,
-                tenant: trygg_core::TenantId,
-                user: uuid::Uuid,
-                token: &str,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query("delete from push_tokens where token = $1 and tenant_id = $2 and user_id = $3")
-                    .bind(token)
-                    .bind(db_id(tenant.0))
-                    .bind(db_id(user))
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn push_tokens(
-                &self,
-                tenant: trygg_core::TenantId,
-                user: uuid::Uuid,
-            ) -> Result<Vec<$crate::alarms::PushToken>, $crate::StoreError> {
-                push_tokens_in(&self.pool, tenant, user, false).await
-            }
+        // Registered in another tenant: moving it would send one tenant's alarms to a
+        // phone another tenant's account claimed.
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("push token"));
         }
+        Ok(())
+    }
 
-        type AlarmTx = sqlx::Transaction<'static, $db>;
+    #[instrument(level = "debug", skip_all)]
+    async fn delete_push_token(&self, tenant: TenantId, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let done = query("delete from push_tokens where token = $1 and tenant_id = $2 and user_id = $3")
+            .bind(token)
+            .bind(tenant.0)
+            .bind(user)
+            .execute(&self.db)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-        /// An account's push tokens, newest first; with `active_only`, those FCM has not
-        /// declared dead.
-        async fn push_tokens_in(
-            pool: &sqlx::Pool<$db>,
-            tenant: trygg_core::TenantId,
-            user: uuid::Uuid,
-            active_only: bool,
-        ) -> Result<Vec<$crate::alarms::PushToken>, $crate::StoreError> {
-            let rows = sqlx::query(
-                "select token, platform, created_at, disabled_at from push_tokens \
+    #[instrument(level = "debug", skip_all)]
+    async fn push_tokens(&self, tenant: TenantId, user: Uuid) -> Result<Vec<PushToken>, StoreError> {
+        push_tokens_in(&self.db, tenant, user, false).await
+    }
+}
+
+/// An account's push tokens, newest first; with `active_only`, those FCM has not
+/// declared dead.
+pub(crate) async fn push_tokens_in(
+    pool: &Db,
+    tenant: TenantId,
+    user: Uuid,
+    active_only: bool,
+) -> Result<Vec<PushToken>, StoreError> {
+    let rows = query(
+        "select token, platform, created_at, disabled_at from push_tokens \
                  where tenant_id = $1 and user_id = $2 and ($3 = false or disabled_at is null) \
                  order by created_at desc",
-            )
-            .bind(db_id(tenant.0))
-            .bind(db_id(user))
-            .bind(active_only)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok($crate::alarms::PushToken {
-                        token: r.get(0),
-                        platform: r.get(1),
-                        created_at: get_time(r, 2)?,
-                        disabled_at: get_opt_time(r, 3)?,
-                    })
-                })
-                .collect()
-        }
+    )
+    .bind(tenant.0)
+    .bind(user)
+    .bind(active_only)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PushToken {
+                token: r.get(0),
+                platform: r.get(1),
+                created_at: get_time(r, 2)?,
+                disabled_at: get_opt_time(r, 3)?,
+            })
+        })
+        .collect()
+}
 
-        /// The newest open alarm with `key`.
-        async fn open_alarm_in(
-            tx: &mut AlarmTx,
-            key: &$crate::alarms::OpenKey<'_>,
-        ) -> Result<Option<$crate::alarms::OpenAlarm>, $crate::StoreError> {
-            // Without a wearer the device is the key (a watch bound to nobody).
-            let row = sqlx::query(
-                "select id, state, last_triggered_at, acknowledged_by from alarms \
+/// The newest open alarm with `key`.
+async fn open_alarm_in(tx: &mut Tx, key: &OpenKey<'_>) -> Result<Option<OpenAlarm>, StoreError> {
+    // Without a wearer the device is the key (a watch bound to nobody).
+    let row = query(
+        "select id, state, last_triggered_at, acknowledged_by from alarms \
                  where ((wearer_id = $1) or ($1 is null and wearer_id is null and device_id = $2)) \
                  and kind = $3 and zone_id = $4 and state <> 'closed' \
                  order by raised_at desc limit 1",
-            )
-            .bind(key.wearer.map(|w| db_id(w.0)))
-            .bind(key.device.map(|d| d.as_str()))
-            .bind(key.kind.as_str())
-            .bind(key.zone)
-            .fetch_optional(&mut **tx)
-            .await?;
-            row.map(|r| {
-                Ok($crate::alarms::OpenAlarm {
-                    id: get_uuid(&r, 0)?,
-                    state: $crate::parse_text("alarm state", r.get(1))?,
-                    last_triggered_at: get_time(&r, 2)?,
-                    acknowledged_by: get_opt_uuid(&r, 3)?,
-                })
-            })
-            .transpose()
-        }
+    )
+    .bind(key.wearer.map(|w| w.0))
+    .bind(key.device.map(|d| d.as_str()))
+    .bind(key.kind.as_str())
+    .bind(key.zone)
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.map(|r| {
+        Ok(OpenAlarm {
+            id: get_uuid(&r, 0)?,
+            state: parse_text("alarm state", r.get(1))?,
+            last_triggered_at: get_time(&r, 2)?,
+            acknowledged_by: get_opt_uuid(&r, 3)?,
+        })
+    })
+    .transpose()
+}
 
-        /// Raises `a`, or joins it to the open alarm of the same key while that still takes
-        /// repeats (the rule is on [`Alarms::engine_commit`](crate::Alarms::engine_commit)).
-        async fn raise_in(
-            tx: &mut AlarmTx,
-            a: &$crate::alarms::NewAlarm,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<$crate::alarms::SignalOutcome, $crate::StoreError> {
-            use $crate::alarms::{NewAlarmEvent, SignalOutcome};
-            let zone = a.zone.as_deref().unwrap_or("");
-            let position = a.position.map(|(p, _)| p);
-            let mut detail = a.device.as_ref().map(|d| format!("device {d}")).unwrap_or_default();
-            if a.last_known_position {
-                detail.push_str("; sent without a position: the last known position is shown");
-            }
-            let key = $crate::alarms::OpenKey { wearer: a.wearer, device: a.device.as_ref(), kind: a.kind, zone };
-            let open = open_alarm_in(tx, &key).await?;
-            if let Some(open) = &open {
-                let join_secs: i64 = sqlx::query_scalar(
-                    "select coalesce((select repeat_join_secs from tenant_settings where tenant_id = $1), $2)",
-                )
-                .bind(db_id(a.tenant.0))
-                .bind(i64::from($crate::DEFAULT_REPEAT_JOIN_SECS))
-                .fetch_one(&mut **tx)
+/// Raises `a`, or joins it to the open alarm of the same key while that still takes
+/// repeats (the rule is on [`Alarms::engine_commit`](crate::Alarms::engine_commit)).
+async fn raise_in(tx: &mut Tx, a: &NewAlarm, now: DateTime<Utc>) -> Result<SignalOutcome, StoreError> {
+    use {NewAlarmEvent, SignalOutcome};
+    let zone = a.zone.as_deref().unwrap_or("");
+    let position = a.position.map(|(p, _)| p);
+    let mut detail = a.device.as_ref().map(|d| format!("device {d}")).unwrap_or_default();
+    if a.last_known_position {
+        detail.push_str("; sent without a position: the last known position is shown");
+    }
+    let key = OpenKey { wearer: a.wearer, device: a.device.as_ref(), kind: a.kind, zone };
+    let open = open_alarm_in(tx, &key).await?;
+    if let Some(open) = &open {
+        let join_secs: i64 =
+            query("select coalesce((select repeat_join_secs from tenant_settings where tenant_id = $1), $2)")
+                .bind(a.tenant.0)
+                .bind(i64::from(crate::DEFAULT_REPEAT_JOIN_SECS))
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
+        if open.takes_repeat(now, chrono::Duration::seconds(join_secs)) {
+            let event = NewAlarmEvent { at: now, kind: "repeated".into(), actor: None, position, detail };
+            event_in(&mut *tx, open.id, &event, None).await?;
+            query("update alarms set last_triggered_at = $1 where id = $2")
+                .bind(now)
+                .bind(open.id)
+                .execute(&mut *tx)
                 .await?;
-                if open.takes_repeat(now, chrono::Duration::seconds(join_secs)) {
-                    let event = NewAlarmEvent { at: now, kind: "repeated".into(), actor: None, position, detail };
-                    event_in(tx, open.id, &event).await?;
-                    sqlx::query("update alarms set last_triggered_at = $1 where id = $2")
-                        .bind(db_time(now))
-                        .bind(db_id(open.id))
-                        .execute(&mut **tx)
-                        .await?;
-                    // "Trycker igen": the staff member who has it hears of the repeat.
-                    if let (trygg_core::AlarmState::Acknowledged, Some(user)) = (open.state, open.acknowledged_by) {
-                        repush_in(tx, a.tenant, open.id, user, now).await?;
-                    }
-                    if let Some(da) = a.device_alarm {
-                        handled_in(tx, da, Some(open.id), now).await?;
-                    }
-                    return Ok(SignalOutcome::Joined(open.id));
-                }
+            // "Trycker igen": the staff member who has it hears of the repeat.
+            if let (trygg_core::AlarmState::Acknowledged, Some(user)) = (open.state, open.acknowledged_by) {
+                repush_in(tx, a.tenant, open.id, user, now).await?;
             }
-            let id = uuid::Uuid::new_v4();
-            sqlx::query(
-                "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
+            if let Some(da) = a.device_alarm {
+                handled_in(tx, da, Some(open.id), now).await?;
+            }
+            return Ok(SignalOutcome::Joined(open.id));
+        }
+    }
+    let id = Uuid::new_v4();
+    query(
+        "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
                  trigger_time, lat, lon, accuracy_m, position_time, last_triggered_at) \
                  values ($1, $2, $3, $4, $5, $6, 'raised', $7, $8, $9, $10, $11, $12, $7)",
-            )
-            .bind(db_id(id))
-            .bind(db_id(a.tenant.0))
-            .bind(a.wearer.map(|w| db_id(w.0)))
-            .bind(a.device.as_ref().map(|d| d.as_str()))
-            .bind(a.kind.as_str())
-            .bind(zone)
-            .bind(db_time(now))
-            .bind(db_time(a.trigger_time))
-            .bind(position.map(|p| p.lat))
-            .bind(position.map(|p| p.lon))
-            .bind(position.and_then(|p| p.accuracy_m))
-            .bind(a.position.map(|(_, t)| db_time(t)))
-            .execute(&mut **tx)
-            .await?;
-            let event = NewAlarmEvent { at: now, kind: "raised".into(), actor: None, position, detail };
-            event_in(tx, id, &event).await?;
-            if let Some(old) = open {
-                let event = NewAlarmEvent {
-                    at: now,
-                    kind: "superseded".into(),
-                    actor: None,
-                    position,
-                    detail: format!("superseded by alarm {id}: this one was {} when the same alarm came again", old.state),
-                };
-                event_in(tx, old.id, &event).await?;
-            }
-            for recipient in &a.recipients {
-                sqlx::query(
-                    "insert into outbox (tenant_id, alarm_id, step, recipient, created_at, due_at) \
+    )
+    .bind(id)
+    .bind(a.tenant.0)
+    .bind(a.wearer.map(|w| w.0))
+    .bind(a.device.as_ref().map(|d| d.as_str()))
+    .bind(a.kind.as_str())
+    .bind(zone)
+    .bind(now)
+    .bind(a.trigger_time)
+    .bind(position.map(|p| p.lat))
+    .bind(position.map(|p| p.lon))
+    .bind(position.and_then(|p| p.accuracy_m))
+    .bind(a.position.map(|(_, t)| t))
+    .execute(&mut *tx)
+    .await?;
+    let event = NewAlarmEvent { at: now, kind: "raised".into(), actor: None, position, detail };
+    event_in(&mut *tx, id, &event, None).await?;
+    if let Some(old) = open {
+        let event = NewAlarmEvent {
+            at: now,
+            kind: "superseded".into(),
+            actor: None,
+            position,
+            detail: format!(
+                "superseded by alarm {id}: this one was {} when the same alarm came again",
+                old.state
+            ),
+        };
+        event_in(&mut *tx, old.id, &event, None).await?;
+    }
+    for recipient in &a.recipients {
+        query(
+            "insert into outbox (tenant_id, alarm_id, step, recipient, created_at, due_at) \
                      values ($1, $2, 0, $3, $4, $4) on conflict do nothing",
-                )
-                .bind(db_id(a.tenant.0))
-                .bind(db_id(id))
-                .bind(db_id(*recipient))
-                .bind(db_time(now))
-                .execute(&mut **tx)
-                .await?;
-            }
-            escalation_deadline_in(tx, a, id, now).await?;
-            if let Some(da) = a.device_alarm {
-                handled_in(tx, da, Some(id), now).await?;
-            }
-            Ok(SignalOutcome::Raised(id))
-        }
+        )
+        .bind(a.tenant.0)
+        .bind(id)
+        .bind(*recipient)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    escalation_deadline_in(tx, a, id, now).await?;
+    if let Some(da) = a.device_alarm {
+        handled_in(tx, da, Some(id), now).await?;
+    }
+    Ok(SignalOutcome::Raised(id))
+}
 
-        /// Pushes `alarm` again to `user`: their step-0 outbox row is (re)armed due now and
-        /// forgets the phones it reached, so every phone of theirs hears the repeat.
-        async fn repush_in(
-            tx: &mut AlarmTx,
-            tenant: trygg_core::TenantId,
-            alarm: uuid::Uuid,
-            user: uuid::Uuid,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(), $crate::StoreError> {
-            let id: i64 = sqlx::query_scalar(
-                "insert into outbox (tenant_id, alarm_id, step, recipient, created_at, due_at) \
+/// Pushes `alarm` again to `user`: their step-0 outbox row is (re)armed due now and
+/// forgets the phones it reached, so every phone of theirs hears the repeat.
+async fn repush_in(
+    tx: &mut Tx,
+    tenant: TenantId,
+    alarm: Uuid,
+    user: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let id: i64 = query(
+        "insert into outbox (tenant_id, alarm_id, step, recipient, created_at, due_at) \
                  values ($1, $2, 0, $3, $4, $4) on conflict (alarm_id, step, recipient) do update set \
                  status = 'pending', due_at = excluded.due_at, attempts = 0, last_error = null returning id",
-            )
-            .bind(db_id(tenant.0))
-            .bind(db_id(alarm))
-            .bind(db_id(user))
-            .bind(db_time(now))
-            .fetch_one(&mut **tx)
-            .await?;
-            sqlx::query("delete from outbox_tokens where outbox_id = $1").bind(id).execute(&mut **tx).await?;
-            Ok(())
-        }
+    )
+    .bind(tenant.0)
+    .bind(alarm)
+    .bind(user)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?
+    .get(0);
+    query("delete from outbox_tokens where outbox_id = $1").bind(id).execute(&mut *tx).await?;
+    Ok(())
+}
 
-        async fn handled_in(
-            tx: &mut AlarmTx,
-            device_alarm: i64,
-            alarm: Option<uuid::Uuid>,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(), $crate::StoreError> {
-            sqlx::query("update device_alarms set handled_at = $1, alarm_id = $2 where id = $3")
-                .bind(db_time(now))
-                .bind(alarm.map(db_id))
-                .bind(device_alarm)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
-        }
+async fn handled_in(
+    tx: &mut Tx,
+    device_alarm: i64,
+    alarm: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    query("update device_alarms set handled_at = $1, alarm_id = $2 where id = $3")
+        .bind(now)
+        .bind(alarm)
+        .bind(device_alarm)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
 
-        fn deadline_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::alarms::DueDeadline, $crate::StoreError> {
-            Ok($crate::alarms::DueDeadline {
-                device: $crate::parse_device(r.get(0))?,
-                kind: r.get(1),
-                tenant: trygg_core::TenantId(get_uuid(r, 2)?),
-                due_at: get_time(r, 3)?,
-                fired_at: get_opt_time(r, 4)?,
-            })
-        }
+fn deadline_row(r: &Row) -> Result<DueDeadline, StoreError> {
+    Ok(DueDeadline {
+        device: parse_device(r.get(0))?,
+        kind: r.get(1),
+        tenant: TenantId(get_uuid(r, 2)?),
+        due_at: get_time(r, 3)?,
+        fired_at: get_opt_time(r, 4)?,
+    })
+}
 
-        /// Applies one change to a supervision deadline.
-        async fn deadline_in(
-            tx: &mut AlarmTx,
-            change: &$crate::alarms::DeadlineChange,
-        ) -> Result<(), $crate::StoreError> {
-            use $crate::alarms::DeadlineChange;
-            match change {
-                DeadlineChange::Arm { device, tenant, kind, due_at } => {
-                    sqlx::query(
-                        "insert into device_deadlines (device_id, kind, tenant_id, due_at, fired_at) \
+/// Applies one change to a supervision deadline.
+async fn deadline_in(tx: &mut Tx, change: &DeadlineChange) -> Result<(), StoreError> {
+    use DeadlineChange;
+    match change {
+        DeadlineChange::Arm { device, tenant, kind, due_at } => {
+            query(
+                "insert into device_deadlines (device_id, kind, tenant_id, due_at, fired_at) \
                          values ($1, $2, $3, $4, null) on conflict (device_id, kind) do update set \
                          tenant_id = excluded.tenant_id, due_at = excluded.due_at, fired_at = null",
-                    )
-                    .bind(device.as_str())
-                    .bind(*kind)
-                    .bind(db_id(tenant.0))
-                    .bind(db_time(*due_at))
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                DeadlineChange::Fired { device, tenant, kind, at, recheck_at } => {
-                    sqlx::query(
+            )
+            .bind(device.as_str())
+            .bind(*kind)
+            .bind(tenant.0)
+            .bind(*due_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        DeadlineChange::Fired { device, tenant, kind, at, recheck_at } => {
+            query(
                         "insert into device_deadlines (device_id, kind, tenant_id, due_at, fired_at) \
                          values ($1, $2, $3, $4, $5) on conflict (device_id, kind) do update set \
                          tenant_id = excluded.tenant_id, due_at = excluded.due_at, fired_at = excluded.fired_at",
                     )
                     .bind(device.as_str())
                     .bind(*kind)
-                    .bind(db_id(tenant.0))
-                    .bind(db_time(*recheck_at))
-                    .bind(db_time(*at))
-                    .execute(&mut **tx)
+                    .bind(tenant.0)
+                    .bind(*recheck_at)
+                    .bind(*at)
+                    .execute(&mut *tx)
                     .await?;
-                }
-                DeadlineChange::Postpone { device, kind, due_at } => {
-                    sqlx::query("update device_deadlines set due_at = $1 where device_id = $2 and kind = $3")
-                        .bind(db_time(*due_at))
-                        .bind(device.as_str())
-                        .bind(*kind)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                DeadlineChange::Drop { device, kind } => {
-                    sqlx::query("delete from device_deadlines where device_id = $1 and kind = $2")
-                        .bind(device.as_str())
-                        .bind(*kind)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
-            Ok(())
         }
-
-        /// Closes the device's open offline alerts: it was heard again at `at`. Nobody closed
-        /// them, so there is no actor; the outcome is `other` with a note, the event
-        /// `resolved_by_device`.
-        async fn device_back_in(
-            tx: &mut AlarmTx,
-            device: &trygg_core::DeviceId,
-            at: chrono::DateTime<chrono::Utc>,
-        ) -> Result<$crate::alarms::SignalOutcome, $crate::StoreError> {
-            let rows = sqlx::query("select id from alarms where device_id = $1 and kind = $2 and state <> 'closed'")
+        DeadlineChange::Postpone { device, kind, due_at } => {
+            query("update device_deadlines set due_at = $1 where device_id = $2 and kind = $3")
+                .bind(*due_at)
                 .bind(device.as_str())
-                .bind(trygg_core::AlarmKind::DeviceOffline.as_str())
-                .fetch_all(&mut **tx)
+                .bind(*kind)
+                .execute(&mut *tx)
                 .await?;
-            let mut outcome = $crate::alarms::SignalOutcome::Nothing;
-            for r in &rows {
-                let id = get_uuid(r, 0)?;
-                let note = format!("resolved by device: heard again at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                sqlx::query(
-                    "update alarms set state = 'closed', closed_at = $1, outcome = $2, note = $3 \
-                     where id = $4 and state <> 'closed'",
-                )
-                .bind(db_time(at))
-                .bind(trygg_core::Outcome::Other.as_str())
-                .bind(&note)
-                .bind(db_id(id))
-                .execute(&mut **tx)
+        }
+        DeadlineChange::Drop { device, kind } => {
+            query("delete from device_deadlines where device_id = $1 and kind = $2")
+                .bind(device.as_str())
+                .bind(*kind)
+                .execute(&mut *tx)
                 .await?;
-                let event = $crate::alarms::NewAlarmEvent {
-                    at,
-                    kind: "resolved_by_device".into(),
-                    actor: None,
-                    position: None,
-                    detail: note,
-                };
-                event_in(tx, id, &event).await?;
-                outcome = $crate::alarms::SignalOutcome::Joined(id);
-            }
-            Ok(outcome)
         }
-
-        async fn event_in(
-            tx: &mut AlarmTx,
-            alarm: uuid::Uuid,
-            e: &$crate::alarms::NewAlarmEvent,
-        ) -> Result<(), $crate::StoreError> {
-            sqlx::query(
-                "insert into alarm_events (alarm_id, at, kind, actor, lat, lon, accuracy_m, detail) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(db_id(alarm))
-            .bind(db_time(e.at))
-            .bind(&e.kind)
-            .bind(e.actor.map(db_id))
-            .bind(e.position.map(|p| p.lat))
-            .bind(e.position.map(|p| p.lon))
-            .bind(e.position.and_then(|p| p.accuracy_m))
-            .bind(&e.detail)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
-        }
-
-        async fn alarm_in<'e, E: sqlx::Executor<'e, Database = $db>>(
-            db: E,
-            tenant: trygg_core::TenantId,
-            id: uuid::Uuid,
-            viewer: Option<uuid::Uuid>,
-        ) -> Result<Option<$crate::alarms::Alarm>, $crate::StoreError> {
-            let row = sqlx::query(concat!($crate::alarms::alarm_select!(), "where a.tenant_id = $1 and ", $crate::alarms::visible_to!("$2"), " and a.id = $3"))
-                .bind(db_id(tenant.0))
-                .bind(viewer.map(db_id))
-                .bind(db_id(id))
-                .fetch_optional(db)
-                .await?;
-            row.as_ref().map(alarm_row).transpose()
-        }
-
-        fn position_at(r: &<$db as sqlx::Database>::Row, i: usize) -> Option<$crate::alarms::Position> {
-            let (lat, lon) = (r.get::<Option<f64>, _>(i)?, r.get::<Option<f64>, _>(i + 1)?);
-            Some($crate::alarms::Position { lat, lon, accuracy_m: r.get(i + 2) })
-        }
-
-        fn stamp_at(
-            r: &<$db as sqlx::Database>::Row,
-            i: usize,
-        ) -> Result<Option<$crate::alarms::Stamp>, $crate::StoreError> {
-            let (Some(user), Some(at)) = (get_opt_uuid(r, i)?, get_opt_time(r, i + 2)?) else { return Ok(None) };
-            Ok(Some($crate::alarms::Stamp { user, name: r.get::<Option<String>, _>(i + 1).unwrap_or_default(), at }))
-        }
-
-        fn alarm_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::alarms::Alarm, $crate::StoreError> {
-            let zone: String = r.get(5);
-            let position = match (position_at(r, 9), get_opt_time(r, 12)?) {
-                (Some(p), Some(t)) => Some((p, t)),
-                _ => None,
-            };
-            Ok($crate::alarms::Alarm {
-                id: get_uuid(r, 0)?,
-                tenant: trygg_core::TenantId(get_uuid(r, 1)?),
-                wearer: get_opt_uuid(r, 2)?.map(trygg_core::WearerId),
-                device: r.get::<Option<String>, _>(3).map($crate::parse_device).transpose()?,
-                kind: $crate::parse_text("alarm kind", r.get(4))?,
-                zone: (!zone.is_empty()).then_some(zone),
-                state: $crate::parse_text("alarm state", r.get(6))?,
-                raised_at: get_time(r, 7)?,
-                trigger_time: get_time(r, 8)?,
-                position,
-                returned_at: get_opt_time(r, 13)?,
-                acknowledged: stamp_at(r, 14)?,
-                on_site: stamp_at(r, 17)?,
-                closed: stamp_at(r, 20)?,
-                outcome: r.get::<Option<String>, _>(23).map(|o| $crate::parse_text("outcome", o)).transpose()?,
-                note: r.get(24),
-            })
-        }
-    };
+    }
+    Ok(())
 }
 
-pub(crate) use {alarm_select, impl_alarms, visible_to};
+/// Closes the device's open offline alerts: it was heard again at `at`. Nobody closed
+/// them, so there is no actor; the outcome is `other` with a note, the event
+/// `resolved_by_device`.
+async fn device_back_in(
+    tx: &mut Tx,
+    device: &DeviceId,
+    at: DateTime<Utc>,
+) -> Result<SignalOutcome, StoreError> {
+    let rows = query("select id from alarms where device_id = $1 and kind = $2 and state <> 'closed'")
+        .bind(device.as_str())
+        .bind(trygg_core::AlarmKind::DeviceOffline.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut outcome = SignalOutcome::Nothing;
+    for r in &rows {
+        let id = get_uuid(r, 0)?;
+        let note = format!(
+            "resolved by device: heard again at {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        query(
+            "update alarms set state = 'closed', closed_at = $1, outcome = $2, note = $3 \
+                     where id = $4 and state <> 'closed'",
+        )
+        .bind(at)
+        .bind(trygg_core::Outcome::Other.as_str())
+        .bind(&note)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let event = NewAlarmEvent {
+            at,
+            kind: "resolved_by_device".into(),
+            actor: None,
+            position: None,
+            detail: note,
+        };
+        event_in(&mut *tx, id, &event, None).await?;
+        outcome = SignalOutcome::Joined(id);
+    }
+    Ok(outcome)
+}
+
+/// Appends an event to an alarm's trail. With `tenant`, only to an alarm of that tenant (false
+/// otherwise); without, the caller has the alarm in hand (in the transaction that writes it).
+pub(crate) async fn event_in(
+    on: impl Into<On<'_>>,
+    alarm: Uuid,
+    e: &NewAlarmEvent,
+    tenant: Option<TenantId>,
+) -> Result<bool, StoreError> {
+    let done = query(
+        "insert into alarm_events (alarm_id, at, kind, actor, lat, lon, accuracy_m, detail) \
+         select $1, $2, $3, $4, $5, $6, $7, $8 \
+         where $9 is null or exists (select 1 from alarms where id = $1 and tenant_id = $9)",
+    )
+    .bind(alarm)
+    .bind(e.at)
+    .bind(&e.kind)
+    .bind(e.actor)
+    .bind(e.position.map(|p| p.lat))
+    .bind(e.position.map(|p| p.lon))
+    .bind(e.position.and_then(|p| p.accuracy_m))
+    .bind(&e.detail)
+    .bind(tenant)
+    .execute(on)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn alarm_in(
+    on: impl Into<On<'_>>,
+    tenant: TenantId,
+    id: Uuid,
+    viewer: Option<Uuid>,
+) -> Result<Option<Alarm>, StoreError> {
+    let row = query(format!("{ALARM_SELECT}where a.tenant_id = $1 and {} and a.id = $3", visible_to("$2")))
+        .bind(tenant.0)
+        .bind(viewer)
+        .bind(id)
+        .fetch_optional(on)
+        .await?;
+    row.as_ref().map(alarm_row).transpose()
+}
+
+fn position_at(r: &Row, i: usize) -> Option<Position> {
+    let (lat, lon) = (r.get::<Option<f64>, _>(i)?, r.get::<Option<f64>, _>(i + 1)?);
+    Some(Position { lat, lon, accuracy_m: r.get(i + 2) })
+}
+
+fn stamp_at(r: &Row, i: usize) -> Result<Option<Stamp>, StoreError> {
+    let (Some(user), Some(at)) = (get_opt_uuid(r, i)?, get_opt_time(r, i + 2)?) else { return Ok(None) };
+    Ok(Some(Stamp { user, name: r.get::<Option<String>, _>(i + 1).unwrap_or_default(), at }))
+}
+
+fn alarm_row(r: &Row) -> Result<Alarm, StoreError> {
+    let zone: String = r.get(5);
+    let position = match (position_at(r, 9), get_opt_time(r, 12)?) {
+        (Some(p), Some(t)) => Some((p, t)),
+        _ => None,
+    };
+    Ok(Alarm {
+        id: get_uuid(r, 0)?,
+        tenant: TenantId(get_uuid(r, 1)?),
+        wearer: get_opt_uuid(r, 2)?.map(WearerId),
+        device: r.get::<Option<String>, _>(3).map(parse_device).transpose()?,
+        kind: parse_text("alarm kind", r.get(4))?,
+        zone: (!zone.is_empty()).then_some(zone),
+        state: parse_text("alarm state", r.get(6))?,
+        raised_at: get_time(r, 7)?,
+        trigger_time: get_time(r, 8)?,
+        position,
+        returned_at: get_opt_time(r, 13)?,
+        acknowledged: stamp_at(r, 14)?,
+        on_site: stamp_at(r, 17)?,
+        closed: stamp_at(r, 20)?,
+        outcome: r.get::<Option<String>, _>(23).map(|o| parse_text("outcome", o)).transpose()?,
+        note: r.get(24),
+    })
+}

@@ -4,14 +4,17 @@
 //!
 //! A trait of its own (like [`Directory`](crate::Directory) and [`Alarms`](crate::Alarms)) so the
 //! listeners and the API depend on a handful of small queries, each written once for both
-//! backends by [`impl_devices`].
+//! backends.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tracing::instrument;
 use trygg_core::{DeviceId, TenantId, WearerId};
 use uuid::Uuid;
 
-use crate::{Protocol, StoreError};
+use crate::dialect::{get_opt_time, get_opt_uuid, get_time, get_uuid, query};
+use crate::directory::insert_binding;
+use crate::{Protocol, SqlStore, StoreError, conflict, parse_protocol};
 
 /// What a listener needs to accept a TCP or OsmAnd device's data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +68,42 @@ pub struct DeviceBinding {
     pub unbound_at: Option<DateTime<Utc>>,
 }
 
-/// Device listener and device status queries.
+/// A device to register.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// The id the device reports.
+    pub id: DeviceId,
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// The wearer it is bound to, if any yet.
+    pub wearer: Option<WearerId>,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Hash of its token ([`token::hash`]); native devices only.
+    pub token_hash: Option<String>,
+}
+
+/// What ingest needs to know about a device to accept its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAuth {
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// The wearer it is bound to.
+    pub wearer: Option<WearerId>,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Hash of its token, if it has one.
+    pub token_hash: Option<String>,
+}
+
+/// Device registration, listener and device status queries.
 #[async_trait]
 pub trait Devices: Send + Sync {
+    /// Registers a device. Fails with [`StoreError::Conflict`] if the id is registered
+    /// anywhere, in this tenant or another.
+    async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError>;
+    /// Looks a device up for authentication.
+    async fn device_auth(&self, id: &DeviceId) -> Result<Option<DeviceAuth>, StoreError>;
     /// The registered device with this id, in any tenant: the listeners' identity check.
     async fn device_profile(&self, id: &DeviceId) -> Result<Option<DeviceProfile>, StoreError>;
     /// Records that a registered device was heard at `at`, with the battery it reported.
@@ -110,7 +146,7 @@ pub trait Devices: Send + Sync {
     async fn device_by_token_hash(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(DeviceId, crate::DeviceAuth)>, StoreError>;
+    ) -> Result<Option<(DeviceId, DeviceAuth)>, StoreError>;
     /// Every binding the device had in the tenant, oldest first: whose positions its fixes are
     /// at which time.
     async fn device_bindings(
@@ -120,206 +156,238 @@ pub trait Devices: Send + Sync {
     ) -> Result<Vec<DeviceBinding>, StoreError>;
 }
 
-/// Expands to `impl Devices for $store` (backend `$db`), with the invoking module's `db_id`,
-/// `db_time`, `get_opt_time` and `get_opt_uuid`, like [`impl_directory`](crate::directory).
-macro_rules! impl_devices {
-    ($store:ty, $db:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::devices::Devices for $store {
-            async fn device_profile(
-                &self,
-                id: &trygg_core::DeviceId,
-            ) -> Result<Option<$crate::devices::DeviceProfile>, $crate::StoreError> {
-                let row = sqlx::query("select tenant_id, wearer_id, protocol, utc_offset_minutes from devices where id = $1")
-                    .bind(id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?;
-                let Some(r) = row else { return Ok(None) };
-                Ok(Some($crate::devices::DeviceProfile {
-                    tenant: trygg_core::TenantId(get_uuid(&r, 0)?),
-                    wearer: get_opt_uuid(&r, 1)?.map(trygg_core::WearerId),
-                    protocol: $crate::parse_protocol(r.get(2))?,
-                    utc_offset_minutes: r.get(3),
-                }))
-            }
+#[async_trait]
+impl Devices for SqlStore {
+    #[instrument(level = "debug", skip_all)]
+    async fn register_device(&self, device: &NewDevice) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        query(
+            "insert into devices (id, tenant_id, wearer_id, protocol, token_hash, created_at) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(device.id.as_str())
+        .bind(device.tenant)
+        .bind(device.wearer)
+        .bind(device.protocol.as_str())
+        .bind(device.token_hash.as_deref())
+        .bind(Utc::now())
+        .execute(&mut tx)
+        .await
+        .map_err(conflict("device"))?;
+        if let Some(wearer) = device.wearer {
+            insert_binding(&mut tx, device.tenant, &device.id, wearer, Utc::now()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn device_heard(
-                &self,
-                id: &trygg_core::DeviceId,
-                at: chrono::DateTime<chrono::Utc>,
-                battery_pct: Option<u8>,
-            ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "update devices set last_heard_at = $1, last_battery_pct = coalesce($2, last_battery_pct) \
-                     where id = $3",
-                )
-                .bind(db_time(at))
-                .bind(battery_pct.map(i16::from))
+    #[instrument(level = "debug", skip_all)]
+    async fn device_auth(&self, id: &DeviceId) -> Result<Option<DeviceAuth>, StoreError> {
+        let row = query("select tenant_id, wearer_id, protocol, token_hash from devices where id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.db)
+            .await?;
+        row.map(|r| {
+            Ok(DeviceAuth {
+                tenant: TenantId(get_uuid(&r, 0)?),
+                wearer: get_opt_uuid(&r, 1)?.map(WearerId),
+                protocol: parse_protocol(r.get(2))?,
+                token_hash: r.get(3),
+            })
+        })
+        .transpose()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn device_profile(&self, id: &DeviceId) -> Result<Option<DeviceProfile>, StoreError> {
+        let row =
+            query("select tenant_id, wearer_id, protocol, utc_offset_minutes from devices where id = $1")
                 .bind(id.as_str())
-                .execute(&self.pool)
+                .fetch_optional(&self.db)
                 .await?;
-                Ok(())
-            }
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(DeviceProfile {
+            tenant: TenantId(get_uuid(&r, 0)?),
+            wearer: get_opt_uuid(&r, 1)?.map(WearerId),
+            protocol: parse_protocol(r.get(2))?,
+            utc_offset_minutes: r.get(3),
+        }))
+    }
 
-            async fn unregistered_heard(
-                &self,
-                id: &trygg_core::DeviceId,
-                protocol: $crate::Protocol,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "insert into unregistered_devices (id, protocol, first_heard_at, last_heard_at, times_heard) \
+    #[instrument(level = "debug", skip_all)]
+    async fn device_heard(
+        &self,
+        id: &DeviceId,
+        at: DateTime<Utc>,
+        battery_pct: Option<u8>,
+    ) -> Result<(), StoreError> {
+        query(
+            "update devices set last_heard_at = $1, last_battery_pct = coalesce($2, last_battery_pct) \
+                     where id = $3",
+        )
+        .bind(at)
+        .bind(battery_pct.map(i16::from))
+        .bind(id.as_str())
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn unregistered_heard(
+        &self,
+        id: &DeviceId,
+        protocol: Protocol,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        query(
+            "insert into unregistered_devices (id, protocol, first_heard_at, last_heard_at, times_heard) \
                      values ($1, $2, $3, $3, 1) on conflict (id) do update set \
                      protocol = excluded.protocol, last_heard_at = excluded.last_heard_at, \
                      times_heard = unregistered_devices.times_heard + 1",
-                )
-                .bind(id.as_str())
-                .bind(protocol.as_str())
-                .bind(db_time(at))
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
+        )
+        .bind(id.as_str())
+        .bind(protocol.as_str())
+        .bind(at)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
 
-            async fn set_utc_offset(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: &trygg_core::DeviceId,
-                minutes: Option<i32>,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query("update devices set utc_offset_minutes = $1 where tenant_id = $2 and id = $3")
-                    .bind(minutes)
-                    .bind(db_id(tenant.0))
-                    .bind(id.as_str())
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn set_utc_offset(
+        &self,
+        tenant: TenantId,
+        id: &DeviceId,
+        minutes: Option<i32>,
+    ) -> Result<bool, StoreError> {
+        let done = query("update devices set utc_offset_minutes = $1 where tenant_id = $2 and id = $3")
+            .bind(minutes)
+            .bind(tenant.0)
+            .bind(id.as_str())
+            .execute(&self.db)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-            async fn device_statuses(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: Option<&trygg_core::DeviceId>,
-            ) -> Result<Vec<$crate::devices::DeviceStatus>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select d.id, d.utc_offset_minutes, d.last_heard_at, u.first_heard_at, u.last_heard_at, \
+    #[instrument(level = "debug", skip_all)]
+    async fn device_statuses(
+        &self,
+        tenant: TenantId,
+        id: Option<&DeviceId>,
+    ) -> Result<Vec<DeviceStatus>, StoreError> {
+        let rows = query(
+            "select d.id, d.utc_offset_minutes, d.last_heard_at, u.first_heard_at, u.last_heard_at, \
                      d.last_battery_pct from devices d left join unregistered_devices u on u.id = d.id \
                      where d.tenant_id = $1 and ($2 is null or d.id = $2) order by d.id",
-                )
-                .bind(db_id(tenant.0))
-                .bind(id.map(trygg_core::DeviceId::as_str))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        let heard = get_opt_time(r, 2)?;
-                        let unregistered_last = get_opt_time(r, 4)?;
-                        Ok($crate::devices::DeviceStatus {
-                            id: $crate::parse_device(r.get(0))?,
-                            utc_offset_minutes: r.get(1),
-                            last_heard_at: heard.max(unregistered_last),
-                            heard_before_registration_at: get_opt_time(r, 3)?,
-                            last_battery_pct: r
-                                .get::<Option<i16>, _>(5)
-                                .map(|b| $crate::narrow("battery", i64::from(b)))
-                                .transpose()?,
-                        })
-                    })
-                    .collect()
-            }
+        )
+        .bind(tenant.0)
+        .bind(id.map(DeviceId::as_str))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let heard = get_opt_time(r, 2)?;
+                let unregistered_last = get_opt_time(r, 4)?;
+                Ok(DeviceStatus {
+                    id: crate::parse_device(r.get(0))?,
+                    utc_offset_minutes: r.get(1),
+                    last_heard_at: heard.max(unregistered_last),
+                    heard_before_registration_at: get_opt_time(r, 3)?,
+                    last_battery_pct: r
+                        .get::<Option<i16>, _>(5)
+                        .map(|b| crate::narrow("battery", i64::from(b)))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
 
-            async fn log_device_command(
-                &self,
-                tenant: trygg_core::TenantId,
-                e: &$crate::devices::DeviceCommandLog,
-            ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "insert into device_commands (tenant_id, device_id, command, sent_by, sent_at) \
+    #[instrument(level = "debug", skip_all)]
+    async fn log_device_command(&self, tenant: TenantId, e: &DeviceCommandLog) -> Result<(), StoreError> {
+        query(
+            "insert into device_commands (tenant_id, device_id, command, sent_by, sent_at) \
                      values ($1, $2, $3, $4, $5)",
-                )
-                .bind(db_id(tenant.0))
-                .bind(e.device.as_str())
-                .bind(&e.command)
-                .bind(e.sent_by.map(db_id))
-                .bind(db_time(e.sent_at))
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
+        )
+        .bind(tenant.0)
+        .bind(e.device.as_str())
+        .bind(&e.command)
+        .bind(e.sent_by)
+        .bind(e.sent_at)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
 
-            async fn device_commands(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: &trygg_core::DeviceId,
-            ) -> Result<Vec<$crate::devices::DeviceCommandLog>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select device_id, command, sent_by, sent_at from device_commands \
+    #[instrument(level = "debug", skip_all)]
+    async fn device_commands(
+        &self,
+        tenant: TenantId,
+        id: &DeviceId,
+    ) -> Result<Vec<DeviceCommandLog>, StoreError> {
+        let rows = query(
+            "select device_id, command, sent_by, sent_at from device_commands \
                      where tenant_id = $1 and device_id = $2 order by sent_at, id",
-                )
-                .bind(db_id(tenant.0))
-                .bind(id.as_str())
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::devices::DeviceCommandLog {
-                            device: $crate::parse_device(r.get(0))?,
-                            command: r.get(1),
-                            sent_by: get_opt_uuid(r, 2)?,
-                            sent_at: get_opt_time(r, 3)?.ok_or($crate::StoreError::Corrupt {
-                                what: "command time",
-                                value: String::new(),
-                            })?,
-                        })
-                    })
-                    .collect()
-            }
+        )
+        .bind(tenant.0)
+        .bind(id.as_str())
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceCommandLog {
+                    device: crate::parse_device(r.get(0))?,
+                    command: r.get(1),
+                    sent_by: get_opt_uuid(r, 2)?,
+                    sent_at: get_opt_time(r, 3)?
+                        .ok_or(StoreError::Corrupt { what: "command time", value: String::new() })?,
+                })
+            })
+            .collect()
+    }
 
-            async fn device_by_token_hash(
-                &self,
-                token_hash: &str,
-            ) -> Result<Option<(trygg_core::DeviceId, $crate::DeviceAuth)>, $crate::StoreError> {
-                let row = sqlx::query(
-                    "select id, tenant_id, wearer_id, protocol, token_hash from devices where token_hash = $1",
-                )
+    #[instrument(level = "debug", skip_all)]
+    async fn device_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(DeviceId, DeviceAuth)>, StoreError> {
+        let row =
+            query("select id, tenant_id, wearer_id, protocol, token_hash from devices where token_hash = $1")
                 .bind(token_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db)
                 .await?;
-                let Some(r) = row else { return Ok(None) };
-                let auth = $crate::DeviceAuth {
-                    tenant: trygg_core::TenantId(get_uuid(&r, 1)?),
-                    wearer: get_opt_uuid(&r, 2)?.map(trygg_core::WearerId),
-                    protocol: $crate::parse_protocol(r.get(3))?,
-                    token_hash: r.get(4),
-                };
-                Ok(Some(($crate::parse_device(r.get(0))?, auth)))
-            }
+        let Some(r) = row else { return Ok(None) };
+        let auth = DeviceAuth {
+            tenant: TenantId(get_uuid(&r, 1)?),
+            wearer: get_opt_uuid(&r, 2)?.map(WearerId),
+            protocol: parse_protocol(r.get(3))?,
+            token_hash: r.get(4),
+        };
+        Ok(Some((crate::parse_device(r.get(0))?, auth)))
+    }
 
-            async fn device_bindings(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: &trygg_core::DeviceId,
-            ) -> Result<Vec<$crate::devices::DeviceBinding>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select wearer_id, bound_at, unbound_at from device_bindings \
+    #[instrument(level = "debug", skip_all)]
+    async fn device_bindings(
+        &self,
+        tenant: TenantId,
+        id: &DeviceId,
+    ) -> Result<Vec<DeviceBinding>, StoreError> {
+        let rows = query(
+            "select wearer_id, bound_at, unbound_at from device_bindings \
                      where tenant_id = $1 and device_id = $2 order by bound_at, id",
-                )
-                .bind(db_id(tenant.0))
-                .bind(id.as_str())
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::devices::DeviceBinding {
-                            wearer: trygg_core::WearerId(get_uuid(r, 0)?),
-                            bound_at: get_time(r, 1)?,
-                            unbound_at: get_opt_time(r, 2)?,
-                        })
-                    })
-                    .collect()
-            }
-        }
-    };
+        )
+        .bind(tenant.0)
+        .bind(id.as_str())
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceBinding {
+                    wearer: WearerId(get_uuid(r, 0)?),
+                    bound_at: get_time(r, 1)?,
+                    unbound_at: get_opt_time(r, 2)?,
+                })
+            })
+            .collect()
+    }
 }
-
-pub(crate) use impl_devices;

@@ -2,19 +2,19 @@
 //! responders, tenant settings and the access log.
 //!
 //! Every method that reads or writes tenant data takes the caller's tenant and filters by it, so
-//! another tenant's id is indistinguishable from a missing one. The queries are written once, in
-//! [`impl_directory!`], and expanded in each backend module next to that backend's small value
-//! conversions (`db_id`, `db_time`, `get_uuid`, …): the 0002 migration names its columns alike on
-//! both backends, and `$n` placeholders (in order) mean the same to SQLite and PostgreSQL.
+//! another tenant's id is indistinguishable from a missing one. Each query is written once, for
+//! both backends ([`crate::dialect`] encodes ids and times for each).
 
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tracing::instrument;
 use trygg_core::{DeviceId, TenantId, WearerId};
 use uuid::Uuid;
 
-use crate::{Protocol, StoreError};
+use crate::dialect::{Row, Tx, get_opt_time, get_opt_uuid, get_time, get_uuid, query};
+use crate::{Protocol, SqlStore, StoreError, conflict, narrow, parse_device, parse_protocol, parse_text};
 
 /// What an account may do. The API decides what each role may call; the store only keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -349,6 +349,10 @@ pub struct AccessEntry {
 /// Accounts and the caseworker's data, every call scoped to a tenant.
 #[async_trait]
 pub trait Directory: Send + Sync {
+    /// Creates a tenant; its name must be unique.
+    async fn create_tenant(&self, name: &str) -> Result<TenantId, StoreError>;
+    /// Creates a wearer in a tenant with only a name.
+    async fn create_wearer(&self, tenant: TenantId, name: &str) -> Result<WearerId, StoreError>;
     /// Creates an account; the email must be unused ([`StoreError::Conflict`]).
     async fn add_user(&self, user: &NewUser) -> Result<Uuid, StoreError>;
     /// The account with this email, for login.
@@ -549,614 +553,607 @@ pub trait Directory: Send + Sync {
     async fn access_log(&self, tenant: TenantId, limit: u32) -> Result<Vec<AccessEntry>, StoreError>;
 }
 
-/// Expands to `impl Directory for $store` (backend `$db`). The invoking module provides `db_id`, `db_time`,
-/// `db_opt_time`, `get_uuid`, `get_opt_uuid`, `get_time`, `get_opt_time` for its backend;
-/// `$wearer_created` is the creation column of `wearers` from migration 0001.
-macro_rules! impl_directory {
-    ($store:ty, $db:ty, wearer_created = $wearer_created:literal) => {
-        #[async_trait::async_trait]
-        impl $crate::directory::Directory for $store {
-            async fn add_user(&self, u: &$crate::NewUser) -> Result<uuid::Uuid, $crate::StoreError> {
-                let id = uuid::Uuid::new_v4();
-                sqlx::query(
-                    "insert into users (id, tenant_id, email, name, role, password_hash, created_at) \
+#[async_trait]
+impl Directory for SqlStore {
+    #[instrument(level = "debug", skip_all)]
+    async fn create_tenant(&self, name: &str) -> Result<TenantId, StoreError> {
+        let id = TenantId::new();
+        query("insert into tenants (id, name, created_at) values ($1, $2, $3)")
+            .bind(id)
+            .bind(name)
+            .bind(Utc::now())
+            .execute(&self.db)
+            .await
+            .map_err(conflict("tenant"))?;
+        Ok(id)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn create_wearer(&self, tenant: TenantId, name: &str) -> Result<WearerId, StoreError> {
+        self.add_wearer(tenant, &WearerFields { name: name.to_owned(), ..WearerFields::default() }).await
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn add_user(&self, u: &NewUser) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        query(
+            "insert into users (id, tenant_id, email, name, role, password_hash, created_at) \
                      values ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(db_id(id))
-                .bind(u.tenant.map(|t| db_id(t.0)))
-                .bind(&u.email)
-                .bind(&u.name)
-                .bind(u.role.as_str())
-                .bind(&u.password_hash)
-                .bind(db_time(chrono::Utc::now()))
-                .execute(&self.pool)
-                .await
-                .map_err($crate::conflict("user"))?;
-                Ok(id)
-            }
+        )
+        .bind(id)
+        .bind(u.tenant.map(|t| t.0))
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(Utc::now())
+        .execute(&self.db)
+        .await
+        .map_err(conflict("user"))?;
+        Ok(id)
+    }
 
-            async fn user_by_email(&self, email: &str) -> Result<Option<$crate::User>, $crate::StoreError> {
-                let row = sqlx::query(
-                    "select id, tenant_id, email, name, role, password_hash from users where email = $1",
-                )
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.map(|r| user_row(&r)).transpose()
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let row = query("select id, tenant_id, email, name, role, password_hash from users where email = $1")
+            .bind(email)
+            .fetch_optional(&self.db)
+            .await?;
+        row.map(|r| user_row(&r)).transpose()
+    }
 
-            async fn users(&self, tenant: Option<trygg_core::TenantId>) -> Result<Vec<$crate::User>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select id, tenant_id, email, name, role, password_hash from users \
+    #[instrument(level = "debug", skip_all)]
+    async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>, StoreError> {
+        let rows = query(
+            "select id, tenant_id, email, name, role, password_hash from users \
                      where $1 is null or tenant_id = $1 order by email",
-                )
-                .bind(tenant.map(|t| db_id(t.0)))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(user_row).collect()
-            }
+        )
+        .bind(tenant.map(|t| t.0))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(user_row).collect()
+    }
 
-            async fn tenants(&self) -> Result<Vec<$crate::Tenant>, $crate::StoreError> {
-                let rows = sqlx::query("select id, name from tenants order by name").fetch_all(&self.pool).await?;
-                rows.iter()
-                    .map(|r| Ok($crate::Tenant { id: trygg_core::TenantId(get_uuid(r, 0)?), name: r.get(1) }))
-                    .collect()
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = query("select id, name from tenants order by name").fetch_all(&self.db).await?;
+        rows.iter().map(|r| Ok(Tenant { id: TenantId(get_uuid(r, 0)?), name: r.get(1) })).collect()
+    }
 
-            async fn tenant(&self, id: trygg_core::TenantId) -> Result<Option<$crate::Tenant>, $crate::StoreError> {
-                let row = sqlx::query("select name from tenants where id = $1")
-                    .bind(db_id(id.0))
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|r| $crate::Tenant { id, name: r.get(0) }))
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+        let row = query("select name from tenants where id = $1").bind(id.0).fetch_optional(&self.db).await?;
+        Ok(row.map(|r| Tenant { id, name: r.get(0) }))
+    }
 
-            async fn add_wearer(
-                &self,
-                tenant: trygg_core::TenantId,
-                f: &$crate::WearerFields,
-            ) -> Result<trygg_core::WearerId, $crate::StoreError> {
-                let id = trygg_core::WearerId::new();
-                sqlx::query(concat!(
-                    "insert into wearers (id, tenant_id, name, note, contact_name, contact_phone, team_id, ",
-                    $wearer_created,
-                    ") values ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ))
-                .bind(db_id(id.0))
-                .bind(db_id(tenant.0))
-                .bind(&f.name)
-                .bind(&f.note)
-                .bind(&f.contact_name)
-                .bind(&f.contact_phone)
-                .bind(f.team.map(db_id))
-                .bind(db_time(chrono::Utc::now()))
-                .execute(&self.pool)
-                .await
-                .map_err($crate::conflict("wearer"))?;
-                Ok(id)
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn add_wearer(&self, tenant: TenantId, f: &WearerFields) -> Result<WearerId, StoreError> {
+        let id = WearerId::new();
+        query(
+            "insert into wearers (id, tenant_id, name, note, contact_name, contact_phone, team_id, \
+                     created_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.0)
+        .bind(tenant.0)
+        .bind(&f.name)
+        .bind(&f.note)
+        .bind(&f.contact_name)
+        .bind(&f.contact_phone)
+        .bind(f.team)
+        .bind(Utc::now())
+        .execute(&self.db)
+        .await
+        .map_err(conflict("wearer"))?;
+        Ok(id)
+    }
 
-            async fn wearers(&self, tenant: trygg_core::TenantId) -> Result<Vec<$crate::Wearer>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select id, name, note, contact_name, contact_phone, team_id, deactivated_at from wearers \
+    #[instrument(level = "debug", skip_all)]
+    async fn wearers(&self, tenant: TenantId) -> Result<Vec<Wearer>, StoreError> {
+        let rows = query(
+            "select id, name, note, contact_name, contact_phone, team_id, deactivated_at from wearers \
                      where tenant_id = $1 order by name, id",
-                )
-                .bind(db_id(tenant.0))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(wearer_row).collect()
-            }
+        )
+        .bind(tenant.0)
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(wearer_row).collect()
+    }
 
-            async fn wearer(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: trygg_core::WearerId,
-            ) -> Result<Option<$crate::Wearer>, $crate::StoreError> {
-                let row = sqlx::query(
-                    "select id, name, note, contact_name, contact_phone, team_id, deactivated_at from wearers \
+    #[instrument(level = "debug", skip_all)]
+    async fn wearer(&self, tenant: TenantId, id: WearerId) -> Result<Option<Wearer>, StoreError> {
+        let row = query(
+            "select id, name, note, contact_name, contact_phone, team_id, deactivated_at from wearers \
                      where tenant_id = $1 and id = $2",
-                )
-                .bind(db_id(tenant.0))
-                .bind(db_id(id.0))
-                .fetch_optional(&self.pool)
-                .await?;
-                row.as_ref().map(wearer_row).transpose()
-            }
+        )
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_optional(&self.db)
+        .await?;
+        row.as_ref().map(wearer_row).transpose()
+    }
 
-            async fn update_wearer(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: trygg_core::WearerId,
-                f: &$crate::WearerFields,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update wearers set name = $1, note = $2, contact_name = $3, contact_phone = $4, team_id = $5 \
+    #[instrument(level = "debug", skip_all)]
+    async fn update_wearer(
+        &self,
+        tenant: TenantId,
+        id: WearerId,
+        f: &WearerFields,
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "update wearers set name = $1, note = $2, contact_name = $3, contact_phone = $4, team_id = $5 \
                      where tenant_id = $6 and id = $7",
-                )
-                .bind(&f.name)
-                .bind(&f.note)
-                .bind(&f.contact_name)
-                .bind(&f.contact_phone)
-                .bind(f.team.map(db_id))
-                .bind(db_id(tenant.0))
-                .bind(db_id(id.0))
-                .execute(&self.pool)
-                .await
-                .map_err($crate::conflict("wearer"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        )
+        .bind(&f.name)
+        .bind(&f.note)
+        .bind(&f.contact_name)
+        .bind(&f.contact_phone)
+        .bind(f.team)
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(&self.db)
+        .await
+        .map_err(conflict("wearer"))?;
+        Ok(done.rows_affected() == 1)
+    }
 
-            async fn deactivate_wearer(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: trygg_core::WearerId,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
+    #[instrument(level = "debug", skip_all)]
+    async fn deactivate_wearer(
+        &self,
+        tenant: TenantId,
+        id: WearerId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = query(
                     "update wearers set deactivated_at = coalesce(deactivated_at, $1) where tenant_id = $2 and id = $3",
                 )
-                .bind(db_time(at))
-                .bind(db_id(tenant.0))
-                .bind(db_id(id.0))
-                .execute(&self.pool)
+                .bind(at)
+                .bind(tenant.0)
+                .bind(id.0)
+                .execute(&self.db)
                 .await?;
-                Ok(done.rows_affected() == 1)
-            }
+        Ok(done.rows_affected() == 1)
+    }
 
-            async fn add_consent(
-                &self,
-                tenant: trygg_core::TenantId,
-                c: &$crate::NewConsent,
-            ) -> Result<uuid::Uuid, $crate::StoreError> {
-                let id = uuid::Uuid::new_v4();
-                sqlx::query(
-                    "insert into consents (id, tenant_id, wearer_id, positioning, passive_alarms, given_by, \
+    #[instrument(level = "debug", skip_all)]
+    async fn add_consent(&self, tenant: TenantId, c: &NewConsent) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        query(
+            "insert into consents (id, tenant_id, wearer_id, positioning, passive_alarms, given_by, \
                      document_ref, valid_from, valid_until, recorded_by, created_at) \
                      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(db_id(id))
-                .bind(db_id(tenant.0))
-                .bind(db_id(c.wearer.0))
-                .bind(c.positioning)
-                .bind(c.passive_alarms)
-                .bind(c.given_by.as_str())
-                .bind(&c.document_ref)
-                .bind(db_time(c.valid_from))
-                .bind(c.valid_until.map(db_time))
-                .bind(db_id(c.recorded_by))
-                .bind(db_time(chrono::Utc::now()))
-                .execute(&self.pool)
-                .await
-                .map_err($crate::conflict("consent"))?;
-                Ok(id)
-            }
+        )
+        .bind(id)
+        .bind(tenant.0)
+        .bind(c.wearer.0)
+        .bind(c.positioning)
+        .bind(c.passive_alarms)
+        .bind(c.given_by.as_str())
+        .bind(&c.document_ref)
+        .bind(c.valid_from)
+        .bind(c.valid_until)
+        .bind(c.recorded_by)
+        .bind(Utc::now())
+        .execute(&self.db)
+        .await
+        .map_err(conflict("consent"))?;
+        Ok(id)
+    }
 
-            async fn consents(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: Option<trygg_core::WearerId>,
-            ) -> Result<Vec<$crate::Consent>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select id, wearer_id, positioning, passive_alarms, given_by, document_ref, valid_from, \
+    #[instrument(level = "debug", skip_all)]
+    async fn consents(&self, tenant: TenantId, wearer: Option<WearerId>) -> Result<Vec<Consent>, StoreError> {
+        let rows = query(
+            "select id, wearer_id, positioning, passive_alarms, given_by, document_ref, valid_from, \
                      valid_until, recorded_by, withdrawn_at from consents \
                      where tenant_id = $1 and ($2 is null or wearer_id = $2) order by created_at, id",
-                )
-                .bind(db_id(tenant.0))
-                .bind(wearer.map(|w| db_id(w.0)))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::Consent {
-                            id: get_uuid(r, 0)?,
-                            consent: $crate::NewConsent {
-                                wearer: trygg_core::WearerId(get_uuid(r, 1)?),
-                                positioning: r.get(2),
-                                passive_alarms: r.get(3),
-                                given_by: $crate::parse_text("consent giver", r.get(4))?,
-                                document_ref: r.get(5),
-                                valid_from: get_time(r, 6)?,
-                                valid_until: get_opt_time(r, 7)?,
-                                recorded_by: get_uuid(r, 8)?,
-                            },
-                            withdrawn_at: get_opt_time(r, 9)?,
-                        })
-                    })
-                    .collect()
-            }
+        )
+        .bind(tenant.0)
+        .bind(wearer.map(|w| w.0))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Consent {
+                    id: get_uuid(r, 0)?,
+                    consent: NewConsent {
+                        wearer: WearerId(get_uuid(r, 1)?),
+                        positioning: r.get(2),
+                        passive_alarms: r.get(3),
+                        given_by: parse_text("consent giver", r.get(4))?,
+                        document_ref: r.get(5),
+                        valid_from: get_time(r, 6)?,
+                        valid_until: get_opt_time(r, 7)?,
+                        recorded_by: get_uuid(r, 8)?,
+                    },
+                    withdrawn_at: get_opt_time(r, 9)?,
+                })
+            })
+            .collect()
+    }
 
-            async fn withdraw_consent(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: trygg_core::WearerId,
-                id: uuid::Uuid,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update consents set withdrawn_at = coalesce(withdrawn_at, $1) \
+    #[instrument(level = "debug", skip_all)]
+    async fn withdraw_consent(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "update consents set withdrawn_at = coalesce(withdrawn_at, $1) \
                      where tenant_id = $2 and wearer_id = $3 and id = $4",
-                )
-                .bind(db_time(at))
-                .bind(db_id(tenant.0))
-                .bind(db_id(wearer.0))
-                .bind(db_id(id))
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
+        )
+        .bind(at)
+        .bind(tenant.0)
+        .bind(wearer.0)
+        .bind(id)
+        .execute(&self.db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-            async fn devices(&self, tenant: trygg_core::TenantId) -> Result<Vec<$crate::DeviceInfo>, $crate::StoreError> {
-                let rows = sqlx::query("select id, protocol, wearer_id from devices where tenant_id = $1 order by id")
-                    .bind(db_id(tenant.0))
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(device_row).collect()
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn devices(&self, tenant: TenantId) -> Result<Vec<DeviceInfo>, StoreError> {
+        let rows = query("select id, protocol, wearer_id from devices where tenant_id = $1 order by id")
+            .bind(tenant.0)
+            .fetch_all(&self.db)
+            .await?;
+        rows.iter().map(device_row).collect()
+    }
 
-            async fn device(
-                &self,
-                tenant: trygg_core::TenantId,
-                id: &trygg_core::DeviceId,
-            ) -> Result<Option<$crate::DeviceInfo>, $crate::StoreError> {
-                let row = sqlx::query("select id, protocol, wearer_id from devices where tenant_id = $1 and id = $2")
-                    .bind(db_id(tenant.0))
-                    .bind(id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.as_ref().map(device_row).transpose()
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn device(&self, tenant: TenantId, id: &DeviceId) -> Result<Option<DeviceInfo>, StoreError> {
+        let row = query("select id, protocol, wearer_id from devices where tenant_id = $1 and id = $2")
+            .bind(tenant.0)
+            .bind(id.as_str())
+            .fetch_optional(&self.db)
+            .await?;
+        row.as_ref().map(device_row).transpose()
+    }
 
-            async fn bind_device(
-                &self,
-                tenant: trygg_core::TenantId,
-                device: &trygg_core::DeviceId,
-                wearer: trygg_core::WearerId,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
-                bind_in(&mut tx, tenant, device, wearer, at).await?;
-                tx.commit().await?;
-                Ok(())
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn bind_device(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+        wearer: WearerId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        bind_in(&mut tx, tenant, device, wearer, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn unbind_device(
-                &self,
-                tenant: trygg_core::TenantId,
-                device: &trygg_core::DeviceId,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
-                unbind_in(&mut tx, tenant, device, at).await?;
-                tx.commit().await?;
-                Ok(())
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn unbind_device(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        unbind_in(&mut tx, tenant, device, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn replace_device(
-                &self,
-                tenant: trygg_core::TenantId,
-                old: &trygg_core::DeviceId,
-                new: &trygg_core::DeviceId,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<trygg_core::WearerId, $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
-                let wearer = unbind_in(&mut tx, tenant, old, at).await?;
-                bind_in(&mut tx, tenant, new, wearer, at).await?;
-                tx.commit().await?;
-                Ok(wearer)
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn replace_device(
+        &self,
+        tenant: TenantId,
+        old: &DeviceId,
+        new: &DeviceId,
+        at: DateTime<Utc>,
+    ) -> Result<WearerId, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let wearer = unbind_in(&mut tx, tenant, old, at).await?;
+        bind_in(&mut tx, tenant, new, wearer, at).await?;
+        tx.commit().await?;
+        Ok(wearer)
+    }
 
-            async fn bindings(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: trygg_core::WearerId,
-            ) -> Result<Vec<$crate::Binding>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select device_id, bound_at, unbound_at from device_bindings \
+    #[instrument(level = "debug", skip_all)]
+    async fn bindings(&self, tenant: TenantId, wearer: WearerId) -> Result<Vec<Binding>, StoreError> {
+        let rows = query(
+            "select device_id, bound_at, unbound_at from device_bindings \
                      where tenant_id = $1 and wearer_id = $2 order by bound_at, id",
-                )
-                .bind(db_id(tenant.0))
-                .bind(db_id(wearer.0))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::Binding {
-                            device: $crate::parse_device(r.get(0))?,
-                            bound_at: get_time(r, 1)?,
-                            unbound_at: get_opt_time(r, 2)?,
-                        })
-                    })
-                    .collect()
-            }
+        )
+        .bind(tenant.0)
+        .bind(wearer.0)
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Binding {
+                    device: parse_device(r.get(0))?,
+                    bound_at: get_time(r, 1)?,
+                    unbound_at: get_opt_time(r, 2)?,
+                })
+            })
+            .collect()
+    }
 
-            async fn add_zone(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: trygg_core::WearerId,
-                z: &$crate::ZoneFields,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<uuid::Uuid, $crate::StoreError> {
-                let id = uuid::Uuid::new_v4();
-                sqlx::query(
-                    "insert into zones (id, tenant_id, wearer_id, name, kind, geometry, radius_m, schedule, \
+    #[instrument(level = "debug", skip_all)]
+    async fn add_zone(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        z: &ZoneFields,
+        at: DateTime<Utc>,
+    ) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        query(
+            "insert into zones (id, tenant_id, wearer_id, name, kind, geometry, radius_m, schedule, \
                      created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(db_id(id))
-                .bind(db_id(tenant.0))
-                .bind(db_id(wearer.0))
-                .bind(&z.name)
-                .bind(&z.kind)
-                .bind(&z.geometry)
-                .bind(z.radius_m)
-                .bind(z.schedule.as_deref())
-                .bind(db_time(at))
-                .bind(db_time(at))
-                .execute(&self.pool)
-                .await
-                .map_err($crate::conflict("zone"))?;
-                Ok(id)
-            }
+        )
+        .bind(id)
+        .bind(tenant.0)
+        .bind(wearer.0)
+        .bind(&z.name)
+        .bind(&z.kind)
+        .bind(&z.geometry)
+        .bind(z.radius_m)
+        .bind(z.schedule.as_deref())
+        .bind(at)
+        .bind(at)
+        .execute(&self.db)
+        .await
+        .map_err(conflict("zone"))?;
+        Ok(id)
+    }
 
-            async fn zones(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: Option<trygg_core::WearerId>,
-            ) -> Result<Vec<$crate::StoredZone>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select id, wearer_id, name, kind, geometry, radius_m, schedule, updated_at from zones \
+    #[instrument(level = "debug", skip_all)]
+    async fn zones(&self, tenant: TenantId, wearer: Option<WearerId>) -> Result<Vec<StoredZone>, StoreError> {
+        let rows = query(
+            "select id, wearer_id, name, kind, geometry, radius_m, schedule, updated_at from zones \
                      where tenant_id = $1 and ($2 is null or wearer_id = $2) order by created_at, id",
-                )
-                .bind(db_id(tenant.0))
-                .bind(wearer.map(|w| db_id(w.0)))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::StoredZone {
-                            id: get_uuid(r, 0)?,
-                            wearer: trygg_core::WearerId(get_uuid(r, 1)?),
-                            fields: $crate::ZoneFields {
-                                name: r.get(2),
-                                kind: r.get(3),
-                                geometry: r.get(4),
-                                radius_m: r.get(5),
-                                schedule: r.get(6),
-                            },
-                            updated_at: get_time(r, 7)?,
-                        })
-                    })
-                    .collect()
-            }
+        )
+        .bind(tenant.0)
+        .bind(wearer.map(|w| w.0))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredZone {
+                    id: get_uuid(r, 0)?,
+                    wearer: WearerId(get_uuid(r, 1)?),
+                    fields: ZoneFields {
+                        name: r.get(2),
+                        kind: r.get(3),
+                        geometry: r.get(4),
+                        radius_m: r.get(5),
+                        schedule: r.get(6),
+                    },
+                    updated_at: get_time(r, 7)?,
+                })
+            })
+            .collect()
+    }
 
-            async fn update_zone(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: trygg_core::WearerId,
-                id: uuid::Uuid,
-                z: &$crate::ZoneFields,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query(
-                    "update zones set name = $1, kind = $2, geometry = $3, radius_m = $4, schedule = $5, \
+    #[instrument(level = "debug", skip_all)]
+    async fn update_zone(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        id: Uuid,
+        z: &ZoneFields,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = query(
+            "update zones set name = $1, kind = $2, geometry = $3, radius_m = $4, schedule = $5, \
                      updated_at = $6 where tenant_id = $7 and wearer_id = $8 and id = $9",
-                )
-                .bind(&z.name)
-                .bind(&z.kind)
-                .bind(&z.geometry)
-                .bind(z.radius_m)
-                .bind(z.schedule.as_deref())
-                .bind(db_time(at))
-                .bind(db_id(tenant.0))
-                .bind(db_id(wearer.0))
-                .bind(db_id(id))
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
+        )
+        .bind(&z.name)
+        .bind(&z.kind)
+        .bind(&z.geometry)
+        .bind(z.radius_m)
+        .bind(z.schedule.as_deref())
+        .bind(at)
+        .bind(tenant.0)
+        .bind(wearer.0)
+        .bind(id)
+        .execute(&self.db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-            async fn delete_zone(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: trygg_core::WearerId,
-                id: uuid::Uuid,
-            ) -> Result<bool, $crate::StoreError> {
-                let done = sqlx::query("delete from zones where tenant_id = $1 and wearer_id = $2 and id = $3")
-                    .bind(db_id(tenant.0))
-                    .bind(db_id(wearer.0))
-                    .bind(db_id(id))
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn delete_zone(&self, tenant: TenantId, wearer: WearerId, id: Uuid) -> Result<bool, StoreError> {
+        let done = query("delete from zones where tenant_id = $1 and wearer_id = $2 and id = $3")
+            .bind(tenant.0)
+            .bind(wearer.0)
+            .bind(id)
+            .execute(&self.db)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-            async fn add_team(&self, tenant: trygg_core::TenantId, name: &str) -> Result<uuid::Uuid, $crate::StoreError> {
-                let id = uuid::Uuid::new_v4();
-                sqlx::query("insert into teams (id, tenant_id, name, created_at) values ($1, $2, $3, $4)")
-                    .bind(db_id(id))
-                    .bind(db_id(tenant.0))
-                    .bind(name)
-                    .bind(db_time(chrono::Utc::now()))
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::conflict("team"))?;
-                Ok(id)
-            }
+    #[instrument(level = "debug", skip_all)]
+    async fn add_team(&self, tenant: TenantId, name: &str) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        query("insert into teams (id, tenant_id, name, created_at) values ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(tenant.0)
+            .bind(name)
+            .bind(Utc::now())
+            .execute(&self.db)
+            .await
+            .map_err(conflict("team"))?;
+        Ok(id)
+    }
 
-            async fn teams(&self, tenant: trygg_core::TenantId) -> Result<Vec<$crate::Team>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select t.id, t.name, m.user_id from teams t left join team_members m on m.team_id = t.id \
+    #[instrument(level = "debug", skip_all)]
+    async fn teams(&self, tenant: TenantId) -> Result<Vec<Team>, StoreError> {
+        let rows = query(
+            "select t.id, t.name, m.user_id from teams t left join team_members m on m.team_id = t.id \
                      where t.tenant_id = $1 order by t.name, t.id, m.user_id",
-                )
-                .bind(db_id(tenant.0))
-                .fetch_all(&self.pool)
-                .await?;
-                let mut teams: Vec<$crate::Team> = Vec::new();
-                for r in &rows {
-                    let id = get_uuid(r, 0)?;
-                    if teams.last().is_none_or(|t| t.id != id) {
-                        teams.push($crate::Team { id, name: r.get(1), members: Vec::new() });
-                    }
-                    if let (Some(team), Some(member)) = (teams.last_mut(), get_opt_uuid(r, 2)?) {
-                        team.members.push(member);
-                    }
-                }
-                Ok(teams)
+        )
+        .bind(tenant.0)
+        .fetch_all(&self.db)
+        .await?;
+        let mut teams: Vec<Team> = Vec::new();
+        for r in &rows {
+            let id = get_uuid(r, 0)?;
+            if teams.last().is_none_or(|t| t.id != id) {
+                teams.push(Team { id, name: r.get(1), members: Vec::new() });
             }
-
-            async fn set_team_members(
-                &self,
-                tenant: trygg_core::TenantId,
-                team: uuid::Uuid,
-                members: &[uuid::Uuid],
-            ) -> Result<bool, $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
-                let found = sqlx::query("select 1 from teams where tenant_id = $1 and id = $2")
-                    .bind(db_id(tenant.0))
-                    .bind(db_id(team))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if found.is_none() {
-                    return Ok(false);
-                }
-                sqlx::query("delete from team_members where team_id = $1").bind(db_id(team)).execute(&mut *tx).await?;
-                for m in members {
-                    sqlx::query("insert into team_members (team_id, user_id) values ($1, $2) on conflict do nothing")
-                        .bind(db_id(team))
-                        .bind(db_id(*m))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err($crate::conflict("team member"))?;
-                }
-                tx.commit().await?;
-                Ok(true)
+            if let (Some(team), Some(member)) = (teams.last_mut(), get_opt_uuid(r, 2)?) {
+                team.members.push(member);
             }
+        }
+        Ok(teams)
+    }
 
-            async fn set_responders(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: trygg_core::WearerId,
-                plan: &$crate::ResponderPlan,
-            ) -> Result<bool, $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
-                let done = sqlx::query("update wearers set alarm_centre_url = $1 where tenant_id = $2 and id = $3")
-                    .bind(plan.alarm_centre_url.as_deref())
-                    .bind(db_id(tenant.0))
-                    .bind(db_id(wearer.0))
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                sqlx::query("delete from responders where wearer_id = $1")
-                    .bind(db_id(wearer.0))
-                    .execute(&mut *tx)
-                    .await?;
-                for (position, step) in (0_i64..).zip(&plan.steps) {
-                    let (user, team) = match step.target {
-                        $crate::ResponderTarget::User(u) => (Some(db_id(u)), None),
-                        $crate::ResponderTarget::Team(t) => (None, Some(db_id(t))),
-                    };
-                    sqlx::query(
-                        "insert into responders (wearer_id, position, user_id, team_id, escalate_after_secs) \
+    #[instrument(level = "debug", skip_all)]
+    async fn set_team_members(
+        &self,
+        tenant: TenantId,
+        team: Uuid,
+        members: &[Uuid],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let found = query("select 1 from teams where tenant_id = $1 and id = $2")
+            .bind(tenant.0)
+            .bind(team)
+            .fetch_optional(&mut tx)
+            .await?;
+        if found.is_none() {
+            return Ok(false);
+        }
+        query("delete from team_members where team_id = $1").bind(team).execute(&mut tx).await?;
+        for m in members {
+            query("insert into team_members (team_id, user_id) values ($1, $2) on conflict do nothing")
+                .bind(team)
+                .bind(*m)
+                .execute(&mut tx)
+                .await
+                .map_err(conflict("team member"))?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn set_responders(
+        &self,
+        tenant: TenantId,
+        wearer: WearerId,
+        plan: &ResponderPlan,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let done = query("update wearers set alarm_centre_url = $1 where tenant_id = $2 and id = $3")
+            .bind(plan.alarm_centre_url.as_deref())
+            .bind(tenant.0)
+            .bind(wearer.0)
+            .execute(&mut tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        query("delete from responders where wearer_id = $1").bind(wearer.0).execute(&mut tx).await?;
+        for (position, step) in (0_i64..).zip(&plan.steps) {
+            let (user, team) = match step.target {
+                ResponderTarget::User(u) => (Some(u), None),
+                ResponderTarget::Team(t) => (None, Some(t)),
+            };
+            query(
+                "insert into responders (wearer_id, position, user_id, team_id, escalate_after_secs) \
                          values ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(db_id(wearer.0))
-                    .bind(position)
-                    .bind(user)
-                    .bind(team)
-                    .bind(i64::from(step.escalate_after_secs))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::conflict("responder"))?;
-                }
-                tx.commit().await?;
-                Ok(true)
-            }
+            )
+            .bind(wearer.0)
+            .bind(position)
+            .bind(user)
+            .bind(team)
+            .bind(i64::from(step.escalate_after_secs))
+            .execute(&mut tx)
+            .await
+            .map_err(conflict("responder"))?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
 
-            async fn responders(
-                &self,
-                tenant: trygg_core::TenantId,
-                wearer: trygg_core::WearerId,
-            ) -> Result<$crate::ResponderPlan, $crate::StoreError> {
-                let url: Option<Option<String>> =
-                    sqlx::query_scalar("select alarm_centre_url from wearers where tenant_id = $1 and id = $2")
-                        .bind(db_id(tenant.0))
-                        .bind(db_id(wearer.0))
-                        .fetch_optional(&self.pool)
-                        .await?;
-                let rows = sqlx::query(
-                    "select r.user_id, r.team_id, r.escalate_after_secs from responders r \
+    #[instrument(level = "debug", skip_all)]
+    async fn responders(&self, tenant: TenantId, wearer: WearerId) -> Result<ResponderPlan, StoreError> {
+        let url: Option<Option<String>> =
+            query("select alarm_centre_url from wearers where tenant_id = $1 and id = $2")
+                .bind(tenant.0)
+                .bind(wearer.0)
+                .fetch_optional(&self.db)
+                .await?
+                .map(|r| r.get(0));
+        let rows = query(
+            "select r.user_id, r.team_id, r.escalate_after_secs from responders r \
                      join wearers w on w.id = r.wearer_id where r.wearer_id = $1 and w.tenant_id = $2 \
                      order by r.position",
-                )
-                .bind(db_id(wearer.0))
-                .bind(db_id(tenant.0))
-                .fetch_all(&self.pool)
-                .await?;
-                let steps = rows
-                    .iter()
-                    .map(|r| {
-                        let target = match (get_opt_uuid(r, 0)?, get_opt_uuid(r, 1)?) {
-                            (Some(u), _) => $crate::ResponderTarget::User(u),
-                            (None, Some(t)) => $crate::ResponderTarget::Team(t),
-                            (None, None) => {
-                                return Err($crate::StoreError::Corrupt { what: "responder", value: String::new() });
-                            }
-                        };
-                        let secs: i64 = r.get(2);
-                        Ok($crate::Responder {
-                            target,
-                            escalate_after_secs: u32::try_from(secs).map_err(|_| $crate::StoreError::Corrupt {
-                                what: "escalation delay",
-                                value: secs.to_string(),
-                            })?,
-                        })
-                    })
-                    .collect::<Result<_, $crate::StoreError>>()?;
-                Ok($crate::ResponderPlan { steps, alarm_centre_url: url.flatten() })
-            }
+        )
+        .bind(wearer.0)
+        .bind(tenant.0)
+        .fetch_all(&self.db)
+        .await?;
+        let steps = rows
+            .iter()
+            .map(|r| {
+                let target = match (get_opt_uuid(r, 0)?, get_opt_uuid(r, 1)?) {
+                    (Some(u), _) => ResponderTarget::User(u),
+                    (None, Some(t)) => ResponderTarget::Team(t),
+                    (None, None) => {
+                        return Err(StoreError::Corrupt { what: "responder", value: String::new() });
+                    }
+                };
+                let secs: i64 = r.get(2);
+                Ok(Responder {
+                    target,
+                    escalate_after_secs: u32::try_from(secs).map_err(|_| StoreError::Corrupt {
+                        what: "escalation delay",
+                        value: secs.to_string(),
+                    })?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(ResponderPlan { steps, alarm_centre_url: url.flatten() })
+    }
 
-            async fn settings(
-                &self,
-                tenant: trygg_core::TenantId,
-            ) -> Result<Option<$crate::TenantSettings>, $crate::StoreError> {
-                let row = sqlx::query(
-                    "select time_zone, exit_policy, offline_after_secs, battery_low_pct, fix_retention_days, \
+    #[instrument(level = "debug", skip_all)]
+    async fn settings(&self, tenant: TenantId) -> Result<Option<TenantSettings>, StoreError> {
+        let row = query(
+            "select time_zone, exit_policy, offline_after_secs, battery_low_pct, fix_retention_days, \
                      on_site_limit_secs, repeat_join_secs, fallback_team_id, fallback_alarm_centre_url, \
                      battery_rearm_margin_pct, quiet_from_hour, quiet_until_hour \
                      from tenant_settings where tenant_id = $1",
-                )
-                .bind(db_id(tenant.0))
-                .fetch_optional(&self.pool)
-                .await?;
-                row.map(|r| {
-                    Ok($crate::TenantSettings {
-                        time_zone: r.get(0),
-                        exit_policy: r.get(1),
-                        offline_after_secs: $crate::narrow("offline threshold", r.get(2))?,
-                        battery_low_pct: $crate::narrow("battery threshold", r.get(3))?,
-                        fix_retention_days: $crate::narrow("retention", r.get(4))?,
-                        on_site_limit_secs: $crate::narrow("on-site limit", r.get(5))?,
-                        repeat_join_secs: $crate::narrow("repeat join window", r.get(6))?,
-                        fallback_team: get_opt_uuid(&r, 7)?,
-                        fallback_alarm_centre_url: r.get(8),
-                        supervision: $crate::SupervisionSettings {
-                            battery_rearm_margin_pct: $crate::narrow("battery re-arm margin", r.get(9))?,
-                            quiet_from_hour: $crate::narrow("quiet hours start", r.get(10))?,
-                            quiet_until_hour: $crate::narrow("quiet hours end", r.get(11))?,
-                        },
-                    })
-                })
-                .transpose()
-            }
+        )
+        .bind(tenant.0)
+        .fetch_optional(&self.db)
+        .await?;
+        row.map(|r| {
+            Ok(TenantSettings {
+                time_zone: r.get(0),
+                exit_policy: r.get(1),
+                offline_after_secs: narrow("offline threshold", r.get(2))?,
+                battery_low_pct: narrow("battery threshold", r.get(3))?,
+                fix_retention_days: narrow("retention", r.get(4))?,
+                on_site_limit_secs: narrow("on-site limit", r.get(5))?,
+                repeat_join_secs: narrow("repeat join window", r.get(6))?,
+                fallback_team: get_opt_uuid(&r, 7)?,
+                fallback_alarm_centre_url: r.get(8),
+                supervision: SupervisionSettings {
+                    battery_rearm_margin_pct: narrow("battery re-arm margin", r.get(9))?,
+                    quiet_from_hour: narrow("quiet hours start", r.get(10))?,
+                    quiet_until_hour: narrow("quiet hours end", r.get(11))?,
+                },
+            })
+        })
+        .transpose()
+    }
 
-            async fn put_settings(
-                &self,
-                tenant: trygg_core::TenantId,
-                s: &$crate::TenantSettings,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
+    #[instrument(level = "debug", skip_all)]
+    async fn put_settings(
+        &self,
+        tenant: TenantId,
+        s: &TenantSettings,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        query(
                     "insert into tenant_settings (tenant_id, time_zone, exit_policy, offline_after_secs, \
                      battery_low_pct, fix_retention_days, updated_at, on_site_limit_secs, repeat_join_secs, \
                      fallback_team_id, fallback_alarm_centre_url, battery_rearm_margin_pct, quiet_from_hour, \
@@ -1171,185 +1168,188 @@ macro_rules! impl_directory {
                      battery_rearm_margin_pct = excluded.battery_rearm_margin_pct, \
                      quiet_from_hour = excluded.quiet_from_hour, quiet_until_hour = excluded.quiet_until_hour",
                 )
-                .bind(db_id(tenant.0))
+                .bind(tenant.0)
                 .bind(&s.time_zone)
                 .bind(&s.exit_policy)
                 .bind(i64::from(s.offline_after_secs))
                 .bind(i64::from(s.battery_low_pct))
                 .bind(i64::from(s.fix_retention_days))
-                .bind(db_time(at))
+                .bind(at)
                 .bind(i64::from(s.on_site_limit_secs))
                 .bind(i64::from(s.repeat_join_secs))
-                .bind(s.fallback_team.map(db_id))
+                .bind(s.fallback_team)
                 .bind(s.fallback_alarm_centre_url.as_deref())
                 .bind(i64::from(s.supervision.battery_rearm_margin_pct))
                 .bind(i64::from(s.supervision.quiet_from_hour))
                 .bind(i64::from(s.supervision.quiet_until_hour))
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
-                .map_err($crate::conflict("settings"))?;
-                Ok(())
-            }
+                .map_err(conflict("settings"))?;
+        Ok(())
+    }
 
-            async fn log_access(&self, e: &$crate::AccessEntry) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "insert into access_log (tenant_id, user_id, wearer_id, at, what, reason) \
+    #[instrument(level = "debug", skip_all)]
+    async fn log_access(&self, e: &AccessEntry) -> Result<(), StoreError> {
+        query(
+            "insert into access_log (tenant_id, user_id, wearer_id, at, what, reason) \
                      values ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(db_id(e.tenant.0))
-                .bind(db_id(e.user))
-                .bind(db_id(e.wearer.0))
-                .bind(db_time(e.at))
-                .bind(&e.what)
-                .bind(&e.reason)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::conflict("access log entry"))?;
-                Ok(())
-            }
+        )
+        .bind(e.tenant.0)
+        .bind(e.user)
+        .bind(e.wearer.0)
+        .bind(e.at)
+        .bind(&e.what)
+        .bind(&e.reason)
+        .execute(&self.db)
+        .await
+        .map_err(conflict("access log entry"))?;
+        Ok(())
+    }
 
-            async fn access_log(
-                &self,
-                tenant: trygg_core::TenantId,
-                limit: u32,
-            ) -> Result<Vec<$crate::AccessEntry>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "select user_id, wearer_id, at, what, reason from access_log where tenant_id = $1 \
+    #[instrument(level = "debug", skip_all)]
+    async fn access_log(&self, tenant: TenantId, limit: u32) -> Result<Vec<AccessEntry>, StoreError> {
+        let rows = query(
+            "select user_id, wearer_id, at, what, reason from access_log where tenant_id = $1 \
                      order by at desc, id desc limit $2",
-                )
-                .bind(db_id(tenant.0))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::AccessEntry {
-                            tenant,
-                            user: get_uuid(r, 0)?,
-                            wearer: trygg_core::WearerId(get_uuid(r, 1)?),
-                            at: get_time(r, 2)?,
-                            what: r.get(3),
-                            reason: r.get(4),
-                        })
-                    })
-                    .collect()
-            }
-        }
-
-        fn user_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::User, $crate::StoreError> {
-            Ok($crate::User {
-                id: get_uuid(r, 0)?,
-                user: $crate::NewUser {
-                    tenant: get_opt_uuid(r, 1)?.map(trygg_core::TenantId),
-                    email: r.get(2),
-                    name: r.get(3),
-                    role: $crate::parse_text("role", r.get(4))?,
-                    password_hash: r.get(5),
-                },
+        )
+        .bind(tenant.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccessEntry {
+                    tenant,
+                    user: get_uuid(r, 0)?,
+                    wearer: WearerId(get_uuid(r, 1)?),
+                    at: get_time(r, 2)?,
+                    what: r.get(3),
+                    reason: r.get(4),
+                })
             })
-        }
-
-        fn wearer_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::Wearer, $crate::StoreError> {
-            Ok($crate::Wearer {
-                id: trygg_core::WearerId(get_uuid(r, 0)?),
-                fields: $crate::WearerFields {
-                    name: r.get(1),
-                    note: r.get(2),
-                    contact_name: r.get(3),
-                    contact_phone: r.get(4),
-                    team: get_opt_uuid(r, 5)?,
-                },
-                deactivated_at: get_opt_time(r, 6)?,
-            })
-        }
-
-        fn device_row(r: &<$db as sqlx::Database>::Row) -> Result<$crate::DeviceInfo, $crate::StoreError> {
-            Ok($crate::DeviceInfo {
-                id: $crate::parse_device(r.get(0))?,
-                protocol: $crate::parse_protocol(r.get(1))?,
-                wearer: get_opt_uuid(r, 2)?.map(trygg_core::WearerId),
-            })
-        }
-
-        /// Binds inside a transaction: the device must be in the tenant and unbound.
-        async fn bind_in(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            tenant: trygg_core::TenantId,
-            device: &trygg_core::DeviceId,
-            wearer: trygg_core::WearerId,
-            at: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(), $crate::StoreError> {
-            let done =
-                sqlx::query("update devices set wearer_id = $1 where tenant_id = $2 and id = $3 and wearer_id is null")
-                    .bind(db_id(wearer.0))
-                    .bind(db_id(tenant.0))
-                    .bind(device.as_str())
-                    .execute(&mut **tx)
-                    .await
-                    .map_err($crate::conflict("device binding"))?;
-            if done.rows_affected() != 1 {
-                return Err(device_state_error(tx, tenant, device, "device is bound already").await);
-            }
-            sqlx::query(
-                "insert into device_bindings (tenant_id, device_id, wearer_id, bound_at) values ($1, $2, $3, $4)",
-            )
-            .bind(db_id(tenant.0))
-            .bind(device.as_str())
-            .bind(db_id(wearer.0))
-            .bind(db_time(at))
-            .execute(&mut **tx)
-            .await
-            .map_err($crate::conflict("device binding"))?;
-            Ok(())
-        }
-
-        /// Unbinds inside a transaction and returns the wearer it was bound to.
-        async fn unbind_in(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            tenant: trygg_core::TenantId,
-            device: &trygg_core::DeviceId,
-            at: chrono::DateTime<chrono::Utc>,
-        ) -> Result<trygg_core::WearerId, $crate::StoreError> {
-            let wearer = sqlx::query("select wearer_id from devices where tenant_id = $1 and id = $2")
-                .bind(db_id(tenant.0))
-                .bind(device.as_str())
-                .fetch_optional(&mut **tx)
-                .await?;
-            let Some(wearer) = wearer.as_ref().map(|r| get_opt_uuid(r, 0)).transpose()?.flatten() else {
-                return Err(device_state_error(tx, tenant, device, "device is not bound").await);
-            };
-            sqlx::query("update devices set wearer_id = null where id = $1")
-                .bind(device.as_str())
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("update device_bindings set unbound_at = $1 where device_id = $2 and unbound_at is null")
-                .bind(db_time(at))
-                .bind(device.as_str())
-                .execute(&mut **tx)
-                .await?;
-            Ok(trygg_core::WearerId(wearer))
-        }
-
-        /// After a binding change matched no row: the device is missing (in this tenant) or in
-        /// the wrong state.
-        async fn device_state_error(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            tenant: trygg_core::TenantId,
-            device: &trygg_core::DeviceId,
-            conflict: &'static str,
-        ) -> $crate::StoreError {
-            let exists = sqlx::query("select 1 from devices where tenant_id = $1 and id = $2")
-                .bind(db_id(tenant.0))
-                .bind(device.as_str())
-                .fetch_optional(&mut **tx)
-                .await;
-            match exists {
-                Ok(Some(_)) => $crate::StoreError::WrongState(conflict),
-                Ok(None) => $crate::StoreError::NotFound("device"),
-                Err(e) => $crate::StoreError::Database(e),
-            }
-        }
-    };
+            .collect()
+    }
 }
 
-pub(crate) use impl_directory;
+fn user_row(r: &Row) -> Result<User, StoreError> {
+    Ok(User {
+        id: get_uuid(r, 0)?,
+        user: NewUser {
+            tenant: get_opt_uuid(r, 1)?.map(TenantId),
+            email: r.get(2),
+            name: r.get(3),
+            role: parse_text("role", r.get(4))?,
+            password_hash: r.get(5),
+        },
+    })
+}
+
+fn wearer_row(r: &Row) -> Result<Wearer, StoreError> {
+    Ok(Wearer {
+        id: WearerId(get_uuid(r, 0)?),
+        fields: WearerFields {
+            name: r.get(1),
+            note: r.get(2),
+            contact_name: r.get(3),
+            contact_phone: r.get(4),
+            team: get_opt_uuid(r, 5)?,
+        },
+        deactivated_at: get_opt_time(r, 6)?,
+    })
+}
+
+fn device_row(r: &Row) -> Result<DeviceInfo, StoreError> {
+    Ok(DeviceInfo {
+        id: parse_device(r.get(0))?,
+        protocol: parse_protocol(r.get(1))?,
+        wearer: get_opt_uuid(r, 2)?.map(WearerId),
+    })
+}
+
+/// Binds inside a transaction: the device must be in the tenant and unbound.
+async fn bind_in(
+    tx: &mut Tx,
+    tenant: TenantId,
+    device: &DeviceId,
+    wearer: WearerId,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let done =
+        query("update devices set wearer_id = $1 where tenant_id = $2 and id = $3 and wearer_id is null")
+            .bind(wearer.0)
+            .bind(tenant.0)
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict("device binding"))?;
+    if done.rows_affected() != 1 {
+        return Err(device_state_error(tx, tenant, device, "device is bound already").await);
+    }
+    insert_binding(tx, tenant, device, wearer, at).await
+}
+
+/// Records that `device` is bound to `wearer` from `at` (the device row says so already).
+pub(crate) async fn insert_binding(
+    tx: &mut Tx,
+    tenant: TenantId,
+    device: &DeviceId,
+    wearer: WearerId,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    query("insert into device_bindings (tenant_id, device_id, wearer_id, bound_at) values ($1, $2, $3, $4)")
+        .bind(tenant)
+        .bind(device.as_str())
+        .bind(wearer)
+        .bind(at)
+        .execute(tx)
+        .await
+        .map_err(conflict("device binding"))?;
+    Ok(())
+}
+
+/// Unbinds inside a transaction and returns the wearer it was bound to.
+async fn unbind_in(
+    tx: &mut Tx,
+    tenant: TenantId,
+    device: &DeviceId,
+    at: DateTime<Utc>,
+) -> Result<WearerId, StoreError> {
+    let wearer = query("select wearer_id from devices where tenant_id = $1 and id = $2")
+        .bind(tenant.0)
+        .bind(device.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(wearer) = wearer.as_ref().map(|r| get_opt_uuid(r, 0)).transpose()?.flatten() else {
+        return Err(device_state_error(tx, tenant, device, "device is not bound").await);
+    };
+    query("update devices set wearer_id = null where id = $1")
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
+    query("update device_bindings set unbound_at = $1 where device_id = $2 and unbound_at is null")
+        .bind(at)
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(WearerId(wearer))
+}
+
+/// After a binding change matched no row: the device is missing (in this tenant) or in
+/// the wrong state.
+async fn device_state_error(
+    tx: &mut Tx,
+    tenant: TenantId,
+    device: &DeviceId,
+    conflict: &'static str,
+) -> StoreError {
+    let exists = query("select 1 from devices where tenant_id = $1 and id = $2")
+        .bind(tenant.0)
+        .bind(device.as_str())
+        .fetch_optional(&mut *tx)
+        .await;
+    match exists {
+        Ok(Some(_)) => StoreError::WrongState(conflict),
+        Ok(None) => StoreError::NotFound("device"),
+        Err(e) => StoreError::Database(e),
+    }
+}

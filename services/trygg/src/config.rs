@@ -53,6 +53,7 @@ impl DbArgs {
 /// `trygg serve` settings.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// The database to use.
     #[command(flatten)]
     pub db: DbArgs,
     /// Address of the HTTP API: device ingest, health, metrics (port 0 picks a free port).
@@ -98,12 +99,16 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how many seconds to let in-flight requests finish.
     #[arg(long, env = "TRYGG_DRAIN_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub drain_timeout_secs: u64,
+    /// The caseworker/staff API: tokens, login limits, retention.
     #[command(flatten)]
     pub api: ApiArgs,
+    /// Push to staff phones (FCM) and the alarm centre.
     #[command(flatten)]
     pub push: PushArgs,
+    /// The device listeners.
     #[command(flatten)]
     pub devices: crate::device_config::DeviceArgs,
+    /// The web console's base map.
     #[command(flatten)]
     pub console: crate::console::BaseMapArgs,
 }
