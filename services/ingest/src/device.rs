@@ -280,6 +280,25 @@ impl DeviceLinks {
     }
 }
 
+/// The report interval each native device is told in its ingest answers
+/// (`report_interval_secs`), as the alarm engine last decided it for battery-aware reporting:
+/// faster while a zone exit is suspected, the tenant's normal interval after. A device the engine
+/// has decided nothing for is told nothing and keeps its own setting. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ReportIntervals(Arc<Mutex<HashMap<DeviceId, u32>>>);
+
+impl ReportIntervals {
+    /// Tells `device` to report every `secs` seconds from its next ingest answer on.
+    pub fn set(&self, device: &DeviceId, secs: u32) {
+        self.0.lock().expect("report intervals lock").insert(device.clone(), secs);
+    }
+
+    /// What the device's ingest answer tells it, if anything.
+    pub fn get(&self, device: &DeviceId) -> Option<u32> {
+        self.0.lock().expect("report intervals lock").get(device).copied()
+    }
+}
+
 /// How often a connection re-reads its device's registration, so a watch rebound to another
 /// wearer (or moved to another time zone) while connected is attributed correctly.
 const PROFILE_REFRESH: Duration = Duration::from_secs(60);
@@ -380,14 +399,23 @@ impl DeviceIngest {
         Ok(())
     }
 
-    /// Records that the device was heard, with the battery it reported; a failure is logged,
-    /// never fatal (it is status, not data the device needs acknowledged).
+    /// Records that the device was heard, with the battery it reported, and hands the battery
+    /// level to the sink (the battery rules judge it like a fix's); a failure is logged, never
+    /// fatal (it is status, not data the device needs acknowledged).
     pub(crate) async fn heard(&self, session: &Session, battery_pct: Option<u8>) {
-        if let Some(battery) = battery_pct {
-            tracing::debug!(device = %session.device, battery, "Device battery");
-        }
-        if let Err(e) = self.ingest.store.device_heard(&session.device, Utc::now(), battery_pct).await {
+        let now = Utc::now();
+        if let Err(e) = self.ingest.store.device_heard(&session.device, now, battery_pct).await {
             tracing::warn!(error = %e, device = %session.device, "Recording a device as heard failed");
+        }
+        if let Some(battery_pct) = battery_pct {
+            tracing::debug!(device = %session.device, battery_pct, "Device battery");
+            self.ingest.sink.committed(Committed::KeepAlive {
+                tenant: session.tenant,
+                wearer: session.wearer,
+                device: session.device.clone(),
+                at: now,
+                battery_pct,
+            });
         }
     }
 

@@ -39,7 +39,9 @@ pub mod pb {
 }
 
 pub use commit::{CommitConfig, CommitProbe, FixCommitter};
-pub use device::{CommandError, DeviceCommand, DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics};
+pub use device::{
+    CommandError, DeviceCommand, DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics, ReportIntervals,
+};
 pub use error::IngestError;
 pub use listeners::{DeviceBinds, DeviceListeners};
 pub use metrics::IngestMetrics;
@@ -114,6 +116,8 @@ pub struct Ingest {
     pub timeout: Duration,
     /// Whether device alarms can be acknowledged.
     pub alarm_path: AlarmPath,
+    /// The report interval each native device's answer carries (battery-aware reporting).
+    pub report_intervals: ReportIntervals,
 }
 
 /// The ingest routes, under `/api/v1/ingest`.

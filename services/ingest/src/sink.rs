@@ -7,6 +7,7 @@
 
 use std::fmt::Debug;
 
+use chrono::{DateTime, Utc};
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
 
 /// Data that has just been committed.
@@ -40,6 +41,21 @@ pub enum Committed {
         /// The position sent with it, if valid.
         fix: Option<Fix>,
     },
+    /// A keep-alive or status message with a battery level (3G `LK`, GT06 heartbeat, OsmAnd
+    /// `batt`): stored only as the device's last battery, evaluated by the battery rules like a
+    /// fix's level.
+    KeepAlive {
+        /// The device's tenant.
+        tenant: TenantId,
+        /// The wearer the device is bound to.
+        wearer: Option<WearerId>,
+        /// The device.
+        device: DeviceId,
+        /// When it was received (keep-alives carry no device time).
+        at: DateTime<Utc>,
+        /// The battery level it reported, in percent.
+        battery_pct: u8,
+    },
 }
 
 /// Receives committed data. Must not block: hand the data to a queue or task.
@@ -60,6 +76,9 @@ impl CommittedSink for LogSink {
             }
             Committed::Alarm { device, alarm_id, kind, duplicate, .. } => {
                 tracing::info!(%device, alarm_id, %kind, duplicate, "Device alarm committed");
+            }
+            Committed::KeepAlive { device, battery_pct, .. } => {
+                tracing::debug!(%device, battery_pct, "Keep-alive battery recorded");
             }
         }
     }

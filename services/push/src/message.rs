@@ -73,11 +73,13 @@ pub enum AlarmKind {
     DeviceOffline,
     /// A test alarm; pushed like a critical one, since it tests that chain.
     Test,
+    /// The device sent no test alarm in its daily window (technical).
+    TestAlarmMissing,
 }
 
 impl AlarmKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Sos,
         Self::Fall,
         Self::ZoneExit,
@@ -86,6 +88,7 @@ impl AlarmKind {
         Self::LowBattery,
         Self::DeviceOffline,
         Self::Test,
+        Self::TestAlarmMissing,
     ];
 
     /// The name used in JSON, in the database and in the push `data`.
@@ -99,12 +102,13 @@ impl AlarmKind {
             Self::LowBattery => "low_battery",
             Self::DeviceOffline => "device_offline",
             Self::Test => "test",
+            Self::TestAlarmMissing => "test_alarm_missing",
         }
     }
 
     /// Whether this is a technical alert: normal priority, bundled, never escalated like an alarm.
     pub fn is_technical(self) -> bool {
-        matches!(self, Self::LowBattery | Self::DeviceOffline)
+        matches!(self, Self::LowBattery | Self::DeviceOffline | Self::TestAlarmMissing)
     }
 
     /// The notification title staff see.
@@ -118,6 +122,7 @@ impl AlarmKind {
             Self::LowBattery => "Lågt batteri",
             Self::DeviceOffline => "Enhet offline",
             Self::Test => "Testlarm",
+            Self::TestAlarmMissing => "Testlarm saknas",
         }
     }
 }

@@ -167,7 +167,8 @@ pub struct PushSettings {
 /// The push worker's queries. Claims return rows whose lease ends at `now + lease`.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Claims at most `limit` pending outbox rows due at `now`, oldest due first.
+    /// Claims at most `limit` pending outbox rows due at `now`: those of critical alarms first
+    /// (a backlog of technical alerts never holds back an SOS), then oldest due first.
     async fn claim_outbox(
         &self,
         now: DateTime<Utc>,
@@ -282,11 +283,14 @@ macro_rules! impl_outbox {
                 lease: std::time::Duration,
                 limit: u32,
             ) -> Result<Vec<$crate::outbox::OutboxRow>, $crate::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "update outbox set due_at = $1 where id in (select id from outbox \
-                     where status = 'pending' and due_at <= $2 order by due_at limit $3",
-                    $skip_locked,
-                    ") returning id, tenant_id, alarm_id, step, recipient, attempts"
+                let critical = $crate::alarms::critical_kinds_sql();
+                let rows = sqlx::query(&format!(
+                    "update outbox set due_at = $1 where id in (select o.id from outbox o \
+                     where o.status = 'pending' and o.due_at <= $2 \
+                     order by (select case when a.kind in ({critical}) then 0 else 1 end \
+                     from alarms a where a.id = o.alarm_id), o.due_at limit $3{skip_locked}) \
+                     returning id, tenant_id, alarm_id, step, recipient, attempts",
+                    skip_locked = $skip_locked,
                 ))
                 .bind(db_time(now + $crate::outbox::chrono_duration(lease)))
                 .bind(db_time(now))
