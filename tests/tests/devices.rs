@@ -358,8 +358,10 @@ async fn a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_
     let c = start(&db, &fcm, &dir);
     let admin = c.login("admin@kommun.test", "correct horse battery").await;
     let tenant = c.ok(Method::POST, "tenants", &admin, Some(json!({ "name": "Skövde" }))).await["id"].clone();
-    let user = json!({ "email": "hanna@skovde.test", "name": "Hanna", "role": "caseworker", "password": "a long password", "tenant": tenant });
-    c.ok(Method::POST, "users", &admin, Some(user)).await;
+    let user = |email: &str, role: &str| json!({ "email": email, "name": email, "role": role, "password": "a long password", "tenant": tenant });
+    c.ok(Method::POST, "users", &admin, Some(user("tina@skovde.test", "tenant_admin"))).await;
+    c.ok(Method::POST, "users", &admin, Some(user("hanna@skovde.test", "caseworker"))).await;
+    let tina = c.login("tina@skovde.test", "a long password").await;
     let cw = c.login("hanna@skovde.test", "a long password").await;
     let wearer = c.ok(Method::POST, "wearers", &cw, Some(json!({ "name": "Dagny" }))).await["id"]
         .as_str()
@@ -368,8 +370,10 @@ async fn a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_
     let yesterday = (Utc::now() - TimeDelta::days(1)).to_rfc3339();
     let consent = json!({ "covers": ["positioning", "passive_alarms"], "given_by": "wearer", "document_ref": "Dnr 2026/1", "valid_from": yesterday });
     c.ok(Method::POST, &format!("wearers/{wearer}/consents"), &cw, Some(consent)).await;
-    c.ok(Method::POST, "devices", &cw, Some(json!({ "id": WATCH, "protocol": "watch" }))).await;
-    let native = c.ok(Method::POST, "devices", &cw, Some(json!({ "id": "dagny-phone", "protocol": "native" }))).await;
+    c.ok(Method::POST, "devices", &tina, Some(json!({ "id": WATCH, "protocol": "watch" }))).await;
+    let native = c
+        .ok(Method::POST, "devices", &tina, Some(json!({ "id": "dagny-phone", "protocol": "native" })))
+        .await;
     let native_token = native["token"].as_str().unwrap().to_owned();
     for id in [WATCH, "dagny-phone"] {
         c.ok(Method::POST, &format!("devices/{id}/bind"), &cw, Some(json!({ "wearer": wearer }))).await;
@@ -390,7 +394,7 @@ async fn a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_
     w.write_all(&ud_at(t + TimeDelta::seconds(20), 150.0)).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&read_n(&mut w, 30).await), "[SG*8800000015*0009*UPLOAD,30]");
     w.write_all(&ud_at(t + TimeDelta::seconds(50), 200.0)).await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&read_n(&mut w, 31).await), "[SG*8800000015*000A*UPLOAD,300]");
+    assert_eq!(String::from_utf8_lossy(&read_n(&mut w, 31).await), "[SG*8800000015*000a*UPLOAD,300]");
     wait_for("the exit alarm", async || {
         let list = c.ok(Method::GET, "alarms", &cw, None).await;
         list.as_array().unwrap().iter().any(|a| a["kind"] == "zone_exit").then_some(())
@@ -440,11 +444,14 @@ async fn a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_
 
 #[tokio::test]
 async fn sqlite_a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed() {
-    a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed(TestDb::sqlite()).await;
+    a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed(TestDb::sqlite())
+        .await;
 }
 
 #[tokio::test]
 async fn postgres_a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed() {
-    a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed(TestDb::postgres().await)
-        .await;
+    a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed(
+        TestDb::postgres().await,
+    )
+    .await;
 }

@@ -47,7 +47,7 @@
 //! **Battery-aware reporting.** While the exit policy suspects an exit it has not confirmed
 //! ([`DeviceState::awaits_confirmation`]) the device is told to report at the tenant's fast
 //! interval, and at its normal one once the exit is confirmed or cleared (or after
-//! [`FAST_REPORTING_AT_MOST`] of one suspicion): `UPLOAD` on a watch's open connection, the
+//! [`FAST_REPORTING_AT_MOST`](crate::supervision::FAST_REPORTING_AT_MOST) of one suspicion): `UPLOAD` on a watch's open connection, the
 //! interval in a native device's ingest answers. Each command is logged on the device.
 //!
 //! [`pending_device_alarms`]: trygg_store::Alarms::pending_device_alarms
@@ -57,7 +57,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, DailyHours};
+use crate::supervision::{
+    BatteryDecision, BatteryRule, BatteryState, BatteryTrack, DailyHours, Reporting, Tell, reporting_change,
+};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -97,9 +99,6 @@ const ALERTED_RECHECK: chrono::Duration = chrono::Duration::days(7);
 const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
 /// Most due deadlines handled in one supervision pass.
 const DEADLINES_PER_PASS: u32 = 500;
-/// The longest a watch is kept reporting fast for one suspected exit: a wearer lingering just
-/// outside the zone, never clear of its margin, must not drain the watch.
-const FAST_REPORTING_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
 
 /// The fixes (and keep-alive battery levels) of one device in a batch.
 #[derive(Debug)]
@@ -122,15 +121,6 @@ struct TenantRules {
     /// The normal report interval and the one while an exit is suspected, in seconds.
     report_secs: u32,
     report_fast_secs: u32,
-}
-
-/// Where a device's battery-aware reporting stands (absent: normal interval).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reporting {
-    /// Told to report fast since this fix time, while an exit is suspected.
-    Fast(DateTime<Utc>),
-    /// Told to report normally again although the suspicion lasts: it lasted too long.
-    Capped,
 }
 
 /// The alarm engine's state: the zone state of every device, as stored.
@@ -190,7 +180,8 @@ impl Engine {
                 (d.device, BatteryTrack::new(state))
             })
             .collect();
-        let test_armed = store.deadlines_of_kind(DEADLINE_TEST_ALARM).await?.into_iter().map(|d| d.device).collect();
+        let test_armed =
+            store.deadlines_of_kind(DEADLINE_TEST_ALARM).await?.into_iter().map(|d| d.device).collect();
         // A device whose stored state suspects an exit may have been told to report fast before
         // the restart: it is told to report normally once the suspicion ends.
         let reporting = states
@@ -289,7 +280,10 @@ impl Engine {
                 };
                 // A device deleted since is skipped: it has nobody to alarm for.
                 let Some((tenant, wearer)) = owner else { continue };
-                fixes.insert(device, DeviceFixes { tenant, wearer, fixes: vec![fix], keep_alives: Vec::new() });
+                fixes.insert(
+                    device,
+                    DeviceFixes { tenant, wearer, fixes: vec![fix], keep_alives: Vec::new() },
+                );
             }
             outcomes.extend(self.run(Vec::new(), fixes, now).await?);
             if !full {
@@ -418,7 +412,12 @@ impl Engine {
             }
             let moved = self.offline_due.get(&device).is_none_or(|at| due_at - *at >= after / 4);
             if back || moved {
-                deadlines.push(DeadlineChange::Arm { device: device.clone(), tenant, kind: DEADLINE_OFFLINE, due_at });
+                deadlines.push(DeadlineChange::Arm {
+                    device: device.clone(),
+                    tenant,
+                    kind: DEADLINE_OFFLINE,
+                    due_at,
+                });
             }
             // The daily test alarm is due at the end of the first whole window after the
             // device was first heard.
@@ -517,7 +516,12 @@ impl Engine {
             Protocol::Gt06 | Protocol::Osmand => return,
         }
         tracing::info!(%device, secs, protocol = protocol.as_str(), "Report interval commanded");
-        let entry = DeviceCommandLog { device: device.clone(), command: command.describe(), sent_by: None, sent_at: Utc::now() };
+        let entry = DeviceCommandLog {
+            device: device.clone(),
+            command: command.describe(),
+            sent_by: None,
+            sent_at: Utc::now(),
+        };
         if let Err(e) = self.store.log_device_command(tenant, &entry).await {
             tracing::warn!(error = %e, %device, "Logging a report-interval command failed");
         }
@@ -1026,33 +1030,6 @@ impl Engine {
             tracing::info!("Alarm engine stopped");
         });
         (sink, task)
-    }
-}
-
-/// What a device is told about its report interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tell {
-    Fast,
-    Normal,
-    Nothing,
-}
-
-/// How a device's reporting changes after a batch whose newest fix is at `at`: `suspected` says
-/// whether its zone state awaits the confirmation of an exit. Returns its new reporting state
-/// (`None`: normal) and what to tell it, or `None` when nothing changes.
-fn reporting_change(
-    told: Option<Reporting>,
-    suspected: bool,
-    at: DateTime<Utc>,
-) -> Option<(Option<Reporting>, Tell)> {
-    match (told, suspected) {
-        (None, true) => Some((Some(Reporting::Fast(at)), Tell::Fast)),
-        (Some(Reporting::Fast(since)), true) if at - since >= FAST_REPORTING_AT_MOST => {
-            Some((Some(Reporting::Capped), Tell::Normal))
-        }
-        (Some(Reporting::Fast(_)), false) => Some((None, Tell::Normal)),
-        (Some(Reporting::Capped), false) => Some((None, Tell::Nothing)),
-        _ => None,
     }
 }
 

@@ -1,5 +1,7 @@
-//! The rules of battery supervision, pure: when a battery reading raises a `low_battery`
-//! alert, waits for the morning, or re-arms the alert for the next discharge.
+//! The rules of device supervision, pure: when a battery reading raises a `low_battery`
+//! alert, waits for the morning, or re-arms the alert for the next discharge; the daily spans
+//! of hours (quiet hours, the test-alarm window); and when a watch is told to report faster
+//! (battery-aware reporting, [`reporting_change`]).
 //!
 //! In the field most alarms staff get are low-battery alerts (103 of 135 in one pilot), so the
 //! rules aim at one useful alert per discharge, at a time staff can act:
@@ -237,6 +239,51 @@ impl BatteryTrack {
             BatteryDecision::WaitUntil(t) => self.state = BatteryState::Waiting(t),
             BatteryDecision::Rearm => self.state = BatteryState::Armed,
         }
+    }
+}
+
+/// The longest a watch is kept reporting fast for one suspected exit: a wearer lingering just
+/// outside the zone, never clear of its margin, must not drain the watch.
+pub const FAST_REPORTING_AT_MOST: Duration = Duration::minutes(10);
+
+/// Where a device's battery-aware reporting stands (absent: its normal interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporting {
+    /// Told to report fast since this fix time, while an exit is suspected.
+    Fast(DateTime<Utc>),
+    /// Told to report normally again although the suspicion lasts: it lasted too long.
+    Capped,
+}
+
+/// What a device is told about its report interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tell {
+    /// Report at the fast interval.
+    Fast,
+    /// Report at the normal interval.
+    Normal,
+    /// Nothing (it already reports normally).
+    Nothing,
+}
+
+/// Battery-aware reporting: how a device's reporting changes after a report at `at`, where
+/// `suspected` says whether the exit policy awaits the confirmation of an exit. Fast from the
+/// first fix outside until the exit is confirmed or cleared, at most
+/// [`FAST_REPORTING_AT_MOST`]. Returns the new state (`None`: normal) and what to tell the
+/// device, or `None` when nothing changes.
+pub fn reporting_change(
+    told: Option<Reporting>,
+    suspected: bool,
+    at: DateTime<Utc>,
+) -> Option<(Option<Reporting>, Tell)> {
+    match (told, suspected) {
+        (None, true) => Some((Some(Reporting::Fast(at)), Tell::Fast)),
+        (Some(Reporting::Fast(since)), true) if at - since >= FAST_REPORTING_AT_MOST => {
+            Some((Some(Reporting::Capped), Tell::Normal))
+        }
+        (Some(Reporting::Fast(_)), false) => Some((None, Tell::Normal)),
+        (Some(Reporting::Capped), false) => Some((None, Tell::Nothing)),
+        _ => None,
     }
 }
 

@@ -688,16 +688,30 @@ impl Setup {
         north_m: f64,
     ) -> Option<u32> {
         let fix = self.fix(minute, north_m);
-        let batch =
-            FixBatch { device: native.clone(), received_at: fix.time, fixes: vec![NewFix { fix: fix.clone(), late: false }] };
+        let batch = FixBatch {
+            device: native.clone(),
+            received_at: fix.time,
+            fixes: vec![NewFix { fix: fix.clone(), late: false }],
+        };
         self.store.insert_fixes(&[batch]).await.unwrap();
-        let data = Committed::Fixes { tenant: self.tenant, wearer: Some(self.wearer), device: native.clone(), fixes: vec![fix] };
+        let data = Committed::Fixes {
+            tenant: self.tenant,
+            wearer: Some(self.wearer),
+            device: native.clone(),
+            fixes: vec![fix],
+        };
         engine.process(vec![data], Utc::now()).await.unwrap();
         answers.get(native)
     }
 
     async fn commands(&self, device: &DeviceId) -> Vec<String> {
-        self.store.device_commands(self.tenant, device).await.unwrap().into_iter().map(|c| c.command).collect()
+        self.store
+            .device_commands(self.tenant, device)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.command)
+            .collect()
     }
 }
 

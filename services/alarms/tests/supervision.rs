@@ -9,8 +9,8 @@ use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{AlarmKind, AlarmState, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId};
 use trygg_ingest::Committed;
 use trygg_store::{
-    AlarmFilter, FixBatch, NewDevice, NewFix, NewUser, Protocol, Role, SignalOutcome, Store, SupervisionSettings,
-    TenantSettings, WearerFields, on_both_backends,
+    AlarmFilter, FixBatch, NewDevice, NewFix, NewUser, Protocol, Role, SignalOutcome, Store,
+    SupervisionSettings, TenantSettings, WearerFields, on_both_backends,
 };
 use uuid::Uuid;
 
@@ -490,8 +490,13 @@ async fn a_keep_alive_battery_level_is_judged_like_a_fix_battery(store: Arc<dyn 
     for ((day, hour, minute), pct) in slow(3, 9, 24, 6) {
         let at = local(day, hour, minute);
         s.store.device_heard(&s.device, at, Some(pct)).await.unwrap();
-        let keep_alive =
-            Committed::KeepAlive { tenant: s.tenant, wearer: Some(s.wearer), device: s.device.clone(), at, battery_pct: pct };
+        let keep_alive = Committed::KeepAlive {
+            tenant: s.tenant,
+            wearer: Some(s.wearer),
+            device: s.device.clone(),
+            at,
+            battery_pct: pct,
+        };
         out.extend(engine.process(vec![keep_alive], at).await.unwrap());
     }
     let [id] = raised(&out)[..] else { panic!("one alert from keep-alives alone: {out:?}") };
@@ -521,7 +526,9 @@ async fn a_low_battery_alert_left_open_is_resolved_by_the_charge_and_the_next_di
     assert_ne!(second, first);
 }
 
-async fn a_device_without_a_test_alarm_in_the_window_raises_one_alert_across_a_restart(store: Arc<dyn Store>) {
+async fn a_device_without_a_test_alarm_in_the_window_raises_one_alert_across_a_restart(
+    store: Arc<dyn Store>,
+) {
     let s = setup(store).await;
     s.test_window(9, 12).await;
     let mut engine = s.engine().await;
@@ -566,8 +573,12 @@ async fn a_test_alarm_is_closed_as_test_pages_nobody_and_meets_the_window(store:
     let [test_id] = raised(&out)[..] else { panic!("{out:?}") };
     assert!(out.contains(&SignalOutcome::Joined(missing.id)), "{out:?}");
     let test = s.store.alarm(s.tenant, test_id, None).await.unwrap().unwrap();
-    assert_eq!((test.kind, test.state, test.outcome), (AlarmKind::Test, AlarmState::Closed, Some(Outcome::Test)));
-    let pushes = s.store.claim_outbox(local(4, 10, 1), std::time::Duration::from_secs(30), 100).await.unwrap();
+    assert_eq!(
+        (test.kind, test.state, test.outcome),
+        (AlarmKind::Test, AlarmState::Closed, Some(Outcome::Test))
+    );
+    let pushes =
+        s.store.claim_outbox(local(4, 10, 1), std::time::Duration::from_secs(30), 100).await.unwrap();
     assert!(pushes.iter().all(|p| p.alarm != test_id), "a test alarm pages nobody");
     let missing = s.store.alarm(s.tenant, missing.id, None).await.unwrap().unwrap();
     assert_eq!(missing.state, AlarmState::Closed);
