@@ -558,7 +558,8 @@ impl Engine {
                 BatteryDecision::Nothing => {}
                 BatteryDecision::Raise { early, empty_at, pct } => {
                     tracing::info!(%device, pct, early, ?empty_at, "Low battery");
-                    signals.push(self.low_battery_signal(tenant, wearer, device, at, fix).await?);
+                    let who = (tenant, wearer, device);
+                    signals.push(self.technical_signal(AlarmKind::LowBattery, who, at, fix).await?);
                     deadlines.push(DeadlineChange::Fired {
                         device: device.clone(),
                         tenant,
@@ -589,11 +590,12 @@ impl Engine {
         Ok(Some(track))
     }
 
-    async fn low_battery_signal(
+    /// A technical alert of `kind` about the wearer's device at `at`: with the position of
+    /// `fix`, or else the device's last known one, for the wearer's first responders.
+    async fn technical_signal(
         &self,
-        tenant: TenantId,
-        wearer: WearerId,
-        device: &DeviceId,
+        kind: AlarmKind,
+        (tenant, wearer, device): (TenantId, WearerId, &DeviceId),
         at: DateTime<Utc>,
         fix: Option<&Fix>,
     ) -> Result<Signal, EngineError> {
@@ -605,7 +607,7 @@ impl Engine {
             tenant,
             wearer: Some(wearer),
             device: Some(device.clone()),
-            kind: AlarmKind::LowBattery,
+            kind,
             zone: None,
             trigger_time: at,
             position: last.as_ref().map(|f| (Position::of(f), f.time)),
@@ -760,7 +762,9 @@ impl Engine {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(None);
         };
-        signals.push(self.low_battery_signal(tenant, wearer, &device, d.due_at, None).await?);
+        signals.push(
+            self.technical_signal(AlarmKind::LowBattery, (tenant, wearer, &device), d.due_at, None).await?,
+        );
         deadlines.push(DeadlineChange::Fired {
             device: device.clone(),
             tenant,
@@ -796,19 +800,8 @@ impl Engine {
             return Ok(());
         };
         tracing::info!(%device, %wearer, window_end = %d.due_at, "No test alarm in the daily window");
-        let fix = self.store.recent_fixes(&device, 1).await?.pop().map(|s| s.fix);
-        signals.push(Signal::Raise(NewAlarm {
-            tenant,
-            wearer: Some(wearer),
-            device: Some(device.clone()),
-            kind: AlarmKind::TestAlarmMissing,
-            zone: None,
-            trigger_time: d.due_at,
-            position: fix.as_ref().map(|f| (Position::of(f), f.time)),
-            last_known_position: fix.is_some(),
-            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
-            device_alarm: None,
-        }));
+        let who = (tenant, wearer, &device);
+        signals.push(self.technical_signal(AlarmKind::TestAlarmMissing, who, d.due_at, None).await?);
         // After an outage, the next window from now: a missed day is reported once, not once
         // for every day the engine was down.
         let recheck_at = window.end_of_next_whole(now.max(d.due_at));
@@ -860,19 +853,8 @@ impl Engine {
             deadlines.push(DeadlineChange::Postpone { device, kind, due_at: last + after });
             return Ok(());
         }
-        let fix = self.store.recent_fixes(&device, 1).await?.pop().map(|s| s.fix);
-        signals.push(Signal::Raise(NewAlarm {
-            tenant,
-            wearer: Some(wearer),
-            device: Some(device.clone()),
-            kind: AlarmKind::DeviceOffline,
-            zone: None,
-            trigger_time: last + after,
-            position: fix.as_ref().map(|f| (Position::of(f), f.time)),
-            last_known_position: fix.is_some(),
-            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
-            device_alarm: None,
-        }));
+        let who = (tenant, wearer, &device);
+        signals.push(self.technical_signal(AlarmKind::DeviceOffline, who, last + after, None).await?);
         deadlines.push(DeadlineChange::Fired {
             device,
             tenant,
