@@ -338,3 +338,120 @@ async fn sqlite_watches_trackers_and_phones_report_over_their_own_protocols() {
 async fn postgres_watches_trackers_and_phones_report_over_their_own_protocols() {
     watches_trackers_and_phones_report_over_their_own_protocols(TestDb::postgres().await).await;
 }
+
+/// Skövde: the centre of the zone in the reporting test.
+const HOME: (f64, f64) = (58.3903, 13.8462);
+
+/// A 3G `UD` position `north_m` metres north of `HOME`, dated `at` (the watch runs on UTC).
+fn ud_at(at: chrono::DateTime<Utc>, north_m: f64) -> Vec<u8> {
+    let lat = HOME.0 + north_m / 111_320.0;
+    let content = format!(
+        "UD,{},A,{lat:.6},N,{:.6},E,0,0,0,9,100,80,0,0,00000000,0,0",
+        at.format("%d%m%y,%H%M%S"),
+        HOME.1
+    );
+    watch_frame("3G", WATCH, &content).into_bytes()
+}
+
+async fn a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed(db: TestDb) {
+    let (fcm, dir) = (FakeFcm::start().await.unwrap(), tempfile::tempdir().unwrap());
+    let c = start(&db, &fcm, &dir);
+    let admin = c.login("admin@kommun.test", "correct horse battery").await;
+    let tenant = c.ok(Method::POST, "tenants", &admin, Some(json!({ "name": "Skövde" }))).await["id"].clone();
+    let user = |email: &str, role: &str| json!({ "email": email, "name": email, "role": role, "password": "a long password", "tenant": tenant });
+    c.ok(Method::POST, "users", &admin, Some(user("tina@skovde.test", "tenant_admin"))).await;
+    c.ok(Method::POST, "users", &admin, Some(user("hanna@skovde.test", "caseworker"))).await;
+    let tina = c.login("tina@skovde.test", "a long password").await;
+    let cw = c.login("hanna@skovde.test", "a long password").await;
+    let wearer = c.ok(Method::POST, "wearers", &cw, Some(json!({ "name": "Dagny" }))).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let yesterday = (Utc::now() - TimeDelta::days(1)).to_rfc3339();
+    let consent = json!({ "covers": ["positioning", "passive_alarms"], "given_by": "wearer", "document_ref": "Dnr 2026/1", "valid_from": yesterday });
+    c.ok(Method::POST, &format!("wearers/{wearer}/consents"), &cw, Some(consent)).await;
+    c.ok(Method::POST, "devices", &tina, Some(json!({ "id": WATCH, "protocol": "watch" }))).await;
+    let native = c
+        .ok(Method::POST, "devices", &tina, Some(json!({ "id": "dagny-phone", "protocol": "native" })))
+        .await;
+    let native_token = native["token"].as_str().unwrap().to_owned();
+    for id in [WATCH, "dagny-phone"] {
+        c.ok(Method::POST, &format!("devices/{id}/bind"), &cw, Some(json!({ "wearer": wearer }))).await;
+    }
+    let zone = json!({
+        "name": "Hemma", "kind": "stay_inside", "radius_m": 100,
+        "geometry": { "type": "Point", "coordinates": [HOME.1, HOME.0] },
+    });
+    c.ok(Method::POST, &format!("wearers/{wearer}/zones"), &cw, Some(zone)).await;
+
+    // The watch at home, then 150 m out: not yet confirmed, so it is told to report every 30 s
+    // on its open connection; the next report confirms the exit and it goes back to 300 s.
+    // (A UD frame has no accuracy: 30 m is assumed, so 150 m is 50 m out, not clear of 55 m.)
+    let t = Utc::now() - TimeDelta::seconds(60);
+    let mut w = TcpStream::connect(addr(&c.server, "watch")).await.unwrap();
+    send_expect(&mut w, watch_frame("3G", WATCH, "LK").as_bytes(), b"[3G*8800000015*0002*LK]").await;
+    w.write_all(&ud_at(t, 0.0)).await.unwrap();
+    w.write_all(&ud_at(t + TimeDelta::seconds(20), 150.0)).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&read_n(&mut w, 30).await), "[SG*8800000015*0009*UPLOAD,30]");
+    w.write_all(&ud_at(t + TimeDelta::seconds(50), 200.0)).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&read_n(&mut w, 31).await), "[SG*8800000015*000a*UPLOAD,300]");
+    wait_for("the exit alarm", async || {
+        let list = c.ok(Method::GET, "alarms", &cw, None).await;
+        list.as_array().unwrap().iter().any(|a| a["kind"] == "zone_exit").then_some(())
+    })
+    .await;
+
+    // The native device gets the interval in its ingest answers: 115 m out lingers unconfirmed
+    // (never clear of accuracy + margin), home again clears it.
+    let http = reqwest::Client::new();
+    let mut secs = 60;
+    let mut post = async |north_m: f64| -> Value {
+        secs += 5;
+        let fix = json!({ "time": (t + TimeDelta::seconds(secs)).to_rfc3339(), "lat": HOME.0 + north_m / 111_320.0, "lon": HOME.1, "accuracy_m": 10.0 });
+        let resp = http
+            .post(c.server.url("/api/v1/ingest/positions"))
+            .bearer_auth(&native_token)
+            .json(&json!({ "device": "dagny-phone", "fixes": [fix] }))
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    };
+    let answer = post(0.0).await;
+    assert!(answer.get("report_interval_secs").is_none(), "nothing decided yet: {answer}");
+    wait_for("the fast interval in the answer", async || {
+        let answer = post(115.0).await;
+        (answer["report_interval_secs"] == 30).then_some(())
+    })
+    .await;
+    wait_for("the normal interval in the answer", async || {
+        let answer = post(0.0).await;
+        (answer["report_interval_secs"] == 300).then_some(())
+    })
+    .await;
+
+    // Every command is an event on the device.
+    let store = db.store().await;
+    let tenant = trygg_core::TenantId(tenant.as_str().unwrap().parse().unwrap());
+    for id in [WATCH, "dagny-phone"] {
+        let device = trygg_core::DeviceId::parse(id).unwrap();
+        let logged: Vec<String> =
+            store.device_commands(tenant, &device).await.unwrap().into_iter().map(|c| c.command).collect();
+        assert_eq!(logged, ["upload_interval 30", "upload_interval 300"], "{id}");
+    }
+    assert_eq!(c.server.terminate().code(), Some(0));
+}
+
+#[tokio::test]
+async fn sqlite_a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed() {
+    a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed(TestDb::sqlite())
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed() {
+    a_suspected_exit_asks_the_watch_and_the_native_device_to_report_faster_until_confirmed(
+        TestDb::postgres().await,
+    )
+    .await;
+}

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
 use serde_json::json;
-use trygg_alarms::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, QuietHours};
+use trygg_alarms::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, DailyHours};
 use trygg_loadtest::Rng;
 
 const STEP_MIN: i64 = 5;
@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let tz = chrono_tz::Europe::Stockholm;
-    let quiet = QuietHours { tz, from_hour: 22, until_hour: 7 };
+    let quiet = DailyHours { tz, from_hour: 22, until_hour: 7 };
     let rule = BatteryRule { low_pct: 20, rearm_margin_pct: 10, quiet };
     let trygg = simulate(false, wearers, days, seed, rule);
     let naive = simulate(true, wearers, days, seed, rule);
@@ -282,6 +282,6 @@ fn summary(c: &Counts, months: f64) -> serde_json::Value {
 }
 
 /// A technical page at `t`, by day or by night (the tenant's quiet hours).
-fn page(c: &mut Counts, quiet: QuietHours, t: DateTime<Utc>) {
-    if quiet.is_quiet(t) { c.tech_night += 1 } else { c.tech_day += 1 }
+fn page(c: &mut Counts, quiet: DailyHours, t: DateTime<Utc>) {
+    if quiet.contains(t) { c.tech_night += 1 } else { c.tech_day += 1 }
 }

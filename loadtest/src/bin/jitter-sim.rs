@@ -17,6 +17,14 @@
 //! added delay) from the first fix after the crossing that lies outside, which is when
 //! point-in-polygon first sees the exit.
 //!
+//! **Battery-aware reporting.** The same days are also reported at a normal interval of 120,
+//! 300 and 600 s, once at that fixed interval and once with trygg's battery-aware reporting
+//! ([`reporting_change`]): from the first fix outside, not yet confirmed, the watch reports
+//! every 30 s until the exit is confirmed or cleared (at most 10 minutes). For each: the time
+//! from the true crossing to the confirmed exit and the reports per device-day (what drains the
+//! battery). The watch is taken to apply `UPLOAD` at once (it arrives on its open connection
+//! right after the report that triggered it).
+//!
 //! Usage: `jitter-sim --devices 300 --seed 7 --out m5.json`
 
 use std::path::PathBuf;
@@ -25,12 +33,17 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use geo::{Coord, Point};
 use serde_json::json;
+use trygg_alarms::supervision::{Reporting, Tell, reporting_change};
 use trygg_core::{DeviceId, Fix, FixSource};
 use trygg_geofence::{DeviceState, EventKind, Policy, Shape, Zone, ZoneId, ZoneIndex, ZoneKind};
 use trygg_loadtest::{Rng, offset, star_polygon, town_point};
 
 const DAY_S: f64 = 86_400.0;
 const INTERVALS_S: [f64; 4] = [60.0, 60.0, 120.0, 300.0];
+/// Normal intervals compared with and without battery-aware reporting.
+const NORMAL_INTERVALS_S: [f64; 3] = [120.0, 300.0, 600.0];
+/// The fast interval while an exit is suspected (the tenant default).
+const FAST_INTERVAL_S: f64 = 30.0;
 
 /// One straight leg of the true track, at constant speed (or still when `from == to`).
 struct Leg {
@@ -168,6 +181,106 @@ fn score_exits(score: &mut Score, exits: &[f64], real: &[(f64, f64)], interval: 
     firsts
 }
 
+/// The true exits of a track, `(crossing, return)` in seconds, on a 5 s grid.
+fn true_exits(legs: &[Leg], zone: &Zone, end_s: f64) -> Vec<(f64, f64)> {
+    let (mut out, mut since, mut t) = (Vec::new(), None, 0.0);
+    while t < end_s {
+        let p = truth_at(legs, t);
+        match (zone.contains(p.x, p.y), since) {
+            (false, None) => since = Some(t),
+            (true, Some(s)) => {
+                out.push((s, t));
+                since = None;
+            }
+            _ => {}
+        }
+        t += 5.0;
+    }
+    out
+}
+
+/// One device-day reported at `normal_s`, with battery-aware reporting or not: the times of
+/// the confirmed exits and the number of reports.
+#[allow(clippy::too_many_arguments)]
+fn reported_day(
+    rng: &mut Rng,
+    policy: &Policy,
+    index: &ZoneIndex,
+    device: &DeviceId,
+    legs: &[Leg],
+    t0: DateTime<Utc>,
+    normal_s: f64,
+    battery_aware: bool,
+) -> (Vec<f64>, u64) {
+    let end_s = legs.last().map_or(DAY_S, |l| l.end_s);
+    let (mut state, mut told, mut interval) = (DeviceState::default(), None::<Reporting>, normal_s);
+    let (mut exits, mut reports, mut t) = (Vec::new(), 0, 0.0);
+    while t < end_s {
+        let time = t0 + Duration::milliseconds((t * 1000.0) as i64);
+        let fix = observe(rng, truth_at(legs, t), time);
+        reports += 1;
+        for e in policy.evaluate(index, device, &mut state, &fix) {
+            if e.kind == EventKind::Exit {
+                exits.push(t);
+            }
+        }
+        if battery_aware && let Some((next, tell)) = reporting_change(told, state.awaits_confirmation(), time)
+        {
+            told = next;
+            interval = match tell {
+                Tell::Fast => FAST_INTERVAL_S,
+                Tell::Normal => normal_s,
+                Tell::Nothing => interval,
+            };
+        }
+        t += interval;
+    }
+    (exits, reports)
+}
+
+/// Totals of one reporting scheme over all device-days.
+#[derive(Default)]
+struct Reported {
+    reports: u64,
+    spurious: u64,
+    missed: u64,
+    /// Seconds from the true crossing to the confirmed exit, per detected real exit.
+    delays_s: Vec<f64>,
+}
+
+impl Reported {
+    fn add(&mut self, exits: &[f64], reports: u64, real: &[(f64, f64)]) {
+        self.reports += reports;
+        let mut used = vec![false; exits.len()];
+        for &(start, end) in real {
+            // A walk out is detected by an exit from a minute before the crossing to the return.
+            match exits.iter().position(|&t| t >= start - 60.0 && t < end) {
+                Some(i) => {
+                    used[i] = true;
+                    self.delays_s.push((exits[i] - start).max(0.0));
+                }
+                None => self.missed += 1,
+            }
+        }
+        self.spurious += used.iter().filter(|u| !**u).count() as u64;
+    }
+
+    fn summary(&self, device_days: f64) -> serde_json::Value {
+        let mut d = self.delays_s.clone();
+        d.sort_by(f64::total_cmp);
+        let pct = |p: f64| d.get(((d.len() as f64 * p) as usize).min(d.len().saturating_sub(1))).copied();
+        json!({
+            "reports_per_device_day": self.reports as f64 / device_days,
+            "delay_mean_s": d.iter().sum::<f64>() / d.len().max(1) as f64,
+            "delay_p50_s": pct(0.5),
+            "delay_p95_s": pct(0.95),
+            "delay_max_s": d.last(),
+            "spurious_per_device_day": self.spurious as f64 / device_days,
+            "missed": self.missed,
+        })
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let (mut devices, mut seed, mut out) = (300usize, 7u64, PathBuf::from("m5.json"));
     let mut args = std::env::args().skip(1);
@@ -185,6 +298,8 @@ fn main() -> anyhow::Result<()> {
     let t0 = Utc.with_ymd_and_hms(2026, 5, 4, 0, 0, 0).single().context("start time")?;
     let (mut naive, mut ours) = (Score::default(), Score::default());
     let (mut fixes_total, mut real_total, mut sim_s) = (0u64, 0u64, 0.0);
+    // Per normal interval: fixed, battery-aware.
+    let mut reporting: Vec<[Reported; 2]> = NORMAL_INTERVALS_S.iter().map(|_| Default::default()).collect();
     for d in 0..devices {
         let device = DeviceId::parse(&format!("sim-{d}"))?;
         let centre = town_point(&mut rng, 2_500.0);
@@ -236,6 +351,16 @@ fn main() -> anyhow::Result<()> {
             t += interval;
         }
         real_total += real.len() as u64;
+        let true_out = true_exits(&legs, zone, end_s);
+        for (k, &normal_s) in NORMAL_INTERVALS_S.iter().enumerate() {
+            for (m, battery_aware) in [false, true].into_iter().enumerate() {
+                // The same noise stream for both schemes of a device and interval.
+                let mut stream = Rng::new(seed ^ ((d as u64) << 16) ^ ((k as u64) << 8));
+                let (exits, reports) =
+                    reported_day(&mut stream, &policy, &index, &device, &legs, t0, normal_s, battery_aware);
+                reporting[k][m].add(&exits, reports, &true_out);
+            }
+        }
         for (score, exits) in [(&mut naive, &naive_exits), (&mut ours, &our_exits)] {
             let detections = score_exits(score, exits, &real, interval);
             for (&(start, end), detected) in real.iter().zip(detections) {
@@ -267,7 +392,21 @@ fn main() -> anyhow::Result<()> {
     };
     let reduction =
         if naive.spurious == 0 { 0.0 } else { 100.0 * (1.0 - ours.spurious as f64 / naive.spurious as f64) };
+    let device_days = sim_s / DAY_S;
+    let battery_aware: Vec<_> = NORMAL_INTERVALS_S
+        .iter()
+        .zip(&reporting)
+        .map(|(normal_s, [fixed, aware])| {
+            json!({
+                "normal_interval_s": normal_s,
+                "fast_interval_s": FAST_INTERVAL_S,
+                "fixed": fixed.summary(device_days),
+                "battery_aware": aware.summary(device_days),
+            })
+        })
+        .collect();
     let result = json!({
+        "battery_aware_reporting": battery_aware,
         "device_days": sim_s / DAY_S,
         "fixes": fixes_total,
         "intervals_s": [60, 120, 300],
@@ -280,5 +419,26 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
     eprintln!("  naive: {}", result["naive"]);
     eprintln!("  policy: {}", result["policy"]);
+    eprintln!(
+        "  | normal interval | reporting | reports / device-day | crossing → confirmed exit: mean / p50 / p95 / max (s) | spurious / device-day | missed |"
+    );
+    eprintln!("  |---|---|---|---|---|---|");
+    for row in result["battery_aware_reporting"].as_array().into_iter().flatten() {
+        for (name, key) in [("fixed", "fixed"), ("battery-aware (30 s)", "battery_aware")] {
+            let r = &row[key];
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            eprintln!(
+                "  | {} s | {name} | {:.0} | {:.0} / {:.0} / {:.0} / {:.0} | {:.3} | {} |",
+                row["normal_interval_s"],
+                f("reports_per_device_day"),
+                f("delay_mean_s"),
+                f("delay_p50_s"),
+                f("delay_p95_s"),
+                f("delay_max_s"),
+                f("spurious_per_device_day"),
+                r["missed"]
+            );
+        }
+    }
     Ok(())
 }

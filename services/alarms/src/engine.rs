@@ -29,11 +29,26 @@
 //! alert is raised and the row marked fired in one transaction, so a restart neither skips nor
 //! repeats it. The first report after that closes the alert (`resolved_by_device`).
 //!
-//! **Battery.** The battery level of each bound device's fixes goes through
+//! **Battery.** The battery level of each bound device's fixes and keep-alives (3G `LK`, GT06
+//! heartbeats, in [`Committed::KeepAlive`]) goes, in time order, through one
 //! [`BatteryTrack`](crate::supervision::BatteryTrack) (one alert per discharge, early from the
 //! trend, quiet hours); an alert is raised in the batch's commit, and where it stands is a
 //! `low_battery` row in the same table: fired while alerted, due in the morning while a low
 //! battery waits out the night (then [`Engine::supervise`] raises it), absent when re-armed.
+//! Re-arming (a charge) also resolves an alert of that discharge still open, so the next
+//! discharge is an alert of its own instead of a silent repeat of a stale one.
+//!
+//! **Daily test alarm.** Where the tenant names a window, each bound device heard arms a
+//! `test_alarm` row due at the end of the first whole window after; a `test` device alarm in a
+//! window moves it to the end of the next one (in the commit that records the test, which is
+//! stored closed as `test` and pages nobody). A row that comes due raises one
+//! `test_alarm_missing` technical alert and moves on a day; a later test alarm resolves it.
+//!
+//! **Battery-aware reporting.** While the exit policy suspects an exit it has not confirmed
+//! ([`DeviceState::awaits_confirmation`]) the device is told to report at the tenant's fast
+//! interval, and at its normal one once the exit is confirmed or cleared (or after
+//! [`FAST_REPORTING_AT_MOST`](crate::supervision::FAST_REPORTING_AT_MOST) of one suspicion): `UPLOAD` on a watch's open connection, the
+//! interval in a native device's ingest answers. Each command is logged on the device.
 //!
 //! [`pending_device_alarms`]: trygg_store::Alarms::pending_device_alarms
 
@@ -42,15 +57,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::supervision::{BatteryDecision, BatteryRule, BatteryState, BatteryTrack, QuietHours};
+use crate::supervision::{
+    BatteryDecision, BatteryRule, BatteryState, BatteryTrack, DailyHours, Reporting, Tell, reporting_change,
+};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use trygg_core::{AlarmKind, Committed, CommittedSink, DeviceId, Fix, TenantId, WearerId};
+use trygg_core::{
+    AlarmKind, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand, DeviceCommands, DeviceId, Fix,
+    ReportIntervals, TenantId, WearerId,
+};
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_store::{
-    DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange, DueDeadline,
-    EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Signal, SignalOutcome, Store, ZoneStateRow,
+    DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEADLINE_TEST_ALARM, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange,
+    DeviceCommandLog, DueDeadline, EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Protocol, Signal,
+    SignalOutcome, Store, SupervisionSettings, ZoneStateRow,
 };
 
 use crate::{EngineError, ZoneIndexes};
@@ -81,12 +102,27 @@ const DEFAULT_BATTERY_LOW_PCT: u8 = 20;
 /// Most due deadlines handled in one supervision pass.
 const DEADLINES_PER_PASS: u32 = 500;
 
-/// The fixes of one device in a batch.
+/// The fixes (and keep-alive battery levels) of one device in a batch.
 #[derive(Debug)]
 struct DeviceFixes {
     tenant: TenantId,
     wearer: Option<WearerId>,
     fixes: Vec<Fix>,
+    /// Battery levels of keep-alives, with the time they were received.
+    keep_alives: Vec<(DateTime<Utc>, u8)>,
+}
+
+/// What the engine needs of a tenant's settings, read once per batch or pass.
+#[derive(Debug, Clone)]
+struct TenantRules {
+    policy: Policy,
+    battery: BatteryRule,
+    offline_after: chrono::Duration,
+    /// The daily test-alarm window; `None`: the tenant has no daily test alarm.
+    test_window: Option<DailyHours>,
+    /// The normal report interval and the one while an exit is suspected, in seconds.
+    report_secs: u32,
+    report_fast_secs: u32,
 }
 
 /// The alarm engine's state: the zone state of every device, as stored.
@@ -104,6 +140,12 @@ pub struct Engine {
     offline: HashSet<DeviceId>,
     /// Each device's battery readings and low-battery alert state.
     battery: HashMap<DeviceId, BatteryTrack>,
+    /// Devices with a daily test-alarm row (armed or fired).
+    test_armed: HashSet<DeviceId>,
+    /// Devices told to report other than normally.
+    reporting: HashMap<DeviceId, Reporting>,
+    /// Where report-interval commands go: watches' open connections, native ingest answers.
+    commands: Option<(Arc<dyn DeviceCommands>, ReportIntervals)>,
     /// Woken after a commit that raised an alarm: the push worker, so a push does not wait
     /// for its next poll.
     raised: Option<Arc<Notify>>,
@@ -140,6 +182,15 @@ impl Engine {
                 (d.device, BatteryTrack::new(state))
             })
             .collect();
+        let test_armed =
+            store.deadlines_of_kind(DEADLINE_TEST_ALARM).await?.into_iter().map(|d| d.device).collect();
+        // A device whose stored state suspects an exit may have been told to report fast before
+        // the restart: it is told to report normally once the suspicion ends.
+        let reporting = states
+            .iter()
+            .filter(|(_, s)| s.awaits_confirmation())
+            .filter_map(|(d, s)| Some((d.clone(), Reporting::Fast(s.last_time()?))))
+            .collect();
         Ok(Self {
             store,
             zones,
@@ -148,6 +199,9 @@ impl Engine {
             offline_due: HashMap::new(),
             offline,
             battery,
+            test_armed,
+            reporting,
+            commands: None,
             raised: None,
         })
     }
@@ -155,6 +209,14 @@ impl Engine {
     /// Wakes `waker` after every commit that raised an alarm.
     pub fn wake_on_raise(mut self, waker: Arc<Notify>) -> Self {
         self.raised = Some(waker);
+        self
+    }
+
+    /// Sends battery-aware reporting commands: `UPLOAD` to watches on their open connection in
+    /// `links`, the interval in the ingest answers of native devices through `answers`. Without
+    /// this the engine decides the intervals but tells no device.
+    pub fn command_devices(mut self, links: impl DeviceCommands, answers: ReportIntervals) -> Self {
+        self.commands = Some((Arc::new(links), answers));
         self
     }
 
@@ -167,18 +229,24 @@ impl Engine {
         let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
         let mut device_alarms = false;
         for data in batch {
-            let (tenant, wearer, device, new) = match data {
-                Committed::Fixes { tenant, wearer, device, fixes } => (tenant, wearer, device, fixes),
+            let (tenant, wearer, device, new, keep_alive) = match data {
+                Committed::Fixes { tenant, wearer, device, fixes } => (tenant, wearer, device, fixes, None),
                 Committed::Alarm { tenant, wearer, device, fix, .. } => {
                     device_alarms = true;
-                    (tenant, wearer, device, fix.into_iter().collect())
+                    (tenant, wearer, device, fix.into_iter().collect(), None)
+                }
+                Committed::KeepAlive { tenant, wearer, device, at, battery_pct } => {
+                    (tenant, wearer, device, Vec::new(), Some((at, battery_pct)))
                 }
             };
-            fixes
-                .entry(device)
-                .or_insert(DeviceFixes { tenant, wearer, fixes: Vec::new() })
-                .fixes
-                .extend(new);
+            let entry = fixes.entry(device).or_insert(DeviceFixes {
+                tenant,
+                wearer,
+                fixes: Vec::new(),
+                keep_alives: Vec::new(),
+            });
+            entry.fixes.extend(new);
+            entry.keep_alives.extend(keep_alive);
         }
         let pending = if device_alarms { self.store.pending_device_alarms().await? } else { Vec::new() };
         self.run(pending, fixes, now).await
@@ -214,7 +282,10 @@ impl Engine {
                 };
                 // A device deleted since is skipped: it has nobody to alarm for.
                 let Some((tenant, wearer)) = owner else { continue };
-                fixes.insert(device, DeviceFixes { tenant, wearer, fixes: vec![fix] });
+                fixes.insert(
+                    device,
+                    DeviceFixes { tenant, wearer, fixes: vec![fix], keep_alives: Vec::new() },
+                );
             }
             outcomes.extend(self.run(Vec::new(), fixes, now).await?);
             if !full {
@@ -249,7 +320,18 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Vec<SignalOutcome>, EngineError> {
         let mut signals = Vec::new();
+        let mut deadlines = Vec::new();
+        let mut rules: HashMap<TenantId, TenantRules> = HashMap::new();
+        // Devices whose test-alarm row this batch writes.
+        let mut tested = HashSet::new();
         for alarm in pending {
+            if alarm.kind == DeviceAlarmKind::Test
+                && let Some(wearer) = alarm.wearer
+            {
+                let window = self.rules(alarm.tenant, &mut rules).await?.test_window;
+                self.test_alarm_sent(&alarm, wearer, window, &mut signals, &mut deadlines);
+                tested.insert(alarm.device.clone());
+            }
             signals.push(self.device_alarm_signal(alarm).await?);
         }
         // Every bound device in the batch was heard now.
@@ -257,29 +339,18 @@ impl Engine {
             fixes.iter().filter(|(_, b)| b.wearer.is_some()).map(|(d, b)| (d.clone(), b.tenant)).collect();
         // Changed states, and whether each decided something new.
         let mut touched: HashMap<DeviceId, (DeviceState, bool)> = HashMap::new();
-        let mut policies: HashMap<TenantId, Policy> = HashMap::new();
-        let mut rules: HashMap<TenantId, BatteryRule> = HashMap::new();
-        let mut deadlines = Vec::new();
         let mut tracks = Vec::new();
+        let mut reporting = Vec::new();
         for (device, mut batch) in fixes {
             batch.fixes.sort_by_key(|f| f.time);
             let index = self.zones.get(batch.tenant);
-            let policy = match policies.get(&batch.tenant) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = self.policy(batch.tenant).await?;
-                    policies.insert(batch.tenant, p.clone());
-                    p
-                }
-            };
+            let tenant_rules = self.rules(batch.tenant, &mut rules).await?;
             if let Some(wearer) = batch.wearer {
                 let track = self
                     .battery_readings(
-                        batch.tenant,
-                        wearer,
-                        &device,
-                        &batch.fixes,
-                        &mut rules,
+                        (batch.tenant, wearer, &device),
+                        &batch,
+                        &tenant_rules.battery,
                         &mut signals,
                         &mut deadlines,
                     )
@@ -291,12 +362,25 @@ impl Engine {
             let before = self.states.get(&device).cloned().unwrap_or_default();
             let mut state = before.clone();
             for fix in &batch.fixes {
-                for event in policy.evaluate(&index, &device, &mut state, fix) {
+                for event in tenant_rules.policy.evaluate(&index, &device, &mut state, fix) {
                     // The index holds only zones of bound wearers, so an event has a wearer.
                     let Some(wearer) = batch.wearer else { continue };
                     if let Some(signal) = self.zone_signal(batch.tenant, wearer, &device, event, fix).await? {
                         signals.push(signal);
                     }
+                }
+            }
+            if let (Some(_), Some(last)) = (batch.wearer, batch.fixes.last()) {
+                let told = self.reporting.get(&device).copied();
+                let fast_on = tenant_rules.report_fast_secs < tenant_rules.report_secs;
+                let suspected = fast_on && state.awaits_confirmation();
+                if let Some((next, tell)) = reporting_change(told, suspected, last.time) {
+                    let secs = match tell {
+                        Tell::Fast => Some(tenant_rules.report_fast_secs),
+                        Tell::Normal => Some(tenant_rules.report_secs),
+                        Tell::Nothing => None,
+                    };
+                    reporting.push((device.clone(), batch.tenant, next, secs));
                 }
             }
             if state != before {
@@ -315,17 +399,36 @@ impl Engine {
                 .map_err(|e| EngineError::Corrupt(format!("encoding the zone state of {device}: {e}")))?;
             states.push(ZoneStateRow { device: device.clone(), state, last_fix_at });
         }
-        let mut offline_after: HashMap<TenantId, chrono::Duration> = HashMap::new();
         for (device, tenant) in heard {
-            let after = self.offline_after(tenant, &mut offline_after).await?;
+            let tenant_rules = self.rules(tenant, &mut rules).await?;
+            let after = tenant_rules.offline_after;
             let due_at = now + after;
             let back = self.offline.contains(&device);
             if back {
-                signals.push(Signal::DeviceBack { device: device.clone(), at: now });
+                signals.push(Signal::ResolvedByDevice {
+                    device: device.clone(),
+                    kind: AlarmKind::DeviceOffline,
+                    at: now,
+                    reason: "heard again".to_owned(),
+                });
             }
             let moved = self.offline_due.get(&device).is_none_or(|at| due_at - *at >= after / 4);
             if back || moved {
-                deadlines.push(DeadlineChange::Arm { device, tenant, kind: DEADLINE_OFFLINE, due_at });
+                deadlines.push(DeadlineChange::Arm {
+                    device: device.clone(),
+                    tenant,
+                    kind: DEADLINE_OFFLINE,
+                    due_at,
+                });
+            }
+            // The daily test alarm is due at the end of the first whole window after the
+            // device was first heard.
+            if let Some(window) = tenant_rules.test_window
+                && !self.test_armed.contains(&device)
+                && tested.insert(device.clone())
+            {
+                let due_at = window.end_of_next_whole(now);
+                deadlines.push(DeadlineChange::Arm { device, tenant, kind: DEADLINE_TEST_ALARM, due_at });
             }
         }
         let commit = EngineCommit { states, signals, deadlines };
@@ -341,6 +444,15 @@ impl Engine {
         self.states.extend(touched.into_iter().map(|(device, (state, _))| (device, state)));
         self.deadlines_stored(&commit.deadlines);
         self.battery.extend(tracks);
+        for (device, tenant, next, secs) in reporting {
+            if let Some(secs) = secs {
+                self.tell_interval(tenant, &device, secs).await;
+            }
+            match next {
+                Some(r) => self.reporting.insert(device, r),
+                None => self.reporting.remove(&device),
+            };
+        }
         if let Some(waker) = &self.raised
             && outcomes.iter().any(|o| matches!(o, SignalOutcome::Raised(_)))
         {
@@ -350,47 +462,112 @@ impl Engine {
         Ok(outcomes)
     }
 
-    /// Runs a device's battery readings through its track (a copy: kept once the batch is
-    /// stored), adding the alerts and row changes they lead to. `None` without readings.
-    #[allow(clippy::too_many_arguments)]
+    /// A test alarm from a bound device: it resolves an open `test_alarm_missing` alert, and
+    /// one sent in the tenant's window moves the device's test-alarm row to the end of the next
+    /// window (in the same commit as the test alarm, so a restart neither loses nor repeats it).
+    /// One sent outside the window is recorded and counts for no window.
+    fn test_alarm_sent(
+        &self,
+        alarm: &PendingDeviceAlarm,
+        wearer: WearerId,
+        window: Option<DailyHours>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) {
+        tracing::info!(device = %alarm.device, %wearer, time = %alarm.time, "Test alarm from the device");
+        signals.push(Signal::ResolvedByDevice {
+            device: alarm.device.clone(),
+            kind: AlarmKind::TestAlarmMissing,
+            at: alarm.time,
+            reason: "sent a test alarm".to_owned(),
+        });
+        if let Some(window) = window.filter(|w| w.contains(alarm.time)) {
+            deadlines.push(DeadlineChange::Arm {
+                device: alarm.device.clone(),
+                tenant: alarm.tenant,
+                kind: DEADLINE_TEST_ALARM,
+                due_at: window.end_of_next_whole(alarm.time),
+            });
+        }
+    }
+
+    /// Tells a device to report every `secs` seconds (after the batch that decided it is
+    /// stored) and logs the command on the device: `UPLOAD` on a watch's open connection, the
+    /// interval in a native device's next ingest answers. A failure is logged, not an error:
+    /// the interval saves battery, it raises no alarm, and the next decision tells it again.
+    async fn tell_interval(&self, tenant: TenantId, device: &DeviceId, secs: u32) {
+        let Some((links, answers)) = &self.commands else { return };
+        let command = DeviceCommand::UploadInterval { secs };
+        let protocol = match self.store.device_profile(device).await {
+            Ok(Some(profile)) => profile.protocol,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, %device, secs, "Report interval not sent: the device could not be read");
+                return;
+            }
+        };
+        match protocol {
+            Protocol::Native => answers.set(device, secs),
+            Protocol::Watch => {
+                if let Err(e) = links.send(device, command) {
+                    tracing::info!(error = %e, %device, secs, "Report interval not sent to the watch");
+                    return;
+                }
+            }
+            // GT06 trackers and OsmAnd phones take no interval command from trygg.
+            Protocol::Gt06 | Protocol::Osmand => return,
+        }
+        tracing::info!(%device, secs, protocol = protocol.as_str(), "Report interval commanded");
+        let entry = DeviceCommandLog {
+            device: device.clone(),
+            command: command.describe(),
+            sent_by: None,
+            sent_at: Utc::now(),
+        };
+        if let Err(e) = self.store.log_device_command(tenant, &entry).await {
+            tracing::warn!(error = %e, %device, "Logging a report-interval command failed");
+        }
+    }
+
+    /// Runs a device's battery readings — of its fixes and its keep-alives alike, in time
+    /// order — through its track (a copy: kept once the batch is stored), adding the alerts and
+    /// row changes they lead to. `None` without readings.
     async fn battery_readings(
         &self,
-        tenant: TenantId,
-        wearer: WearerId,
-        device: &DeviceId,
-        fixes: &[Fix],
-        rules: &mut HashMap<TenantId, BatteryRule>,
+        (tenant, wearer, device): (TenantId, WearerId, &DeviceId),
+        batch: &DeviceFixes,
+        rule: &BatteryRule,
         signals: &mut Vec<Signal>,
         deadlines: &mut Vec<DeadlineChange>,
     ) -> Result<Option<BatteryTrack>, EngineError> {
-        if fixes.iter().all(|f| f.battery_pct.is_none()) {
+        let mut readings: Vec<(DateTime<Utc>, u8, Option<&Fix>)> = batch
+            .fixes
+            .iter()
+            .filter_map(|f| Some((f.time, f.battery_pct?, Some(f))))
+            .chain(batch.keep_alives.iter().map(|&(at, pct)| (at, pct, None)))
+            .collect();
+        if readings.is_empty() {
             return Ok(None);
         }
-        let rule = match rules.get(&tenant) {
-            Some(rule) => *rule,
-            None => {
-                let rule = self.battery_rule(tenant).await?;
-                rules.insert(tenant, rule);
-                rule
-            }
-        };
+        readings.sort_by_key(|r| r.0);
         let mut track = self.battery.get(device).cloned().unwrap_or_default();
         let kind = DEADLINE_LOW_BATTERY;
-        for fix in fixes {
-            let Some(pct) = fix.battery_pct else { continue };
-            let decision = track.reading(&rule, fix.time, pct);
+        for (at, pct, fix) in readings {
+            let alerted = matches!(track.state, BatteryState::Alerted(_));
+            let decision = track.reading(rule, at, pct);
             track.settle(decision);
             match decision {
                 BatteryDecision::Nothing => {}
                 BatteryDecision::Raise { early, empty_at, pct } => {
                     tracing::info!(%device, pct, early, ?empty_at, "Low battery");
-                    signals.push(self.low_battery_signal(tenant, wearer, device, fix.time, Some(fix)).await?);
+                    let who = (tenant, wearer, device);
+                    signals.push(self.technical_signal(AlarmKind::LowBattery, who, at, fix).await?);
                     deadlines.push(DeadlineChange::Fired {
                         device: device.clone(),
                         tenant,
                         kind,
-                        at: fix.time,
-                        recheck_at: fix.time + ALERTED_RECHECK,
+                        at,
+                        recheck_at: at + ALERTED_RECHECK,
                     });
                 }
                 BatteryDecision::WaitUntil(due_at) => {
@@ -398,6 +575,16 @@ impl Engine {
                     deadlines.push(DeadlineChange::Arm { device: device.clone(), tenant, kind, due_at });
                 }
                 BatteryDecision::Rearm => {
+                    // The discharge is over: an alert of it still open is resolved, so the
+                    // next discharge raises its own alert instead of joining a stale one.
+                    if alerted {
+                        signals.push(Signal::ResolvedByDevice {
+                            device: device.clone(),
+                            kind: AlarmKind::LowBattery,
+                            at,
+                            reason: format!("battery at {pct} %"),
+                        });
+                    }
                     deadlines.push(DeadlineChange::Drop { device: device.clone(), kind })
                 }
             }
@@ -405,11 +592,12 @@ impl Engine {
         Ok(Some(track))
     }
 
-    async fn low_battery_signal(
+    /// A technical alert of `kind` about the wearer's device at `at`: with the position of
+    /// `fix`, or else the device's last known one, for the wearer's first responders.
+    async fn technical_signal(
         &self,
-        tenant: TenantId,
-        wearer: WearerId,
-        device: &DeviceId,
+        kind: AlarmKind,
+        (tenant, wearer, device): (TenantId, WearerId, &DeviceId),
         at: DateTime<Utc>,
         fix: Option<&Fix>,
     ) -> Result<Signal, EngineError> {
@@ -421,7 +609,7 @@ impl Engine {
             tenant,
             wearer: Some(wearer),
             device: Some(device.clone()),
-            kind: AlarmKind::LowBattery,
+            kind,
             zone: None,
             trigger_time: at,
             position: last.as_ref().map(|f| (Position::of(f), f.time)),
@@ -431,25 +619,44 @@ impl Engine {
         }))
     }
 
-    async fn battery_rule(&self, tenant: TenantId) -> Result<BatteryRule, EngineError> {
+    /// The tenant's rules, read once per batch or pass into `cache`.
+    async fn rules(
+        &self,
+        tenant: TenantId,
+        cache: &mut HashMap<TenantId, TenantRules>,
+    ) -> Result<TenantRules, EngineError> {
+        if let Some(rules) = cache.get(&tenant) {
+            return Ok(rules.clone());
+        }
         let settings = self.store.settings(tenant).await?;
-        let supervision = settings.as_ref().map(|s| s.supervision).unwrap_or_default();
-        let tz = match &settings {
-            Some(s) => s
-                .time_zone
-                .parse()
-                .map_err(|e| EngineError::Corrupt(format!("stored time zone of {tenant}: {e}")))?,
-            None => chrono_tz::Europe::Stockholm,
+        let supervision: SupervisionSettings = settings.as_ref().map(|s| s.supervision).unwrap_or_default();
+        let (policy, tz) = match &settings {
+            Some(s) => (
+                serde_json::from_str(&s.exit_policy)
+                    .map_err(|e| EngineError::Corrupt(format!("stored exit policy of {tenant}: {e}")))?,
+                s.time_zone
+                    .parse()
+                    .map_err(|e| EngineError::Corrupt(format!("stored time zone of {tenant}: {e}")))?,
+            ),
+            None => (Policy::default(), chrono_tz::Europe::Stockholm),
         };
-        Ok(BatteryRule {
-            low_pct: settings.as_ref().map_or(DEFAULT_BATTERY_LOW_PCT, |s| s.battery_low_pct),
-            rearm_margin_pct: supervision.battery_rearm_margin_pct,
-            quiet: QuietHours {
-                tz,
-                from_hour: supervision.quiet_from_hour,
-                until_hour: supervision.quiet_until_hour,
+        let hours = |from_hour, until_hour| DailyHours { tz, from_hour, until_hour };
+        let offline_secs = settings.as_ref().map_or(DEFAULT_OFFLINE_AFTER_SECS, |s| s.offline_after_secs);
+        let rules = TenantRules {
+            policy,
+            battery: BatteryRule {
+                low_pct: settings.as_ref().map_or(DEFAULT_BATTERY_LOW_PCT, |s| s.battery_low_pct),
+                rearm_margin_pct: supervision.battery_rearm_margin_pct,
+                quiet: hours(supervision.quiet_from_hour, supervision.quiet_until_hour),
             },
-        })
+            offline_after: chrono::Duration::seconds(i64::from(offline_secs)),
+            test_window: Some(hours(supervision.test_alarm_from_hour, supervision.test_alarm_until_hour))
+                .filter(|w| !w.is_empty()),
+            report_secs: supervision.report_interval_secs,
+            report_fast_secs: supervision.report_interval_fast_secs,
+        };
+        cache.insert(tenant, rules.clone());
+        Ok(rules)
     }
 
     /// Remembers what a committed batch wrote to the deadlines.
@@ -461,6 +668,16 @@ impl Engine {
                 | DeadlineChange::Postpone { kind, .. }
                 | DeadlineChange::Drop { kind, .. } => *kind,
             };
+            if kind == DEADLINE_TEST_ALARM {
+                match change {
+                    DeadlineChange::Drop { device, .. } => self.test_armed.remove(device),
+                    DeadlineChange::Arm { device, .. } | DeadlineChange::Fired { device, .. } => {
+                        self.test_armed.insert(device.clone())
+                    }
+                    DeadlineChange::Postpone { .. } => false,
+                };
+                continue;
+            }
             if kind != DEADLINE_OFFLINE {
                 continue;
             }
@@ -486,22 +703,6 @@ impl Engine {
         }
     }
 
-    /// The tenant's offline threshold, read once per pass into `cache`.
-    async fn offline_after(
-        &self,
-        tenant: TenantId,
-        cache: &mut HashMap<TenantId, chrono::Duration>,
-    ) -> Result<chrono::Duration, EngineError> {
-        if let Some(after) = cache.get(&tenant) {
-            return Ok(*after);
-        }
-        let secs =
-            self.store.settings(tenant).await?.map_or(DEFAULT_OFFLINE_AFTER_SECS, |s| s.offline_after_secs);
-        let after = chrono::Duration::seconds(i64::from(secs));
-        cache.insert(tenant, after);
-        Ok(after)
-    }
-
     /// Handles the supervision deadlines due at `now`: a device silent past its tenant's
     /// threshold raises one `device_offline` alert for its wearer; one heard since is moved on;
     /// one under an alert that has been heard again (a keep-alive) closes it.
@@ -511,15 +712,17 @@ impl Engine {
             return Ok(Vec::new());
         }
         let (mut signals, mut deadlines) = (Vec::new(), Vec::new());
-        let mut offline_after = HashMap::new();
+        let mut rules = HashMap::new();
         let mut alerted = Vec::new();
         for d in due {
             if d.kind == DEADLINE_LOW_BATTERY {
                 if let Some(device) = self.battery_morning(d, now, &mut signals, &mut deadlines).await? {
                     alerted.push(device);
                 }
+            } else if d.kind == DEADLINE_TEST_ALARM {
+                self.test_alarm_deadline(d, now, &mut rules, &mut signals, &mut deadlines).await?;
             } else {
-                self.offline_deadline(d, now, &mut offline_after, &mut signals, &mut deadlines).await?;
+                self.offline_deadline(d, now, &mut rules, &mut signals, &mut deadlines).await?;
             }
         }
         let commit = EngineCommit { states: Vec::new(), signals, deadlines };
@@ -561,7 +764,9 @@ impl Engine {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(None);
         };
-        signals.push(self.low_battery_signal(tenant, wearer, &device, d.due_at, None).await?);
+        signals.push(
+            self.technical_signal(AlarmKind::LowBattery, (tenant, wearer, &device), d.due_at, None).await?,
+        );
         deadlines.push(DeadlineChange::Fired {
             device: device.clone(),
             tenant,
@@ -572,11 +777,45 @@ impl Engine {
         Ok(Some(device))
     }
 
+    /// A device that sent no test alarm in its tenant's window raises one `test_alarm_missing`
+    /// alert (a repeat joins it while it is open), and the row moves on to the next window. A
+    /// device bound to nobody since, or a tenant that turned the daily test alarm off: the row
+    /// goes.
+    async fn test_alarm_deadline(
+        &self,
+        d: DueDeadline,
+        now: DateTime<Utc>,
+        cache: &mut HashMap<TenantId, TenantRules>,
+        signals: &mut Vec<Signal>,
+        deadlines: &mut Vec<DeadlineChange>,
+    ) -> Result<(), EngineError> {
+        let kind = DEADLINE_TEST_ALARM;
+        let device = d.device;
+        let auth = self.store.device_auth(&device).await?;
+        let bound = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant);
+        let window = match bound {
+            Some((tenant, Some(_))) => self.rules(tenant, cache).await?.test_window,
+            _ => None,
+        };
+        let (Some((tenant, Some(wearer))), Some(window)) = (bound, window) else {
+            deadlines.push(DeadlineChange::Drop { device, kind });
+            return Ok(());
+        };
+        tracing::info!(%device, %wearer, window_end = %d.due_at, "No test alarm in the daily window");
+        let who = (tenant, wearer, &device);
+        signals.push(self.technical_signal(AlarmKind::TestAlarmMissing, who, d.due_at, None).await?);
+        // After an outage, the next window from now: a missed day is reported once, not once
+        // for every day the engine was down.
+        let recheck_at = window.end_of_next_whole(now.max(d.due_at));
+        deadlines.push(DeadlineChange::Fired { device, tenant, kind, at: now, recheck_at });
+        Ok(())
+    }
+
     async fn offline_deadline(
         &self,
         d: DueDeadline,
         now: DateTime<Utc>,
-        cache: &mut HashMap<TenantId, chrono::Duration>,
+        cache: &mut HashMap<TenantId, TenantRules>,
         signals: &mut Vec<Signal>,
         deadlines: &mut Vec<DeadlineChange>,
     ) -> Result<(), EngineError> {
@@ -593,12 +832,17 @@ impl Engine {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(());
         };
-        let after = self.offline_after(tenant, cache).await?;
+        let after = self.rules(tenant, cache).await?.offline_after;
         let heard = self.store.last_heard(&device).await?;
         if let Some(fired_at) = d.fired_at {
             match heard {
                 Some(heard) if heard > fired_at => {
-                    signals.push(Signal::DeviceBack { device: device.clone(), at: heard });
+                    signals.push(Signal::ResolvedByDevice {
+                        device: device.clone(),
+                        kind: AlarmKind::DeviceOffline,
+                        at: heard,
+                        reason: "heard again".to_owned(),
+                    });
                     deadlines.push(DeadlineChange::Arm { device, tenant, kind, due_at: heard + after });
                 }
                 _ => deadlines.push(DeadlineChange::Postpone { device, kind, due_at: now + OFFLINE_RECHECK }),
@@ -611,19 +855,8 @@ impl Engine {
             deadlines.push(DeadlineChange::Postpone { device, kind, due_at: last + after });
             return Ok(());
         }
-        let fix = self.store.recent_fixes(&device, 1).await?.pop().map(|s| s.fix);
-        signals.push(Signal::Raise(NewAlarm {
-            tenant,
-            wearer: Some(wearer),
-            device: Some(device.clone()),
-            kind: AlarmKind::DeviceOffline,
-            zone: None,
-            trigger_time: last + after,
-            position: fix.as_ref().map(|f| (Position::of(f), f.time)),
-            last_known_position: fix.is_some(),
-            recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
-            device_alarm: None,
-        }));
+        let who = (tenant, wearer, &device);
+        signals.push(self.technical_signal(AlarmKind::DeviceOffline, who, last + after, None).await?);
         deadlines.push(DeadlineChange::Fired {
             device,
             tenant,
@@ -659,7 +892,12 @@ impl Engine {
             trigger_time: alarm.time,
             position: fix.as_ref().map(|f| (Position::of(f), f.time)),
             last_known_position,
-            recipients: self.store.alarm_recipients(alarm.tenant, alarm.wearer, 0).await?.unwrap_or_default(),
+            // A test alarm pages nobody: it is stored closed.
+            recipients: if alarm.kind == DeviceAlarmKind::Test {
+                Vec::new()
+            } else {
+                self.store.alarm_recipients(alarm.tenant, alarm.wearer, 0).await?.unwrap_or_default()
+            },
             device_alarm: Some(alarm.id),
         }))
     }
@@ -708,14 +946,6 @@ impl Engine {
             recipients: self.store.alarm_recipients(tenant, Some(wearer), 0).await?.unwrap_or_default(),
             device_alarm: None,
         })))
-    }
-
-    async fn policy(&self, tenant: TenantId) -> Result<Policy, EngineError> {
-        match self.store.settings(tenant).await? {
-            None => Ok(Policy::default()),
-            Some(s) => serde_json::from_str(&s.exit_policy)
-                .map_err(|e| EngineError::Corrupt(format!("stored exit policy of {tenant}: {e}"))),
-        }
     }
 
     /// Starts the engine task: it first recovers from the database, then processes what the
@@ -793,8 +1023,8 @@ fn log_outcomes(commit: &EngineCommit, outcomes: &[SignalOutcome]) {
             (Signal::Raise(a), SignalOutcome::Raised(id)) => {
                 tracing::info!(alarm = %id, kind = %a.kind, wearer = ?a.wearer, device = ?a.device, recipients = a.recipients.len(), "Alarm raised");
             }
-            (Signal::DeviceBack { device, .. }, SignalOutcome::Joined(id)) => {
-                tracing::info!(alarm = %id, %device, "Device heard again: offline alert resolved");
+            (Signal::ResolvedByDevice { device, kind, reason, .. }, SignalOutcome::Joined(id)) => {
+                tracing::info!(alarm = %id, %device, %kind, %reason, "Technical alert resolved by the device");
             }
             _ => {}
         }

@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(r.total, 6);
         assert_eq!(r.open, 3);
         let kinds: Vec<u64> = r.by_kind.iter().map(|(_, n)| *n).collect();
-        assert_eq!(kinds, [2, 1, 1, 0, 0, 1, 1, 0], "sos, fall, zone_exit, …, in AlarmKind::ALL order");
+        assert_eq!(kinds, [2, 1, 1, 0, 0, 1, 1, 0, 0], "sos, fall, zone_exit, …, in AlarmKind::ALL order");
         let outcomes: Vec<u64> = r.by_outcome.iter().map(|(_, n)| *n).collect();
         assert_eq!(outcomes, [2, 1, 0, 0, 0]);
         assert_eq!(r.false_alarm_share, Some(1.0 / 3.0));

@@ -1,5 +1,7 @@
-//! The rules of battery supervision, pure: when a battery reading raises a `low_battery`
-//! alert, waits for the morning, or re-arms the alert for the next discharge.
+//! The rules of device supervision, pure: when a battery reading raises a `low_battery`
+//! alert, waits for the morning, or re-arms the alert for the next discharge; the daily spans
+//! of hours (quiet hours, the test-alarm window); and when a watch is told to report faster
+//! (battery-aware reporting, [`reporting_change`]).
 //!
 //! In the field most alarms staff get are low-battery alerts (103 of 135 in one pilot), so the
 //! rules aim at one useful alert per discharge, at a time staff can act:
@@ -25,20 +27,26 @@ const TREND_MIN_SPAN: Duration = Duration::minutes(60);
 /// A reading this many points above the previous one means the watch is charging.
 const CHARGING_RISE_PCT: u8 = 3;
 
-/// A tenant's quiet hours for technical alerts, in its local time.
+/// A span of hours every day in a tenant's local time: its quiet hours for technical alerts,
+/// its daily test-alarm window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuietHours {
+pub struct DailyHours {
     /// The tenant's time zone.
     pub tz: Tz,
-    /// First quiet hour (0–23).
+    /// First hour of the span (0–23).
     pub from_hour: u8,
-    /// First hour that is not quiet any more (0–23); equal to `from_hour`: never quiet.
+    /// First hour after the span (0–23); equal to `from_hour`: no span at all.
     pub until_hour: u8,
 }
 
-impl QuietHours {
-    /// Whether `at` falls in the quiet hours.
-    pub fn is_quiet(&self, at: DateTime<Utc>) -> bool {
+impl DailyHours {
+    /// Whether the span is empty (`from_hour == until_hour`): never quiet, no test window.
+    pub fn is_empty(&self) -> bool {
+        self.from_hour == self.until_hour
+    }
+
+    /// Whether `at` falls in the span.
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
         let hour = at.with_timezone(&self.tz).hour() as u8;
         match self.from_hour.cmp(&self.until_hour) {
             std::cmp::Ordering::Equal => false,
@@ -47,14 +55,24 @@ impl QuietHours {
         }
     }
 
-    /// The next morning after `at`: the end of the current quiet hours if `at` is in them,
-    /// otherwise the end of the next ones. Without quiet hours, a day after `at`.
-    pub fn next_morning(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        if self.from_hour == self.until_hour {
+    /// The end of the span `at` is in, otherwise of the next one (for quiet hours: the next
+    /// morning). Without a span, a day after `at`.
+    pub fn next_end(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        if self.is_empty() {
             return at + Duration::days(1);
         }
-        let night = if self.is_quiet(at) { at } else { self.next_hour(at, self.from_hour) };
+        let night = if self.contains(at) { at } else { self.next_hour(at, self.from_hour) };
         self.next_hour(night, self.until_hour)
+    }
+
+    /// The end of the first whole span that starts after `at`: when the daily test alarm is
+    /// due next for a device first heard at `at`, or that sent its test alarm at `at` in the
+    /// span before. Without a span, a day after `at`.
+    pub fn end_of_next_whole(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        if self.is_empty() {
+            return at + Duration::days(1);
+        }
+        self.next_end(self.next_hour(at, self.from_hour))
     }
 
     /// The first time after `after` that the local clock shows `hour`:00.
@@ -82,7 +100,7 @@ pub struct BatteryRule {
     /// Re-armed at or above `low_pct + rearm_margin_pct`, or when charging.
     pub rearm_margin_pct: u8,
     /// When an alert that can wait waits.
-    pub quiet: QuietHours,
+    pub quiet: DailyHours,
 }
 
 /// Where a device's low-battery alert stands (stored as its `low_battery` deadline row).
@@ -195,11 +213,11 @@ impl BatteryTrack {
             BatteryState::Waiting(_) if charging || pct >= rearm_at(0) => return BatteryDecision::Rearm,
             _ => {}
         }
-        let morning = rule.quiet.next_morning(at);
+        let morning = rule.quiet.next_end(at);
         let empty_at = self.empty_at();
         let dies_first = empty_at.is_some_and(|e| e <= morning);
         if pct <= rule.low_pct {
-            if rule.quiet.is_quiet(at) && !dies_first {
+            if rule.quiet.contains(at) && !dies_first {
                 return match self.state {
                     BatteryState::Waiting(_) => BatteryDecision::Nothing,
                     _ => BatteryDecision::WaitUntil(morning),
@@ -224,6 +242,51 @@ impl BatteryTrack {
     }
 }
 
+/// The longest a watch is kept reporting fast for one suspected exit: a wearer lingering just
+/// outside the zone, never clear of its margin, must not drain the watch.
+pub const FAST_REPORTING_AT_MOST: Duration = Duration::minutes(10);
+
+/// Where a device's battery-aware reporting stands (absent: its normal interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporting {
+    /// Told to report fast since this fix time, while an exit is suspected.
+    Fast(DateTime<Utc>),
+    /// Told to report normally again although the suspicion lasts: it lasted too long.
+    Capped,
+}
+
+/// What a device is told about its report interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tell {
+    /// Report at the fast interval.
+    Fast,
+    /// Report at the normal interval.
+    Normal,
+    /// Nothing (it already reports normally).
+    Nothing,
+}
+
+/// Battery-aware reporting: how a device's reporting changes after a report at `at`, where
+/// `suspected` says whether the exit policy awaits the confirmation of an exit. Fast from the
+/// first fix outside until the exit is confirmed or cleared, at most
+/// [`FAST_REPORTING_AT_MOST`]. Returns the new state (`None`: normal) and what to tell the
+/// device, or `None` when nothing changes.
+pub fn reporting_change(
+    told: Option<Reporting>,
+    suspected: bool,
+    at: DateTime<Utc>,
+) -> Option<(Option<Reporting>, Tell)> {
+    match (told, suspected) {
+        (None, true) => Some((Some(Reporting::Fast(at)), Tell::Fast)),
+        (Some(Reporting::Fast(since)), true) if at - since >= FAST_REPORTING_AT_MOST => {
+            Some((Some(Reporting::Capped), Tell::Normal))
+        }
+        (Some(Reporting::Fast(_)), false) => Some((None, Tell::Normal)),
+        (Some(Reporting::Capped), false) => Some((None, Tell::Nothing)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +295,7 @@ mod tests {
         BatteryRule {
             low_pct: 20,
             rearm_margin_pct: 10,
-            quiet: QuietHours { tz: chrono_tz::Europe::Stockholm, from_hour: 22, until_hour: 7 },
+            quiet: DailyHours { tz: chrono_tz::Europe::Stockholm, from_hour: 22, until_hour: 7 },
         }
     }
 
@@ -263,16 +326,27 @@ mod tests {
     #[test]
     fn quiet_hours_wrap_midnight_and_the_morning_is_the_end_of_the_coming_night() {
         let q = rule().quiet;
-        assert!(q.is_quiet(local(3, 22, 0)) && q.is_quiet(local(4, 6, 59)) && q.is_quiet(local(4, 0, 30)));
-        assert!(!q.is_quiet(local(4, 7, 0)) && !q.is_quiet(local(3, 21, 59)) && !q.is_quiet(local(3, 12, 0)));
-        assert_eq!(q.next_morning(local(3, 12, 0)), local(4, 7, 0), "daytime: after the coming night");
-        assert_eq!(q.next_morning(local(3, 23, 0)), local(4, 7, 0));
-        assert_eq!(q.next_morning(local(4, 3, 0)), local(4, 7, 0));
-        assert_eq!(q.next_morning(local(4, 7, 0)), local(5, 7, 0));
-        let day_shift = QuietHours { tz: chrono_tz::Europe::Stockholm, from_hour: 1, until_hour: 6 };
-        assert!(day_shift.is_quiet(local(3, 2, 0)) && !day_shift.is_quiet(local(3, 6, 0)));
-        assert_eq!(day_shift.next_morning(local(3, 12, 0)), local(4, 6, 0));
-        assert_eq!(day_shift.next_morning(local(3, 0, 30)), local(3, 6, 0));
+        assert!(q.contains(local(3, 22, 0)) && q.contains(local(4, 6, 59)) && q.contains(local(4, 0, 30)));
+        assert!(!q.contains(local(4, 7, 0)) && !q.contains(local(3, 21, 59)) && !q.contains(local(3, 12, 0)));
+        assert_eq!(q.next_end(local(3, 12, 0)), local(4, 7, 0), "daytime: after the coming night");
+        assert_eq!(q.next_end(local(3, 23, 0)), local(4, 7, 0));
+        assert_eq!(q.next_end(local(4, 3, 0)), local(4, 7, 0));
+        assert_eq!(q.next_end(local(4, 7, 0)), local(5, 7, 0));
+        let day_shift = DailyHours { tz: chrono_tz::Europe::Stockholm, from_hour: 1, until_hour: 6 };
+        assert!(day_shift.contains(local(3, 2, 0)) && !day_shift.contains(local(3, 6, 0)));
+        assert_eq!(day_shift.next_end(local(3, 12, 0)), local(4, 6, 0));
+        assert_eq!(day_shift.next_end(local(3, 0, 30)), local(3, 6, 0));
+    }
+
+    #[test]
+    fn the_next_whole_test_window_starts_after_the_time_given() {
+        let window = DailyHours { tz: chrono_tz::Europe::Stockholm, from_hour: 9, until_hour: 12 };
+        assert_eq!(window.end_of_next_whole(local(3, 8, 0)), local(3, 12, 0), "before today's window");
+        assert_eq!(window.end_of_next_whole(local(3, 10, 0)), local(4, 12, 0), "in it: tomorrow's");
+        assert_eq!(window.end_of_next_whole(local(3, 13, 0)), local(4, 12, 0));
+        let night = DailyHours { tz: chrono_tz::Europe::Stockholm, from_hour: 22, until_hour: 2 };
+        assert_eq!(night.end_of_next_whole(local(3, 23, 0)), local(5, 2, 0));
+        assert_eq!(night.end_of_next_whole(local(3, 12, 0)), local(4, 2, 0));
     }
 
     #[test]

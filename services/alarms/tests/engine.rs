@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{
-    AlarmKind, AlarmState, Committed, CommittedSink, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome,
-    Step, TenantId, WearerId,
+    AlarmKind, AlarmState, CommandError, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand, DeviceCommands,
+    DeviceId, Fix, FixSource, Outcome, ReportIntervals, Step, TenantId, WearerId,
 };
 use trygg_store::testing::TestDb;
 use trygg_store::{
@@ -33,6 +33,8 @@ on_both_backends!(
     a_restart_recovers_unevaluated_fixes_and_pending_device_alarms_without_repeating,
     the_trail_of_an_alarm_outlives_the_retention_period,
     a_state_is_stored_when_it_decides_and_a_restart_replays_the_fixes_since,
+    a_suspected_exit_asks_a_native_device_for_fast_reports_until_it_is_confirmed,
+    fast_reporting_ends_after_ten_minutes_of_a_lingering_suspicion,
 );
 
 /// Skövde: the zone's centre.
@@ -655,4 +657,106 @@ async fn sqlite_a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_missed() {
     a_batch_queued_while_recovery_fails_waits_for_it_and_no_exit_is_missed(TestDb::postgres().await).await;
+}
+
+/// Device connections where no watch is connected (these tests command native devices).
+#[derive(Debug)]
+struct NoConnections;
+
+impl DeviceCommands for NoConnections {
+    fn send(&self, _: &DeviceId, _: DeviceCommand) -> Result<(), CommandError> {
+        Err(CommandError::NotConnected)
+    }
+}
+
+impl Setup {
+    /// A native device `n1` worn by the same wearer, and an engine that commands intervals.
+    async fn native_reporting(&self) -> (DeviceId, ReportIntervals, Engine) {
+        let native = DeviceId::parse("n1").unwrap();
+        let new = NewDevice {
+            id: native.clone(),
+            tenant: self.tenant,
+            wearer: Some(self.wearer),
+            protocol: Protocol::Native,
+            token_hash: Some("n1-token-hash".into()),
+        };
+        self.store.register_device(&new).await.unwrap();
+        self.zones.rebuild(self.store.as_ref(), self.tenant).await.unwrap();
+        let answers = ReportIntervals::default();
+        let engine = self.engine().await.command_devices(NoConnections, answers.clone());
+        (native, answers, engine)
+    }
+
+    /// Feeds `n1` one fix `north_m` metres north of home at `minute`; the interval its next
+    /// ingest answer carries.
+    async fn native_fix(
+        &self,
+        engine: &mut Engine,
+        native: &DeviceId,
+        answers: &ReportIntervals,
+        minute: i64,
+        north_m: f64,
+    ) -> Option<u32> {
+        let fix = self.fix(minute, north_m);
+        let batch = FixBatch {
+            device: native.clone(),
+            received_at: fix.time,
+            fixes: vec![NewFix { fix: fix.clone(), late: false }],
+        };
+        self.store.insert_fixes(&[batch]).await.unwrap();
+        let data = Committed::Fixes {
+            tenant: self.tenant,
+            wearer: Some(self.wearer),
+            device: native.clone(),
+            fixes: vec![fix],
+        };
+        engine.process(vec![data], Utc::now()).await.unwrap();
+        answers.get(native)
+    }
+
+    async fn commands(&self, device: &DeviceId) -> Vec<String> {
+        self.store
+            .device_commands(self.tenant, device)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.command)
+            .collect()
+    }
+}
+
+async fn a_suspected_exit_asks_a_native_device_for_fast_reports_until_it_is_confirmed(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let (n1, answers, mut engine) = s.native_reporting().await;
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 0, 0.0).await, None, "home: nothing to tell");
+    // 150 m north of a 100 m zone: outside, not yet confirmed. Report every 30 s.
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 5, 150.0).await, Some(30));
+    // Confirmed by the next report: the exit alarm is raised and the interval goes back.
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 6, 200.0).await, Some(300));
+    assert_eq!(s.all_alarms().await.iter().filter(|a| a.kind == AlarmKind::ZoneExit).count(), 1);
+    // A wild fix out and straight back in: suspected, then cleared.
+    s.native_fix(&mut engine, &n1, &answers, 7, 0.0).await;
+    s.native_fix(&mut engine, &n1, &answers, 8, 0.0).await;
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 9, 150.0).await, Some(30));
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 10, 0.0).await, Some(300));
+    // Every command is an event on the device; the watch, never suspected, got none.
+    let expected = ["upload_interval 30", "upload_interval 300", "upload_interval 30", "upload_interval 300"];
+    assert_eq!(s.commands(&n1).await, expected);
+    assert!(s.commands(&s.device).await.is_empty());
+}
+
+async fn fast_reporting_ends_after_ten_minutes_of_a_lingering_suspicion(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let (n1, answers, mut engine) = s.native_reporting().await;
+    s.native_fix(&mut engine, &n1, &answers, 0, 0.0).await;
+    // 115 m: outside the 100 m zone but never clear of accuracy + margin, so never confirmed.
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 1, 115.0).await, Some(30));
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 6, 116.0).await, Some(30));
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 11, 115.0).await, Some(300), "capped after 10 min");
+    s.native_fix(&mut engine, &n1, &answers, 16, 114.0).await;
+    assert_eq!(s.commands(&n1).await, ["upload_interval 30", "upload_interval 300"], "told once each");
+    // Home again; the next suspicion asks for fast reports again.
+    s.native_fix(&mut engine, &n1, &answers, 17, 0.0).await;
+    s.native_fix(&mut engine, &n1, &answers, 18, 0.0).await;
+    assert_eq!(s.native_fix(&mut engine, &n1, &answers, 19, 115.0).await, Some(30), "a new suspicion");
 }

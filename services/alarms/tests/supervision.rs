@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{AlarmKind, AlarmState, Committed, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId};
 use trygg_store::{
-    AlarmFilter, FixBatch, NewDevice, NewFix, NewUser, Protocol, Role, SignalOutcome, Store, WearerFields,
-    on_both_backends,
+    AlarmFilter, FixBatch, NewDevice, NewFix, NewUser, Protocol, Role, SignalOutcome, Store,
+    SupervisionSettings, TenantSettings, WearerFields, on_both_backends,
 };
 use uuid::Uuid;
 
@@ -23,6 +23,10 @@ on_both_backends!(
     a_low_battery_at_night_waits_for_the_morning_across_a_restart,
     a_low_battery_at_night_that_will_not_last_is_raised_at_once,
     in_triage_order_critical_alarms_come_first_and_technical_ones_are_grouped_per_wearer,
+    a_keep_alive_battery_level_is_judged_like_a_fix_battery,
+    a_low_battery_alert_left_open_is_resolved_by_the_charge_and_the_next_discharge_alerts_again,
+    a_device_without_a_test_alarm_in_the_window_raises_one_alert_across_a_restart,
+    a_test_alarm_is_closed_as_test_pages_nobody_and_meets_the_window,
 );
 
 /// The default offline threshold (15 min).
@@ -125,6 +129,49 @@ impl Setup {
             out.extend(engine.process(vec![report], at).await.unwrap());
         }
         out
+    }
+
+    /// Saves default settings with a daily test-alarm window from `from` to `until` o'clock.
+    async fn test_window(&self, from: u8, until: u8) {
+        let settings = TenantSettings {
+            time_zone: "Europe/Stockholm".into(),
+            exit_policy: "{}".into(),
+            offline_after_secs: OFFLINE.num_seconds() as u32,
+            battery_low_pct: 20,
+            fix_retention_days: 30,
+            on_site_limit_secs: 3600,
+            repeat_join_secs: 900,
+            fallback_team: None,
+            fallback_alarm_centre_url: None,
+            supervision: SupervisionSettings {
+                test_alarm_from_hour: from,
+                test_alarm_until_hour: until,
+                ..SupervisionSettings::default()
+            },
+        };
+        self.store.put_settings(self.tenant, &settings, self.t0).await.unwrap();
+    }
+
+    /// Stores a test alarm the watch sent at `at` as ingest would; what ingest hands over.
+    async fn test_alarm(&self, at: DateTime<Utc>) -> Committed {
+        let alarm = trygg_store::NewDeviceAlarm {
+            device: self.device.clone(),
+            kind: trygg_core::DeviceAlarmKind::Test,
+            time: at,
+            received_at: at,
+            clock_suspect: false,
+            fix: None,
+        };
+        let stored = self.store.insert_device_alarm(&alarm).await.unwrap();
+        Committed::Alarm {
+            tenant: self.tenant,
+            wearer: Some(self.wearer),
+            device: self.device.clone(),
+            alarm_id: stored.id,
+            kind: trygg_core::DeviceAlarmKind::Test,
+            duplicate: false,
+            fix: None,
+        }
     }
 
     fn at(&self, minutes: i64) -> DateTime<Utc> {
@@ -431,4 +478,114 @@ async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_group
     let newest = list(false).await;
     assert_eq!(newest.len(), 4);
     assert_ne!(newest[0].0, AlarmKind::Sos, "the default stays newest first: {newest:?}");
+}
+
+async fn a_keep_alive_battery_level_is_judged_like_a_fix_battery(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    // A watch lying still sends no positions, only keep-alives (3G `LK`) with its battery:
+    // 1 point an hour from 24 % at 09:00 reaches the 20 % threshold at 13:00.
+    let mut out = Vec::new();
+    for ((day, hour, minute), pct) in slow(3, 9, 24, 6) {
+        let at = local(day, hour, minute);
+        s.store.device_heard(&s.device, at, Some(pct)).await.unwrap();
+        let keep_alive = Committed::KeepAlive {
+            tenant: s.tenant,
+            wearer: Some(s.wearer),
+            device: s.device.clone(),
+            at,
+            battery_pct: pct,
+        };
+        out.extend(engine.process(vec![keep_alive], at).await.unwrap());
+    }
+    let [id] = raised(&out)[..] else { panic!("one alert from keep-alives alone: {out:?}") };
+    let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!((alarm.kind, alarm.trigger_time), (AlarmKind::LowBattery, local(3, 13, 0)));
+    // A fix of the same discharge does not alert again: one track for both.
+    let report = s.report_battery(&s.device, Some(s.wearer), local(3, 15, 5), 18).await;
+    assert!(raised(&engine.process(vec![report], local(3, 15, 5)).await.unwrap()).is_empty());
+}
+
+async fn a_low_battery_alert_left_open_is_resolved_by_the_charge_and_the_next_discharge_alerts_again(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store).await;
+    let mut engine = s.engine().await;
+    let out = s.battery(&mut engine, &slow(3, 9, 24, 5)).await;
+    let [first] = raised(&out)[..] else { panic!("{out:?}") };
+    // Nobody acts on it; the watch is charged in the evening: the alert is over.
+    let out = s.battery(&mut engine, &[((3, 18, 0), 60)]).await;
+    assert_eq!(out, [SignalOutcome::Joined(first)]);
+    let alarm = s.store.alarm(s.tenant, first, None).await.unwrap().unwrap();
+    assert_eq!((alarm.state, alarm.outcome), (AlarmState::Closed, Some(Outcome::Other)));
+    assert!(alarm.note.starts_with("resolved by device: battery at 60 %"), "{:?}", alarm.note);
+    // The next day's discharge is a new alert that pages again, not a repeat of a stale one.
+    let out = s.battery(&mut engine, &slow(4, 10, 24, 6)).await;
+    let [second] = raised(&out)[..] else { panic!("the next discharge alerts: {out:?}") };
+    assert_ne!(second, first);
+}
+
+async fn a_device_without_a_test_alarm_in_the_window_raises_one_alert_across_a_restart(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store).await;
+    s.test_window(9, 12).await;
+    let mut engine = s.engine().await;
+    // First heard at 10:00, inside today's window: the first whole window is tomorrow's.
+    let report = s.report(&s.device, Some(s.wearer), local(3, 10, 0)).await;
+    engine.process(vec![report], local(3, 10, 0)).await.unwrap();
+    engine.supervise(local(3, 12, 30)).await.unwrap();
+    engine.supervise(local(4, 11, 59)).await.unwrap();
+    assert!(s.alarms_of(AlarmKind::TestAlarmMissing).await.is_empty(), "tomorrow's window is not over");
+    // A restart: the row is in the database, and fires once.
+    let mut engine = s.engine().await;
+    engine.supervise(local(4, 12, 0)).await.unwrap();
+    let [alarm] = &s.alarms_of(AlarmKind::TestAlarmMissing).await[..] else { panic!("one alert") };
+    assert_eq!((alarm.trigger_time, alarm.wearer), (local(4, 12, 0), Some(s.wearer)));
+    assert!(alarm.kind.is_technical());
+    engine.supervise(local(4, 12, 1)).await.unwrap();
+    let mut engine = s.engine().await;
+    engine.supervise(local(4, 18, 0)).await.unwrap();
+    assert_eq!(s.alarms_of(AlarmKind::TestAlarmMissing).await.len(), 1, "fired once");
+    // The next day it is due again, and joins the open alert while nobody has taken it.
+    engine.supervise(local(5, 12, 0)).await.unwrap();
+    let [again] = &s.alarms_of(AlarmKind::TestAlarmMissing).await[..] else { panic!("still one alert") };
+    assert_eq!(again.id, alarm.id);
+    let events: Vec<String> =
+        s.store.alarm_events(s.tenant, alarm.id).await.unwrap().into_iter().map(|e| e.event.kind).collect();
+    assert_eq!(events, ["raised", "repeated"]);
+}
+
+async fn a_test_alarm_is_closed_as_test_pages_nobody_and_meets_the_window(store: Arc<dyn Store>) {
+    let s = setup(store).await;
+    s.test_window(9, 12).await;
+    let mut engine = s.engine().await;
+    let report = s.report(&s.device, Some(s.wearer), local(3, 8, 0)).await;
+    engine.process(vec![report], local(3, 8, 0)).await.unwrap();
+    // No test on the 3rd: one alert at noon.
+    engine.supervise(local(3, 12, 0)).await.unwrap();
+    let [missing] = &s.alarms_of(AlarmKind::TestAlarmMissing).await[..] else { panic!("missing on the 3rd") };
+    // The test alarm on the 4th, in the window: recorded closed as `test`, nobody paged, and
+    // the open alert is resolved by it.
+    let test = s.test_alarm(local(4, 10, 0)).await;
+    let out = engine.process(vec![test], local(4, 10, 0)).await.unwrap();
+    let [test_id] = raised(&out)[..] else { panic!("{out:?}") };
+    assert!(out.contains(&SignalOutcome::Joined(missing.id)), "{out:?}");
+    let test = s.store.alarm(s.tenant, test_id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (test.kind, test.state, test.outcome),
+        (AlarmKind::Test, AlarmState::Closed, Some(Outcome::Test))
+    );
+    let pushes =
+        s.store.claim_outbox(local(4, 10, 1), std::time::Duration::from_secs(30), 100).await.unwrap();
+    assert!(pushes.iter().all(|p| p.alarm != test_id), "a test alarm pages nobody");
+    let missing = s.store.alarm(s.tenant, missing.id, None).await.unwrap().unwrap();
+    assert_eq!(missing.state, AlarmState::Closed);
+    assert!(missing.note.starts_with("resolved by device: sent a test alarm"), "{:?}", missing.note);
+    // The 4th's window is met; the 5th's is not.
+    let mut engine = s.engine().await;
+    engine.supervise(local(4, 12, 30)).await.unwrap();
+    assert_eq!(s.alarms_of(AlarmKind::TestAlarmMissing).await.len(), 1, "met on the 4th");
+    engine.supervise(local(5, 12, 0)).await.unwrap();
+    assert_eq!(s.alarms_of(AlarmKind::TestAlarmMissing).await.len(), 2, "missing on the 5th");
 }

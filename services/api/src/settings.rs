@@ -57,6 +57,19 @@ pub struct Settings {
     pub quiet_from_hour: u8,
     /// End of the quiet hours (hour 0–23); equal to `quiet_from_hour`: no quiet hours.
     pub quiet_until_hour: u8,
+    /// Start of the daily test-alarm window (hour 0–23, `time_zone`): every bound device that
+    /// has been heard must send a test alarm before `test_alarm_until_hour`, or a
+    /// `test_alarm_missing` technical alert is raised.
+    pub test_alarm_from_hour: u8,
+    /// End of the daily test-alarm window (hour 0–23); equal to `test_alarm_from_hour` (the
+    /// default): no daily test alarm.
+    pub test_alarm_until_hour: u8,
+    /// Seconds between reports that watches are told to go back to once a suspected zone exit
+    /// is confirmed or cleared.
+    pub report_interval_secs: u32,
+    /// Seconds between reports while a zone exit is suspected but not yet confirmed (at most
+    /// 10 minutes per suspicion); not less than `report_interval_secs`: never commanded.
+    pub report_interval_fast_secs: u32,
 }
 
 impl Default for Settings {
@@ -74,6 +87,10 @@ impl Default for Settings {
             battery_rearm_margin_pct: SupervisionSettings::default().battery_rearm_margin_pct,
             quiet_from_hour: SupervisionSettings::default().quiet_from_hour,
             quiet_until_hour: SupervisionSettings::default().quiet_until_hour,
+            test_alarm_from_hour: SupervisionSettings::default().test_alarm_from_hour,
+            test_alarm_until_hour: SupervisionSettings::default().test_alarm_until_hour,
+            report_interval_secs: SupervisionSettings::default().report_interval_secs,
+            report_interval_fast_secs: SupervisionSettings::default().report_interval_fast_secs,
         }
     }
 }
@@ -97,6 +114,10 @@ impl Settings {
             battery_rearm_margin_pct: s.supervision.battery_rearm_margin_pct,
             quiet_from_hour: s.supervision.quiet_from_hour,
             quiet_until_hour: s.supervision.quiet_until_hour,
+            test_alarm_from_hour: s.supervision.test_alarm_from_hour,
+            test_alarm_until_hour: s.supervision.test_alarm_until_hour,
+            report_interval_secs: s.supervision.report_interval_secs,
+            report_interval_fast_secs: s.supervision.report_interval_fast_secs,
         })
     }
 
@@ -117,6 +138,10 @@ impl Settings {
                 battery_rearm_margin_pct: self.battery_rearm_margin_pct,
                 quiet_from_hour: self.quiet_from_hour,
                 quiet_until_hour: self.quiet_until_hour,
+                test_alarm_from_hour: self.test_alarm_from_hour,
+                test_alarm_until_hour: self.test_alarm_until_hour,
+                report_interval_secs: self.report_interval_secs,
+                report_interval_fast_secs: self.report_interval_fast_secs,
             },
         })
     }

@@ -1,11 +1,12 @@
-//! Alarms a device raises by itself: the button, the fall sensor, the strap sensor.
+//! Alarms a device raises by itself: the button, the fall sensor, the strap sensor, and the
+//! daily test alarm (a check of the whole chain that pages nobody).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A manual or sensor alarm sent by the device. All of them are critical.
+/// A manual or sensor alarm sent by the device. All but `test` are critical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -16,16 +17,19 @@ pub enum DeviceAlarmKind {
     Fall,
     /// The watch was taken off (strap or skin sensor).
     WatchRemoved,
+    /// The wearer (or staff) sent the daily test alarm: recorded, closed as `test` at once,
+    /// never pushed.
+    Test,
 }
 
 /// A text that names no [`DeviceAlarmKind`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown alarm kind {0:?}; expected sos, fall or watch_removed")]
+#[error("unknown alarm kind {0:?}; expected sos, fall, watch_removed or test")]
 pub struct UnknownAlarmKind(pub String);
 
 impl DeviceAlarmKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 3] = [Self::Sos, Self::Fall, Self::WatchRemoved];
+    pub const ALL: [Self; 4] = [Self::Sos, Self::Fall, Self::WatchRemoved, Self::Test];
 
     /// The name used in JSON, in the database and in metrics.
     pub fn as_str(self) -> &'static str {
@@ -33,6 +37,7 @@ impl DeviceAlarmKind {
             Self::Sos => "sos",
             Self::Fall => "fall",
             Self::WatchRemoved => "watch_removed",
+            Self::Test => "test",
         }
     }
 }

@@ -10,6 +10,8 @@
 
 use std::fmt::Debug;
 
+use chrono::{DateTime, Utc};
+
 use crate::{DeviceAlarmKind, DeviceId, Fix, TenantId, WearerId};
 
 /// Data that has just been committed.
@@ -42,6 +44,21 @@ pub enum Committed {
         duplicate: bool,
         /// The position sent with it, if valid.
         fix: Option<Fix>,
+    },
+    /// A keep-alive or status message with a battery level (3G `LK`, GT06 heartbeat, OsmAnd
+    /// `batt`): stored only as the device's last battery, evaluated by the battery rules like a
+    /// fix's level.
+    KeepAlive {
+        /// The device's tenant.
+        tenant: TenantId,
+        /// The wearer the device is bound to.
+        wearer: Option<WearerId>,
+        /// The device.
+        device: DeviceId,
+        /// When it was received (keep-alives carry no device time).
+        at: DateTime<Utc>,
+        /// The battery level it reported, in percent.
+        battery_pct: u8,
     },
 }
 

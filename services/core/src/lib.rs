@@ -6,12 +6,14 @@
 #![deny(missing_docs)]
 
 mod alarm;
+mod command;
 mod committed;
 mod fix;
 mod ids;
 mod lifecycle;
 
 pub use alarm::{DeviceAlarmKind, UnknownAlarmKind};
+pub use command::{CommandError, DeviceCommand, DeviceCommands, ReportIntervals};
 pub use committed::{Committed, CommittedSink};
 pub use fix::{Fix, FixError, FixPolicy, FixSource, Freshness, Position, UnknownFixSource};
 pub use ids::{DeviceId, DeviceIdError, TenantId, WearerId};

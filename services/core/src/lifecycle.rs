@@ -80,6 +80,8 @@ named_enum! {
         DeviceOffline = "device_offline",
         /// A test alarm.
         Test = "test",
+        /// The device sent no test alarm in the tenant's daily window (technical).
+        TestAlarmMissing = "test_alarm_missing",
     }
 }
 
@@ -91,7 +93,7 @@ impl AlarmKind {
 
     /// Technical alerts: about the equipment, not the wearer.
     pub fn is_technical(self) -> bool {
-        matches!(self, Self::LowBattery | Self::DeviceOffline)
+        matches!(self, Self::LowBattery | Self::DeviceOffline | Self::TestAlarmMissing)
     }
 }
 
@@ -101,6 +103,7 @@ impl From<DeviceAlarmKind> for AlarmKind {
             DeviceAlarmKind::Sos => Self::Sos,
             DeviceAlarmKind::Fall => Self::Fall,
             DeviceAlarmKind::WatchRemoved => Self::WatchRemoved,
+            DeviceAlarmKind::Test => Self::Test,
         }
     }
 }
@@ -224,10 +227,11 @@ mod tests {
     }
 
     #[test]
-    fn device_alarms_are_critical_and_technical_alerts_are_not() {
+    fn device_alarms_but_the_test_are_critical_and_technical_alerts_are_not() {
         for k in DeviceAlarmKind::ALL {
-            assert!(AlarmKind::from(k).is_critical());
+            assert_eq!(AlarmKind::from(k).is_critical(), k != DeviceAlarmKind::Test, "{k}");
         }
+        assert!(AlarmKind::TestAlarmMissing.is_technical() && !AlarmKind::TestAlarmMissing.is_critical());
         assert!(!AlarmKind::LowBattery.is_critical() && AlarmKind::LowBattery.is_technical());
         assert!(!AlarmKind::Test.is_critical() && !AlarmKind::Test.is_technical());
     }

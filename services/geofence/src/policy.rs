@@ -117,6 +117,13 @@ impl DeviceState {
         self.last_time
     }
 
+    /// Whether a zone alarm is suspected but not yet confirmed: some zone has usable fixes on
+    /// its alarm side that have not (yet) changed its confirmed side. While this holds, the
+    /// next report decides; battery-aware reporting asks the watch to send it sooner.
+    pub fn awaits_confirmation(&self) -> bool {
+        self.zones.values().any(|z| z.side != Side::Alarm && z.pending > 0)
+    }
+
     /// Whether both states have decided the same: the same zones, each on the same confirmed
     /// side and with the same alarm raised. States that differ only in what replaying the
     /// fixes since would rebuild (the last fix, the speed anchor, counts toward a change of
@@ -416,6 +423,23 @@ mod tests {
         assert_eq!(run.feed(walk), [(3, EventKind::Exit)]);
         // Staying out raises nothing more.
         assert_eq!(run.feed([fix(5, 400.0, 10.0), fix(6, 420.0, 10.0)]), []);
+    }
+
+    #[test]
+    fn a_suspected_exit_awaits_confirmation_until_it_is_confirmed_or_cleared() {
+        let mut run = Run::new(ZoneKind::StayInside);
+        run.feed([fix(0, 100.0, 10.0)]);
+        assert!(!run.state.awaits_confirmation(), "inside");
+        run.feed([fix(1, 240.0, 10.0)]);
+        assert!(run.state.awaits_confirmation(), "first fix outside");
+        assert_eq!(run.feed([fix(2, 300.0, 10.0)]), [(2, EventKind::Exit)]);
+        assert!(!run.state.awaits_confirmation(), "confirmed");
+        // Back in, a wild fix out, then in again: suspected, then cleared.
+        run.feed([fix(3, 0.0, 10.0), fix(4, 0.0, 10.0)]);
+        run.feed([fix(5, 240.0, 10.0)]);
+        assert!(run.state.awaits_confirmation());
+        run.feed([fix(6, 10.0, 10.0)]);
+        assert!(!run.state.awaits_confirmation(), "cleared");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
-use trygg_core::{DeviceAlarmKind, DeviceId, Fix, Freshness, TenantId, WearerId};
+use trygg_core::{
+    CommandError, DeviceAlarmKind, DeviceCommand, DeviceCommands, DeviceId, Fix, Freshness, TenantId, WearerId,
+};
 use trygg_store::{FixBatch, NewFix, Protocol};
 
 use crate::alarm::{Sender, store_device_alarm, truncate_to_millis};
@@ -162,50 +164,6 @@ impl DeviceMetrics {
     }
 }
 
-/// A command trygg can send to a connected device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceCommand {
-    /// Ask for a position now (`CR` on a watch).
-    Locate,
-    /// Set the position report interval (`UPLOAD,<secs>` on a watch).
-    UploadInterval {
-        /// Seconds between reports.
-        secs: u32,
-    },
-}
-
-impl DeviceCommand {
-    /// The command's name in logs, metrics and the API.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Locate => "locate",
-            Self::UploadInterval { .. } => "upload_interval",
-        }
-    }
-
-    /// The command with its argument, for the command log.
-    pub fn describe(self) -> String {
-        match self {
-            Self::Locate => "locate".to_owned(),
-            Self::UploadInterval { secs } => format!("upload_interval {secs}"),
-        }
-    }
-}
-
-/// Why a command was not sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    /// The device has no open connection to this server.
-    #[error("the device is not connected")]
-    NotConnected,
-    /// The device's protocol has no such command.
-    #[error("{protocol} devices do not take this command")]
-    Unsupported {
-        /// The protocol.
-        protocol: &'static str,
-    },
-}
-
 /// An open connection a command can be written to.
 #[derive(Debug)]
 struct Link {
@@ -277,6 +235,12 @@ impl DeviceLinks {
         if links.get(device).is_some_and(|l| l.connection == connection) {
             links.remove(device);
         }
+    }
+}
+
+impl DeviceCommands for DeviceLinks {
+    fn send(&self, device: &DeviceId, command: DeviceCommand) -> Result<(), CommandError> {
+        DeviceLinks::send(self, device, command)
     }
 }
 
@@ -380,14 +344,23 @@ impl DeviceIngest {
         Ok(())
     }
 
-    /// Records that the device was heard, with the battery it reported; a failure is logged,
-    /// never fatal (it is status, not data the device needs acknowledged).
+    /// Records that the device was heard, with the battery it reported, and hands the battery
+    /// level to the sink (the battery rules judge it like a fix's); a failure is logged, never
+    /// fatal (it is status, not data the device needs acknowledged).
     pub(crate) async fn heard(&self, session: &Session, battery_pct: Option<u8>) {
-        if let Some(battery) = battery_pct {
-            tracing::debug!(device = %session.device, battery, "Device battery");
-        }
-        if let Err(e) = self.ingest.store.device_heard(&session.device, Utc::now(), battery_pct).await {
+        let now = Utc::now();
+        if let Err(e) = self.ingest.store.device_heard(&session.device, now, battery_pct).await {
             tracing::warn!(error = %e, device = %session.device, "Recording a device as heard failed");
+        }
+        if let Some(battery_pct) = battery_pct {
+            tracing::debug!(device = %session.device, battery_pct, "Device battery");
+            self.ingest.sink.committed(Committed::KeepAlive {
+                tenant: session.tenant,
+                wearer: session.wearer,
+                device: session.device.clone(),
+                at: now,
+                battery_pct,
+            });
         }
     }
 

@@ -38,12 +38,14 @@ pub mod pb {
 }
 
 pub use commit::{CommitConfig, CommitProbe, FixCommitter};
-pub use device::{CommandError, DeviceCommand, DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics};
+pub use device::{
+    DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics,
+};
 pub use error::IngestError;
 pub use listeners::{DeviceBinds, DeviceListeners};
 pub use metrics::IngestMetrics;
 pub use sink::LogSink;
-pub use trygg_core::{Committed, CommittedSink};
+pub use trygg_core::{CommandError, Committed, CommittedSink, DeviceCommand, ReportIntervals};
 
 /// Size limits on what a device may send.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +116,8 @@ pub struct Ingest {
     pub timeout: Duration,
     /// Whether device alarms can be acknowledged.
     pub alarm_path: AlarmPath,
+    /// The report interval each native device's answer carries (battery-aware reporting).
+    pub report_intervals: ReportIntervals,
 }
 
 /// The ingest routes, under `/api/v1/ingest`.

@@ -125,6 +125,10 @@ struct PositionAck {
     late: u64,
     /// The refused fixes.
     rejected: Vec<Rejected>,
+    /// Report every this many seconds from now on (battery-aware reporting); absent: keep the
+    /// interval the device has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report_interval_secs: Option<u32>,
 }
 
 /// The answer to an alarm, sent after it is committed.
@@ -186,6 +190,7 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
     let committed_fixes = accepted.iter().map(|f| f.fix.clone()).collect();
     let batch = FixBatch { device: device.clone(), received_at: now, fixes: accepted };
     let new = ingest.committer.commit(batch, deadline).await?;
+    let report_interval_secs = ingest.report_intervals.get(&device);
     ingest.sink.committed(Committed::Fixes {
         tenant: auth.tenant,
         wearer: auth.wearer,
@@ -193,7 +198,7 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
         fixes: committed_fixes,
     });
 
-    let ack = PositionAck { accepted: new, duplicates: valid - new, late, rejected };
+    let ack = PositionAck { accepted: new, duplicates: valid - new, late, rejected, report_interval_secs };
     Ok(match format {
         Format::Json => Json(ack).into_response(),
         Format::Protobuf => protobuf(
@@ -202,6 +207,7 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
                 accepted: ack.accepted as u32,
                 duplicates: ack.duplicates as u32,
                 late: ack.late as u32,
+                report_interval_secs: ack.report_interval_secs,
                 rejected: ack
                     .rejected
                     .into_iter()
@@ -233,6 +239,7 @@ async fn alarms_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Resul
                 Ok(pb::AlarmKind::Sos) => DeviceAlarmKind::Sos,
                 Ok(pb::AlarmKind::Fall) => DeviceAlarmKind::Fall,
                 Ok(pb::AlarmKind::WatchRemoved) => DeviceAlarmKind::WatchRemoved,
+                Ok(pb::AlarmKind::Test) => DeviceAlarmKind::Test,
                 _ => return Err(IngestError::Malformed(format!("kind {} is not an alarm kind", a.kind))),
             };
             (a.device, kind, time_from_ms(a.time_unix_ms)?, a.fix.map(fix_from_pb).transpose()?)

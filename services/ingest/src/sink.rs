@@ -16,6 +16,9 @@ impl CommittedSink for LogSink {
             Committed::Alarm { device, alarm_id, kind, duplicate, .. } => {
                 tracing::info!(%device, alarm_id, %kind, duplicate, "Device alarm committed");
             }
+            Committed::KeepAlive { device, battery_pct, .. } => {
+                tracing::debug!(%device, battery_pct, "Keep-alive battery recorded");
+            }
         }
     }
 }

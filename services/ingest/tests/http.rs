@@ -48,6 +48,7 @@ async fn app() -> App {
         policy: FixPolicy::default(),
         timeout: trygg_ingest::DEFAULT_TIMEOUT,
         alarm_path: trygg_ingest::AlarmPath::always(),
+        report_intervals: Default::default(),
     };
     App { _db: db, store, router: router(ingest), registry }
 }

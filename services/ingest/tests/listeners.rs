@@ -52,6 +52,7 @@ async fn setup(read_timeout: Duration) -> Setup {
         policy: FixPolicy::default(),
         timeout: trygg_ingest::DEFAULT_TIMEOUT,
         alarm_path: trygg_ingest::AlarmPath::always(),
+        report_intervals: Default::default(),
     };
     let device_metrics = DeviceMetrics::unregistered();
     let ctx = DeviceIngest {

@@ -70,6 +70,7 @@ async fn app_with(url: &str, alarm_path: AlarmPath) -> App {
         policy: FixPolicy::default(),
         timeout: trygg_ingest::DEFAULT_TIMEOUT,
         alarm_path,
+        report_intervals: Default::default(),
     };
     App { store, router: router(ingest) }
 }

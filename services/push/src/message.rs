@@ -61,6 +61,7 @@ fn title_sv(kind: AlarmKind) -> &'static str {
         AlarmKind::LowBattery => "Lågt batteri",
         AlarmKind::DeviceOffline => "Enhet offline",
         AlarmKind::Test => "Testlarm",
+        AlarmKind::TestAlarmMissing => "Testlarm saknas",
     }
 }
 

@@ -77,13 +77,19 @@ pub enum Signal {
         /// Where.
         position: Position,
     },
-    /// A device under an offline alert was heard again: its open `device_offline` alerts get
-    /// a `resolved_by_device` event and close (outcome `other`, the note says so).
-    DeviceBack {
+    /// The device itself ended what a technical alert is about (heard again after an offline
+    /// alert, charged after a low battery, sent its test alarm after a missing one): its open
+    /// alerts of `kind` get a `resolved_by_device` event and close (outcome `other`, nobody as
+    /// the actor, the note says why).
+    ResolvedByDevice {
         /// The device.
         device: DeviceId,
-        /// When it was heard.
+        /// The technical alert kind it resolves.
+        kind: AlarmKind,
+        /// When the device did so.
         at: DateTime<Utc>,
+        /// What the device did, for the note (`heard again`, `charged to 95 %`).
+        reason: String,
     },
 }
 
@@ -92,6 +98,9 @@ pub const DEADLINE_OFFLINE: &str = "offline";
 /// The kind of the low-battery row in `device_deadlines`: due in the morning while a low battery
 /// waits out the quiet hours; fired while the discharge has been alerted.
 pub const DEADLINE_LOW_BATTERY: &str = "low_battery";
+/// The kind of the daily test-alarm row in `device_deadlines`: due at the end of the next
+/// test-alarm window the device has not yet sent its test alarm in.
+pub const DEADLINE_TEST_ALARM: &str = "test_alarm";
 
 /// A change to a device's supervision deadline (`device_deadlines`), stored with the engine's
 /// batch.
@@ -529,7 +538,9 @@ impl Alarms for SqlStore {
                         None => SignalOutcome::Nothing,
                     }
                 }
-                Signal::DeviceBack { device, at } => device_back_in(&mut tx, device, *at).await?,
+                Signal::ResolvedByDevice { device, kind, at, reason } => {
+                    resolved_in(&mut tx, device, *kind, *at, reason).await?
+                }
             };
             outcomes.push(outcome);
         }
@@ -889,6 +900,9 @@ async fn raise_in(tx: &mut Tx, a: &NewAlarm, now: DateTime<Utc>) -> Result<Signa
     if a.last_known_position {
         detail.push_str("; sent without a position: the last known position is shown");
     }
+    if a.kind == AlarmKind::Test {
+        return test_alarm_in(tx, a, now, position, detail).await;
+    }
     let key = OpenKey { wearer: a.wearer, device: a.device.as_ref(), kind: a.kind, zone };
     let open = open_alarm_in(tx, &key).await?;
     if let Some(open) = &open {
@@ -996,6 +1010,48 @@ async fn repush_in(
     Ok(())
 }
 
+/// Records a test alarm from a device: stored already closed as `test` (its `raised` and
+/// `closed` events say so), never joined to another, never pushed, never escalated: it checks
+/// the device and the path to the database, and pages nobody.
+async fn test_alarm_in(
+    tx: &mut Tx,
+    a: &NewAlarm,
+    now: DateTime<Utc>,
+    position: Option<Position>,
+    detail: String,
+) -> Result<SignalOutcome, StoreError> {
+    let id = Uuid::new_v4();
+    let note = "closed automatically: a test alarm from the device";
+    query(
+        "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
+         trigger_time, lat, lon, accuracy_m, position_time, last_triggered_at, closed_at, outcome, note) \
+         values ($1, $2, $3, $4, $5, '', 'closed', $6, $7, $8, $9, $10, $11, $6, $6, $12, $13)",
+    )
+    .bind(id)
+    .bind(a.tenant.0)
+    .bind(a.wearer.map(|w| w.0))
+    .bind(a.device.as_ref().map(|d| d.as_str()))
+    .bind(a.kind.as_str())
+    .bind(now)
+    .bind(a.trigger_time)
+    .bind(position.map(|p| p.lat))
+    .bind(position.map(|p| p.lon))
+    .bind(position.and_then(|p| p.accuracy_m))
+    .bind(a.position.map(|(_, t)| t))
+    .bind(trygg_core::Outcome::Test.as_str())
+    .bind(note)
+    .execute(&mut *tx)
+    .await?;
+    for (kind, detail) in [("raised", detail), ("closed", note.to_owned())] {
+        let event = NewAlarmEvent { at: now, kind: kind.into(), actor: None, position, detail };
+        event_in(&mut *tx, id, &event, None).await?;
+    }
+    if let Some(da) = a.device_alarm {
+        handled_in(tx, da, Some(id), now).await?;
+    }
+    Ok(SignalOutcome::Raised(id))
+}
+
 async fn handled_in(
     tx: &mut Tx,
     device_alarm: i64,
@@ -1071,24 +1127,26 @@ async fn deadline_in(tx: &mut Tx, change: &DeadlineChange) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Closes the device's open offline alerts: it was heard again at `at`. Nobody closed
-/// them, so there is no actor; the outcome is `other` with a note, the event
+/// Closes the device's open alerts of `kind`: the device resolved them at `at` by `reason`.
+/// Nobody closed them, so there is no actor; the outcome is `other` with a note, the event
 /// `resolved_by_device`.
-async fn device_back_in(
+async fn resolved_in(
     tx: &mut Tx,
     device: &DeviceId,
+    kind: AlarmKind,
     at: DateTime<Utc>,
+    reason: &str,
 ) -> Result<SignalOutcome, StoreError> {
     let rows = query("select id from alarms where device_id = $1 and kind = $2 and state <> 'closed'")
         .bind(device.as_str())
-        .bind(trygg_core::AlarmKind::DeviceOffline.as_str())
+        .bind(kind.as_str())
         .fetch_all(&mut *tx)
         .await?;
     let mut outcome = SignalOutcome::Nothing;
     for r in &rows {
         let id = get_uuid(r, 0)?;
         let note = format!(
-            "resolved by device: heard again at {}",
+            "resolved by device: {reason} at {}",
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         query(

@@ -316,11 +316,29 @@ pub struct SupervisionSettings {
     pub quiet_from_hour: u8,
     /// Quiet hours end at this hour (0–23). Equal to `quiet_from_hour`: no quiet hours.
     pub quiet_until_hour: u8,
+    /// The daily test-alarm window starts at this hour (0–23, the tenant's time zone); a bound
+    /// device must send a test alarm before `test_alarm_until_hour` every day (migration 0009).
+    pub test_alarm_from_hour: u8,
+    /// The daily test-alarm window ends at this hour (0–23). Equal to `test_alarm_from_hour`
+    /// (the default): no daily test alarm.
+    pub test_alarm_until_hour: u8,
+    /// The interval watches are told to report at normally, in seconds (migration 0009).
+    pub report_interval_secs: u32,
+    /// The interval while a zone exit is suspected but not yet confirmed, in seconds.
+    pub report_interval_fast_secs: u32,
 }
 
 impl Default for SupervisionSettings {
     fn default() -> Self {
-        Self { battery_rearm_margin_pct: 10, quiet_from_hour: 22, quiet_until_hour: 7 }
+        Self {
+            battery_rearm_margin_pct: 10,
+            quiet_from_hour: 22,
+            quiet_until_hour: 7,
+            test_alarm_from_hour: 0,
+            test_alarm_until_hour: 0,
+            report_interval_secs: 300,
+            report_interval_fast_secs: 30,
+        }
     }
 }
 
@@ -1119,7 +1137,8 @@ impl Directory for SqlStore {
         let row = query(
             "select time_zone, exit_policy, offline_after_secs, battery_low_pct, fix_retention_days, \
                      on_site_limit_secs, repeat_join_secs, fallback_team_id, fallback_alarm_centre_url, \
-                     battery_rearm_margin_pct, quiet_from_hour, quiet_until_hour \
+                     battery_rearm_margin_pct, quiet_from_hour, quiet_until_hour, \
+                     test_alarm_from_hour, test_alarm_until_hour, report_interval_secs, report_interval_fast_secs \
                      from tenant_settings where tenant_id = $1",
         )
         .bind(tenant.0)
@@ -1140,6 +1159,10 @@ impl Directory for SqlStore {
                     battery_rearm_margin_pct: narrow("battery re-arm margin", r.get(9))?,
                     quiet_from_hour: narrow("quiet hours start", r.get(10))?,
                     quiet_until_hour: narrow("quiet hours end", r.get(11))?,
+                    test_alarm_from_hour: narrow("test alarm window start", r.get(12))?,
+                    test_alarm_until_hour: narrow("test alarm window end", r.get(13))?,
+                    report_interval_secs: narrow("report interval", r.get(14))?,
+                    report_interval_fast_secs: narrow("fast report interval", r.get(15))?,
                 },
             })
         })
@@ -1157,8 +1180,9 @@ impl Directory for SqlStore {
                     "insert into tenant_settings (tenant_id, time_zone, exit_policy, offline_after_secs, \
                      battery_low_pct, fix_retention_days, updated_at, on_site_limit_secs, repeat_join_secs, \
                      fallback_team_id, fallback_alarm_centre_url, battery_rearm_margin_pct, quiet_from_hour, \
-                     quiet_until_hour) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     quiet_until_hour, test_alarm_from_hour, test_alarm_until_hour, report_interval_secs, \
+                     report_interval_fast_secs) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                      on conflict (tenant_id) do update set time_zone = excluded.time_zone, \
                      exit_policy = excluded.exit_policy, offline_after_secs = excluded.offline_after_secs, \
                      battery_low_pct = excluded.battery_low_pct, fix_retention_days = excluded.fix_retention_days, \
@@ -1166,7 +1190,11 @@ impl Directory for SqlStore {
                      repeat_join_secs = excluded.repeat_join_secs, fallback_team_id = excluded.fallback_team_id, \
                      fallback_alarm_centre_url = excluded.fallback_alarm_centre_url, \
                      battery_rearm_margin_pct = excluded.battery_rearm_margin_pct, \
-                     quiet_from_hour = excluded.quiet_from_hour, quiet_until_hour = excluded.quiet_until_hour",
+                     quiet_from_hour = excluded.quiet_from_hour, quiet_until_hour = excluded.quiet_until_hour, \
+                     test_alarm_from_hour = excluded.test_alarm_from_hour, \
+                     test_alarm_until_hour = excluded.test_alarm_until_hour, \
+                     report_interval_secs = excluded.report_interval_secs, \
+                     report_interval_fast_secs = excluded.report_interval_fast_secs",
                 )
                 .bind(tenant.0)
                 .bind(&s.time_zone)
@@ -1182,6 +1210,10 @@ impl Directory for SqlStore {
                 .bind(i64::from(s.supervision.battery_rearm_margin_pct))
                 .bind(i64::from(s.supervision.quiet_from_hour))
                 .bind(i64::from(s.supervision.quiet_until_hour))
+                .bind(i64::from(s.supervision.test_alarm_from_hour))
+                .bind(i64::from(s.supervision.test_alarm_until_hour))
+                .bind(i64::from(s.supervision.report_interval_secs))
+                .bind(i64::from(s.supervision.report_interval_fast_secs))
                 .execute(&self.db)
                 .await
                 .map_err(conflict("settings"))?;

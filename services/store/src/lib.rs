@@ -34,9 +34,9 @@ pub mod testing;
 
 pub use accounts::{AccountState, Accounts};
 pub use alarms::{
-    Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DeadlineChange,
-    DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm, Position, PushToken, Signal,
-    SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
+    Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEADLINE_TEST_ALARM,
+    DeadlineChange, DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm, Position,
+    PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
 pub use devices::{
     DeviceAuth, DeviceBinding, DeviceCommandLog, DeviceProfile, DeviceStatus, Devices, NewDevice,

@@ -170,7 +170,8 @@ pub struct PushSettings {
 /// The push worker's queries. Claims return rows whose lease ends at `now + lease`.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Claims at most `limit` pending outbox rows due at `now`, oldest due first.
+    /// Claims at most `limit` pending outbox rows due at `now`: those of critical alarms first
+    /// (a backlog of technical alerts never holds back an SOS), then oldest due first.
     async fn claim_outbox(
         &self,
         now: DateTime<Utc>,
@@ -643,8 +644,8 @@ impl Outbox for SqlStore {
 }
 
 /// Claims up to `limit` due pending rows of `table` (`outbox` or `alarm_timers`) for `lease`
-/// and returns their `columns`; rows another worker holds are skipped on PostgreSQL. The table
-/// and columns are our own fixed names.
+/// and returns their `columns`: rows of critical alarms first, then oldest due first; rows
+/// another worker holds are skipped on PostgreSQL. The table and columns are our own fixed names.
 async fn claim(
     db: &Db,
     table: &'static str,
@@ -653,9 +654,12 @@ async fn claim(
     lease: Duration,
     limit: u32,
 ) -> Result<Vec<Row>, StoreError> {
+    let critical = crate::alarms::critical_kinds_sql();
     let sql = format!(
-        "update {table} set due_at = $1 where id in (select id from {table} \
-         where status = 'pending' and due_at <= $2 order by due_at limit $3{skip_locked}) returning {columns}",
+        "update {table} set due_at = $1 where id in (select t.id from {table} t \
+         where t.status = 'pending' and t.due_at <= $2 \
+         order by (select case when a.kind in ({critical}) then 0 else 1 end from alarms a where a.id = t.alarm_id), \
+         t.due_at limit $3{skip_locked}) returning {columns}",
         skip_locked = db.skip_locked()
     );
     Ok(query(sql).bind(now + chrono_duration(lease)).bind(now).bind(i64::from(limit)).fetch_all(db).await?)

@@ -240,6 +240,10 @@ async fn settings_are_saved_and_replaced(store: Arc<dyn Store>) {
         battery_rearm_margin_pct: 15,
         quiet_from_hour: 21,
         quiet_until_hour: 6,
+        test_alarm_from_hour: 9,
+        test_alarm_until_hour: 12,
+        report_interval_secs: 600,
+        report_interval_fast_secs: 20,
     };
     store.put_settings(tenant, &s, now()).await.unwrap();
     assert_eq!(store.settings(tenant).await.unwrap(), Some(s));

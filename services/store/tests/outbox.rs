@@ -26,6 +26,8 @@ on_both_backends!(
     a_step_whose_every_push_failed_escalates_at_once,
     disabled_push_tokens_are_not_active,
     push_settings_default_off_and_round_trip,
+    a_critical_alarm_is_claimed_before_older_technical_alerts,
+    a_test_alarm_is_stored_closed_as_test_and_pushed_to_nobody,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -278,4 +280,40 @@ async fn push_settings_default_off_and_round_trip(store: Arc<dyn Store>) {
     let settings = PushSettings { wearer_name_in_push: true, alarm_centre_secret: Some("k".into()) };
     store.put_push_settings(s.tenant, &settings).await.unwrap();
     assert_eq!(store.push_settings(s.tenant).await.unwrap(), settings);
+}
+
+async fn a_critical_alarm_is_claimed_before_older_technical_alerts(store: Arc<dyn Store>) {
+    let s = setup(&store, 1).await;
+    // A backlog of technical alerts for the wearer, due first; then her SOS.
+    for (i, kind) in
+        [AlarmKind::LowBattery, AlarmKind::DeviceOffline, AlarmKind::TestAlarmMissing].into_iter().enumerate()
+    {
+        raise(&store, &s, kind, &s.staff, t0() + TimeDelta::seconds(i as i64)).await;
+    }
+    let sos = raise(&store, &s, AlarmKind::Sos, &s.staff, t0() + TimeDelta::seconds(10)).await;
+    let first = store.claim_outbox(t0() + TimeDelta::seconds(20), LEASE, 1).await.unwrap();
+    assert_eq!(first.iter().map(|r| r.alarm).collect::<Vec<_>>(), [sos], "critical first");
+    let rest = store.claim_outbox(t0() + TimeDelta::seconds(20), LEASE, 10).await.unwrap();
+    assert_eq!(rest.len(), 3, "then the technical ones");
+}
+
+async fn a_test_alarm_is_stored_closed_as_test_and_pushed_to_nobody(store: Arc<dyn Store>) {
+    let s = setup(&store, 1).await;
+    let id = raise(&store, &s, AlarmKind::Test, &s.staff, t0()).await;
+    let alarm = store.alarm(s.tenant, id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (alarm.kind, alarm.state, alarm.outcome),
+        (AlarmKind::Test, AlarmState::Closed, Some(trygg_core::Outcome::Test))
+    );
+    assert_eq!(event_kinds(&store, &s, id).await, ["raised", "closed"]);
+    assert!(
+        store.claim_outbox(t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty(),
+        "pages nobody"
+    );
+    assert!(
+        store.claim_timers(t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty(),
+        "never escalates"
+    );
+    // A second test the same day is its own record, not a repeat.
+    assert_ne!(raise(&store, &s, AlarmKind::Test, &s.staff, t0() + TimeDelta::minutes(1)).await, id);
 }

@@ -31,7 +31,7 @@ use trygg_alarms::{Engine, EngineProbe};
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_ingest::{
     AlarmPath, CommitProbe, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics, FixCommitter, Ingest,
-    IngestMetrics,
+    IngestMetrics, ReportIntervals,
 };
 use trygg_push::{FcmClient, PushMetrics, Worker};
 use trygg_store::Store;
@@ -89,6 +89,7 @@ impl Server {
 
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let links = DeviceLinks::default();
+        let report_intervals = ReportIntervals::default();
         let api = ApiState {
             devices: links.clone(),
             accounts: Default::default(),
@@ -121,6 +122,7 @@ impl Server {
             .await
             .context("loading the alarm engine's zone states")?
             .wake_on_raise(push.waker())
+            .command_devices(links.clone(), report_intervals.clone())
             .spawn(ENGINE_QUEUE);
 
         let (committer_handle, committer) =
@@ -144,6 +146,7 @@ impl Server {
             policy: config.policy,
             timeout: config.ingest_timeout,
             alarm_path,
+            report_intervals,
         };
         let device_ingest = DeviceIngest {
             ingest: ingest.clone(),

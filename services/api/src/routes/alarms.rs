@@ -120,7 +120,7 @@ pub struct AlarmOut {
     /// Its id.
     pub id: Uuid,
     /// `sos`, `fall`, `zone_exit`, `zone_enter`, `watch_removed`, `low_battery`,
-    /// `device_offline` or `test`.
+    /// `device_offline`, `test` or `test_alarm_missing`.
     pub kind: &'static str,
     /// `raised`, `notified`, `acknowledged`, `on_site` or `closed`.
     pub state: &'static str,

@@ -53,6 +53,14 @@ pub struct SettingsPatch {
     /// End of the quiet hours, hour 0..=23; equal to the start: none.
     #[schema(minimum = 0, maximum = 23)]
     pub quiet_until_hour: Option<u8>,
+    /// Start of the daily test-alarm window, hour 0..=23 (tenant time zone).
+    pub test_alarm_from_hour: Option<u8>,
+    /// End of the daily test-alarm window, hour 0..=23; equal to the start: no daily test alarm.
+    pub test_alarm_until_hour: Option<u8>,
+    /// Seconds between reports normally, 10..=86400.
+    pub report_interval_secs: Option<u32>,
+    /// Seconds between reports while a zone exit is suspected, 10..=86400.
+    pub report_interval_fast_secs: Option<u32>,
 }
 
 /// The tenant's settings (defaults until saved).
@@ -92,6 +100,10 @@ pub async fn put(
     s.battery_rearm_margin_pct = patch.battery_rearm_margin_pct.unwrap_or(s.battery_rearm_margin_pct);
     s.quiet_from_hour = patch.quiet_from_hour.unwrap_or(s.quiet_from_hour);
     s.quiet_until_hour = patch.quiet_until_hour.unwrap_or(s.quiet_until_hour);
+    s.test_alarm_from_hour = patch.test_alarm_from_hour.unwrap_or(s.test_alarm_from_hour);
+    s.test_alarm_until_hour = patch.test_alarm_until_hour.unwrap_or(s.test_alarm_until_hour);
+    s.report_interval_secs = patch.report_interval_secs.unwrap_or(s.report_interval_secs);
+    s.report_interval_fast_secs = patch.report_interval_fast_secs.unwrap_or(s.report_interval_fast_secs);
     match patch.fallback_team_id.as_deref() {
         Some("") => s.fallback_team_id = None,
         Some(id) => {
@@ -120,6 +132,10 @@ pub async fn put(
         .range("battery_rearm_margin_pct", s.battery_rearm_margin_pct, 1..=50)
         .range("quiet_from_hour", s.quiet_from_hour, 0..=23)
         .range("quiet_until_hour", s.quiet_until_hour, 0..=23)
+        .range("test_alarm_from_hour", s.test_alarm_from_hour, 0..=23)
+        .range("test_alarm_until_hour", s.test_alarm_until_hour, 0..=23)
+        .range("report_interval_secs", s.report_interval_secs, 10..=86_400)
+        .range("report_interval_fast_secs", s.report_interval_fast_secs, 10..=86_400)
         .done()?;
     state.store.put_settings(tenant, &s.to_stored()?, Utc::now()).await?;
     Ok(Json(s))
