@@ -54,12 +54,16 @@ pub struct SettingsPatch {
     #[schema(minimum = 0, maximum = 23)]
     pub quiet_until_hour: Option<u8>,
     /// Start of the daily test-alarm window, hour 0..=23 (tenant time zone).
+    #[schema(minimum = 0, maximum = 23)]
     pub test_alarm_from_hour: Option<u8>,
     /// End of the daily test-alarm window, hour 0..=23; equal to the start: no daily test alarm.
+    #[schema(minimum = 0, maximum = 23)]
     pub test_alarm_until_hour: Option<u8>,
     /// Seconds between reports normally, 10..=86400.
+    #[schema(minimum = 10, maximum = 86400)]
     pub report_interval_secs: Option<u32>,
     /// Seconds between reports while a zone exit is suspected, 10..=86400.
+    #[schema(minimum = 10, maximum = 86400)]
     pub report_interval_fast_secs: Option<u32>,
 }
 
