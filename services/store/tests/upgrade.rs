@@ -63,7 +63,10 @@ async fn a_database_of_the_previous_release_keeps_every_row_through_the_upgrade(
     let store = connect(db.url(), &ConnectOptions::default()).await.expect("the upgrade applies");
     store.close().await;
     let mut upgraded = db.url().parse::<SqliteConnectOptions>().unwrap().connect().await.unwrap();
-    assert_eq!(row_counts(&mut upgraded).await, before, "every table keeps its rows");
+    // Tables added by later migrations start empty; every table of the release keeps its rows.
+    let mut after = row_counts(&mut upgraded).await;
+    after.retain(|table, _| before.contains_key(table));
+    assert_eq!(after, before, "every table keeps its rows");
     upgraded.close().await.unwrap();
 
     // The renamed columns read back through the store, with their values.
