@@ -27,12 +27,45 @@ fn files() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("schemathesis")
 }
 
+/// Holds the install lock file while alive: the tests of this file may run as threads of one
+/// process (`cargo test`) or as separate processes (`cargo nextest`), and only one may build
+/// the virtualenv. A lock older than an install can take is left by a killed run and is taken over.
+struct InstallLock(PathBuf);
+
+impl InstallLock {
+    fn take(path: PathBuf) -> Self {
+        let started = Instant::now();
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Self(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|a| a > Duration::from_secs(600)) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    assert!(started.elapsed() < Duration::from_secs(900), "waited 15 min for {}", path.display());
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("create {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for InstallLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Makes sure the pinned Schemathesis is installed in a virtualenv under the target directory
 /// and returns its executable. Tests of this file share it; the first one installs it.
 fn schemathesis() -> PathBuf {
     static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
+    let _one_thread = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let _one_process = InstallLock::take(tmp.join("schemathesis-venv.lock"));
+    let venv = tmp.join("schemathesis-venv");
     let requirements = files().join("requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).expect("read tests/schemathesis/requirements.txt");
     let stamp = venv.join("installed-requirements.txt");
