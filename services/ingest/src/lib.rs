@@ -21,6 +21,7 @@ use trygg_store::Store;
 
 mod alarm;
 mod commit;
+mod connection_limit;
 mod device;
 mod error;
 mod gt06;
@@ -39,6 +40,7 @@ pub mod pb {
 }
 
 pub use commit::{CommitConfig, CommitProbe, FixCommitter};
+pub use connection_limit::{LimitedListener, LimitedStream};
 pub use device::{CommandError, DeviceCommand, DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics};
 pub use error::IngestError;
 pub use listeners::{DeviceBinds, DeviceListeners};
