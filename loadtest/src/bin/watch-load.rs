@@ -788,10 +788,11 @@ fn server_metrics(text: &str) -> Value {
             "trygg_device_refused",
             "trygg_ingest_commit",
         ];
-        if wanted.iter().any(|w| name.starts_with(w)) && !name.contains("_bucket") {
-            if let Ok(v) = value.parse::<f64>() {
-                out.insert(name.to_owned(), json!(v));
-            }
+        if wanted.iter().any(|w| name.starts_with(w))
+            && !name.contains("_bucket")
+            && let Ok(v) = value.parse::<f64>()
+        {
+            out.insert(name.to_owned(), json!(v));
         }
     }
     Value::Object(out)

@@ -76,7 +76,8 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn new(stream: TcpStream) -> Self {
-        Self { stream, buffer: BytesMut::with_capacity(1024) }
+        // Room for a typical frame (100–300 bytes); a longer one grows it, up to the frame cap.
+        Self { stream, buffer: BytesMut::with_capacity(256) }
     }
 
     /// The next frame, or `None` when the peer closed cleanly between frames.
