@@ -76,6 +76,11 @@ impl Server {
         }
     }
 
+    /// The exit status, if the server has ended on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

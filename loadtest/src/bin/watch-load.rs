@@ -505,8 +505,18 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     }
     // Pushes of the last exits.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let metrics = reqwest::get(format!("{}/metrics", server.base)).await?.text().await?;
+    // A server that ended on its own (the supervisor's crash-only exit) is part of the result.
+    let exited = server.exited().map(|s| s.to_string());
+    let metrics = match reqwest::get(format!("{}/metrics", server.base)).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     server.stop();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let log_tail: Vec<&str> = log_text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    if let Some(status) = &exited {
+        eprintln!("   the server ended on its own ({status}); its last log lines:\n{}", log_tail.join("\n"));
+    }
     let verification = verify(&db, &seeded, &outcomes, &leavers).await?;
     db.drop_it(&args.pg_admin).await;
 
@@ -541,6 +551,8 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
             "broken_connections": c.broken.load(Ordering::Relaxed),
             "mismatched_replies": c.mismatched.load(Ordering::Relaxed),
         },
+        "server_exited_during_run": exited,
+        "server_log_tail": log_tail,
         "server_metrics": server_metrics(&metrics),
         "phases": phases,
         "exit_to_push": exit_push,
