@@ -748,43 +748,19 @@ type AlarmCounts = BTreeMap<(String, String), u64>;
 
 async fn count_rows(url: &str) -> anyhow::Result<(FixCounts, AlarmCounts)> {
     const FIXES: &str = "select device_id, count(*) from fixes group by device_id";
-    const ALARMS: &str =
-        "select cast(wearer_id as text), kind, count(*) from alarms group by wearer_id, kind";
-    use sqlx::Row;
-    let (fixes, alarms) = if url.starts_with("sqlite:") {
+    const ALARMS: &str = "select cast(wearer_id as text), kind, count(*) from alarms group by wearer_id, kind";
+    type Fixes = Vec<(String, i64)>;
+    type Alarms = Vec<(String, String, i64)>;
+    let (fixes, alarms): (Fixes, Alarms) = if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await?;
-        let f = sqlx::query(FIXES)
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-            .collect::<Vec<_>>();
-        let a = sqlx::query(ALARMS)
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| ((r.get::<String, _>(0), r.get::<String, _>(1)), r.get::<i64, _>(2)))
-            .collect::<Vec<_>>();
-        (f, a)
+        (sqlx::query_as(FIXES).fetch_all(&pool).await?, sqlx::query_as(ALARMS).fetch_all(&pool).await?)
     } else {
         let pool = sqlx::PgPool::connect(url).await?;
-        let f = sqlx::query(FIXES)
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-            .collect::<Vec<_>>();
-        let a = sqlx::query(ALARMS)
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| ((r.get::<String, _>(0), r.get::<String, _>(1)), r.get::<i64, _>(2)))
-            .collect::<Vec<_>>();
-        (f, a)
+        (sqlx::query_as(FIXES).fetch_all(&pool).await?, sqlx::query_as(ALARMS).fetch_all(&pool).await?)
     };
     Ok((
         fixes.into_iter().map(|(d, n)| (d, n as u64)).collect(),
-        alarms.into_iter().map(|(k, n)| (k, n as u64)).collect(),
+        alarms.into_iter().map(|(w, k, n)| ((w, k), n as u64)).collect(),
     ))
 }
 
