@@ -748,7 +748,8 @@ type AlarmCounts = BTreeMap<(String, String), u64>;
 
 async fn count_rows(url: &str) -> anyhow::Result<(FixCounts, AlarmCounts)> {
     const FIXES: &str = "select device_id, count(*) from fixes group by device_id";
-    const ALARMS: &str = "select cast(wearer_id as text), kind, count(*) from alarms group by wearer_id, kind";
+    const ALARMS: &str =
+        "select cast(wearer_id as text), kind, count(*) from alarms group by wearer_id, kind";
     type Fixes = Vec<(String, i64)>;
     type Alarms = Vec<(String, String, i64)>;
     let (fixes, alarms): (Fixes, Alarms) = if url.starts_with("sqlite:") {
