@@ -3,8 +3,10 @@
 M1: shapely 2 STRtree, `query(points, predicate="intersects")` (boundary counts as inside, the
     same rule as trygg), bulk (the fastest way to use shapely) and one call per point (latency).
     Hit sets are compared pair by pair with trygg's.
-M2: PostGIS, GiST index, `ST_Intersects(geom, point)` one query per fix over a local TCP
-    connection with a prepared statement, on a sample of the points.
+M2: PostGIS, GiST index, `ST_Intersects(geom, point)`: at its best, driven by pgbench with
+    prepared statements and one client per core (what the ratio is taken against); and, for
+    latency, one query per fix from one Python client over a local TCP connection with a
+    prepared statement, on a sample of the points.
 
 Circles are haversine circles in trygg; the peers get a 256-gon on the same circle, so a point
 in the sliver between the two can legitimately differ: such mismatches are counted apart.
@@ -15,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 
@@ -139,6 +142,7 @@ def postgis_m2(blobs, pts, circles, counts, ids, sample, nz):
             client_cpu, server_cpu = time.process_time() - c, cpu_of(backend) - s
             for i in picks:
                 ours_keys.extend(int(i) * nz + int(z) for z in ids[offsets[i] : offsets[i + 1]])
+            bench = pgbench_m2(conn, db, pts, picks)
             mism = compare(np.unique(np.array(ours_keys, dtype=np.int64)),
                            np.unique(np.array(peer_keys, dtype=np.int64)), nz, circles)
             return {
@@ -152,10 +156,40 @@ def postgis_m2(blobs, pts, circles, counts, ids, sample, nz):
                 "cpu_s_per_1000": (client_cpu + server_cpu) / len(picks) * 1000,
                 "server_cpu_s_per_1000": server_cpu / len(picks) * 1000,
                 "mismatches": mism,
+                "pgbench": bench,
             }
     finally:
         with psycopg.connect(dbname="test", autocommit=True, **base) as admin:
             admin.execute(f"drop database if exists {db} with (force)")
+
+
+def pgbench_m2(conn, db, pts, picks):
+    """PostGIS driven the way its users tune it: pgbench, prepared statements, one client per
+    core, the same query on the same points (read from a table by a random index: one primary
+    key lookup joined into each query, a few microseconds of the peer's time)."""
+    cores = os.cpu_count() or 1
+    secs = int(os.environ.get("PGBENCH_SECS", "20"))
+    conn.execute("create table pts (id integer primary key, x double precision, y double precision)")
+    with conn.cursor().copy("copy pts (id, x, y) from stdin") as cp:
+        for k, i in enumerate(picks):
+            cp.write_row((k, float(pts[i, 0]), float(pts[i, 1])))
+    conn.execute("analyze pts")
+    script = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"trygg-m2-{os.getpid()}.sql")
+    with open(script, "w") as f:
+        f.write(f"\\set i random(0, {len(picks) - 1})\n")
+        f.write("select z.id from zones z join pts p on p.id = :i where st_intersects(z.geom, st_makepoint(p.x, p.y));\n")
+    env = dict(os.environ, PGHOST=os.environ.get("PGHOST", "127.0.0.1"), PGPORT=os.environ.get("PGPORT", "5432"),
+               PGUSER=os.environ.get("PGUSER", "postgres"))
+    cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(cores), "-j", str(cores), "-T", str(secs), "-f", script, db]
+    progress(f"PostGIS at its best: {' '.join(cmd)}")
+    try:
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    finally:
+        os.remove(script)
+    tps = float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out).group(1))
+    lat = re.search(r"latency average = ([0-9.]+) ms", out)
+    return {"clients": cores, "threads": cores, "secs": secs, "mode": "prepared", "qps": tps,
+            "latency_avg_ms": float(lat.group(1)) if lat else None, "command": " ".join(cmd[:-1])}
 
 
 def machine():
@@ -224,23 +258,29 @@ def report(results, m5, out):
         "",
         "## M2: vs PostGIS (GiST index, `ST_Intersects(geom, point)`, one prepared query per fix, local TCP)",
         "",
-        "| zones | sample | PostGIS q/s | PostGIS p50 / p99 | PostGIS CPU s/1k (client + server) | trygg q/s | ratio | hit sets on sample |",
-        "|---|---|---|---|---|---|---|---|",
+        "| zones | sample | PostGIS at its best: pgbench q/s | trygg q/s (one core) | **ratio** | one Python client: q/s, p50 / p99 | ratio to it | PostGIS CPU s/1k (one client) | hit sets on sample |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in results["sizes"]:
         o, pg = s["ours"], s["postgis"]
         mm = pg["mismatches"]
-        ratio = o["throughput_qps"] / pg["qps"]
+        best = pg["pgbench"]["qps"]
+        ratio = o["throughput_qps"] / best
         s["m2_ratio"] = ratio
+        s["m2_ratio_one_client"] = o["throughput_qps"] / pg["qps"]
         same = "identical" if mm["ours_only"] + mm["peer_only"] == 0 else (
             f"{mm['ours_only'] + mm['peer_only']} differ ({mm['on_circles']} on circles)")
         lines.append(
-            f"| {o['zones']:,} | {pg['sample']:,} | {pg['qps']:,.0f} | {fmt_ns(pg['p50_ns'])} / {fmt_ns(pg['p99_ns'])} | "
-            f"{pg['cpu_s_per_1000']:.3f} | {o['throughput_qps']:,.0f} | **{ratio:.0f}×** | {same} |")
+            f"| {o['zones']:,} | {pg['sample']:,} | {best:,.0f} | {o['throughput_qps']:,.0f} | **{ratio:.1f}×** | "
+            f"{pg['qps']:,.0f}, {fmt_ns(pg['p50_ns'])} / {fmt_ns(pg['p99_ns'])} | {s['m2_ratio_one_client']:.0f}× | "
+            f"{pg['cpu_s_per_1000']:.3f} | {same} |")
+    pgb = results["sizes"][-1]["postgis"]["pgbench"]
     lines += [
         "",
-        "PostGIS runs on a sample of the same points (a full million one-by-one queries would take most of the run);",
-        "its time includes the round trip over a local connection, which is how an application would use it.",
+        f"PostGIS at its best: `{pgb['command']}` for {pgb['secs']} s ({pgb['clients']} clients, one per core, prepared",
+        "statements, the same query on the same sampled points, read from a table by a random index). trygg's figure is",
+        "one core; PostGIS had every core (and shares them with pgbench). The one-client figures are kept for latency:",
+        "one query per fix over a local connection, a sample of the same points.",
         "",
         "## M5: exits under GPS jitter (trygg policy vs naive point-in-polygon)",
         "",
@@ -277,7 +317,7 @@ def report(results, m5, out):
          f"polygons: {big['shapely']['mismatches']['on_polygons']} differ; circles: {big['shapely']['mismatches']['on_circles']} "
          "points in the sliver between the haversine circle and the peers' 256-gon",
          big["shapely"]["mismatches"]["on_polygons"] == 0),
-        ("M2 ≥ 50× PostGIS", f"{big['m2_ratio']:.0f}×", big["m2_ratio"] >= 50),
+        ("M2 ≥ 50× PostGIS at its best (pgbench, one client per core)", f"{big['m2_ratio']:.1f}×", big["m2_ratio"] >= 50),
         ("M5 ≥ 90 % fewer spurious exits", f"{m5['spurious_reduction_pct']:.1f} %", m5["spurious_reduction_pct"] >= 90),
         ("M5 zero missed real exits", str(m5["policy"]["missed"]), m5["policy"]["missed"] == 0),
         ("M5 added delay ≤ one report interval",

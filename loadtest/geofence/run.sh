@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The geofence benchmark, end to end: M1 (trygg vs shapely 2 STRtree), M2 (vs PostGIS GiST)
+# The geofence benchmark, end to end: M1 (trygg vs shapely 2 STRtree), M2 (vs PostGIS GiST,
+# driven at its best by pgbench: prepared statements, one client per core; PGBENCH_SECS=20)
 # and M5 (exit policy vs naive point-in-polygon under GPS jitter).
 #
 #   loadtest/geofence/run.sh            # full run: 10k and 100k zones, 1M points each
 #   QUICK=1 loadtest/geofence/run.sh    # smoke run: small fixtures, for checking the script
 #
-# Needs: cargo, python3 (with venv), PostgreSQL 15 on 127.0.0.1:5432 with trust auth. Installs
+# Needs: cargo, python3 (with venv), pgbench, PostgreSQL 15 on 127.0.0.1:5432 with trust auth. Installs
 # shapely/psycopg into loadtest/.venv with pip and PostGIS with apt-get if missing.
 # Results: loadtest/results/geofence.md and loadtest/results/geofence.json.
 set -euo pipefail

@@ -1,12 +1,13 @@
 //! Shared pieces of trygg's benchmarks: a seeded random source, generators of realistic
 //! zones around Swedish towns, and ([`server`]) the `trygg serve` process the HTTP benchmarks
-//! drive with CPU time from `/proc`.
+//! drive with CPU time from `/proc`, and ([`fleet`]) simulated 3G watches over real TCP.
 //!
 //! Fixtures are generated, not stored: the same seed gives the same zones and points on every
 //! machine, so the repository stays small and a run can be reproduced exactly.
 
 use geo::{Coord, Destination, Haversine, LineString, Point, Polygon};
 
+pub mod fleet;
 pub mod server;
 pub use server::cpu_seconds;
 

@@ -15,6 +15,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The rest of the server's stdout: the device listeners' address lines.
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
@@ -45,7 +47,8 @@ impl Server {
         configure(&mut command);
         let mut child = command.spawn().with_context(|| format!("starting {bin}"))?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        stdout.read_line(&mut line)?;
         let base = line
             .trim()
             .strip_prefix("trygg listening on ")
@@ -54,7 +57,28 @@ impl Server {
                 format!("unexpected {line:?}; server log: {log}")
             })?
             .to_owned();
-        Ok(Self { child, base })
+        Ok(Self { child, base, stdout })
+    }
+
+    /// The address a device listener announced (`trygg watch listening on ADDR`); the server
+    /// prints them right after its first line.
+    pub fn device_listener(&mut self, name: &str) -> anyhow::Result<std::net::SocketAddr> {
+        let prefix = format!("trygg {name} listening on ");
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line)? == 0 {
+                anyhow::bail!("the server announced no {name} listener");
+            }
+            if let Some(addr) = line.trim().strip_prefix(&prefix) {
+                return Ok(addr.parse()?);
+            }
+        }
+    }
+
+    /// The exit status, if the server has ended on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The process id.
@@ -74,6 +98,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident memory of process `pid` in bytes, from `/proc/PID/status`.
+pub fn process_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024)
 }
 
 /// User + system CPU seconds of process `pid`, from `/proc/PID/stat`.
@@ -117,4 +155,53 @@ pub fn machine() -> Value {
             .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
     });
     json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) })
+}
+
+/// A fresh database for one benchmark run: a SQLite file in a temporary directory, or a
+/// PostgreSQL database created on the server `pg_admin` points at (dropped by [`Self::drop_it`]).
+#[derive(Debug)]
+pub struct Database {
+    /// The URL `trygg serve` is given.
+    pub url: String,
+    pg_name: Option<String>,
+    /// The temporary directory (the SQLite file, logs, credentials).
+    pub dir: tempfile::TempDir,
+}
+
+impl Database {
+    /// Creates it; `tag` names the PostgreSQL database with this process id.
+    pub async fn create(backend: &str, pg_admin: &str, tag: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        if backend == "sqlite" {
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            return Ok(Self { url, pg_name: None, dir });
+        }
+        anyhow::ensure!(backend == "postgres", "unknown backend {backend} (sqlite or postgres)");
+        let name = format!("trygg_{tag}_{}", std::process::id());
+        psql(pg_admin, &format!("drop database if exists {name} with (force)")).await?;
+        psql(pg_admin, &format!("create database {name}")).await?;
+        let base = pg_admin.rsplit_once('/').map_or(pg_admin, |(b, _)| b);
+        Ok(Self { url: format!("{base}/{name}"), pg_name: Some(name), dir })
+    }
+
+    /// The PostgreSQL database's name, if it is one.
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
+    /// Drops the PostgreSQL database (the temporary directory goes with `self`).
+    pub async fn drop_it(self, pg_admin: &str) {
+        if let Some(name) = self.pg_name {
+            let _ = psql(pg_admin, &format!("drop database if exists {name} with (force)")).await;
+        }
+    }
+}
+
+/// Runs one statement on the PostgreSQL server `admin` points at.
+pub async fn psql(admin: &str, sql: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn =
+        sqlx::PgConnection::connect(admin).await.with_context(|| format!("PostgreSQL at {admin}"))?;
+    sqlx::query(sql).execute(&mut conn).await?;
+    Ok(())
 }

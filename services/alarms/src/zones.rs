@@ -8,7 +8,7 @@
 //! edits take effect without a restart. Consent that lapses by its end date is caught by the
 //! periodic [`ZoneIndexes::rebuild_all`] in `serve`; the engine should still check the time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -55,14 +55,15 @@ impl ZoneIndexes {
 }
 
 async fn build(store: &dyn Store, tenant: TenantId, now: DateTime<Utc>) -> Result<ZoneIndex, EngineError> {
-    let consenting: Vec<WearerId> = store
+    // Sets, not lists: a tenant of 20,000 wearers has 100,000 zones to check against them.
+    let consenting: HashSet<WearerId> = store
         .consents(tenant, None)
         .await?
         .into_iter()
         .filter(|c| c.consent.passive_alarms && c.in_force_at(now))
         .map(|c| c.consent.wearer)
         .collect();
-    let active: Vec<WearerId> = store
+    let active: HashSet<WearerId> = store
         .wearers(tenant)
         .await?
         .into_iter()

@@ -71,11 +71,11 @@ pub(crate) async fn serve_connection(
                     // A repeated login of the same device: acknowledge it again.
                     s.announced_offset = login.utc_offset.or(s.announced_offset);
                 }
-                None => match ctx.identify(&login.imei, PROTOCOL).await {
+                None => match Box::pin(ctx.identify(&login.imei, PROTOCOL)).await {
                     Ok(mut s) => {
                         s.announced_offset = login.utc_offset;
                         let connection = ctx.links.open(&s.device, PROTOCOL, "", outgoing.clone());
-                        ctx.heard(&s, None).await;
+                        Box::pin(ctx.heard(&s, None)).await;
                         tracing::info!(device = %s.device, %peer, "GT06 tracker logged in");
                         session = Some((s, connection));
                     }
@@ -88,11 +88,11 @@ pub(crate) async fn serve_connection(
             tracing::debug!(%peer, protocol = packet.protocol, "GT06 packet before login dropped");
             continue;
         };
-        if let Err(refused) = ctx.refresh(s).await {
+        if let Err(refused) = Box::pin(ctx.refresh(s)).await {
             break format!("device no longer accepted ({refused:?})");
         }
 
-        match handle_packet(&ctx, s, &packet, message).await {
+        match Box::pin(handle_packet(&ctx, s, &packet, message)).await {
             Ok(()) => {
                 if let Some(reply) = codec::reply_for(&packet)
                     && let Err(e) = conn.write(&reply).await

@@ -20,6 +20,7 @@ use trygg_store::Store;
 
 mod alarm;
 mod commit;
+mod connection_limit;
 mod device;
 mod error;
 mod gt06;
@@ -38,9 +39,8 @@ pub mod pb {
 }
 
 pub use commit::{CommitConfig, CommitProbe, FixCommitter};
-pub use device::{
-    DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics,
-};
+pub use connection_limit::{LimitedListener, LimitedStream};
+pub use device::{DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics};
 pub use error::IngestError;
 pub use listeners::{DeviceBinds, DeviceListeners};
 pub use metrics::IngestMetrics;

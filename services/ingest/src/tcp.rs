@@ -5,6 +5,11 @@
 //!
 //! Each connection has its own task, read timeout and frame size cap, so a slow, silent or
 //! garbage-sending device costs only its own task and buffer and never holds up another.
+//!
+//! Most connections are idle most of the time (a watch reports every few minutes), so what an
+//! idle task holds is what 20,000 connections cost. The protocol modules therefore box the work
+//! on a frame (identity lookup, commit, alarms): the task's own future then only needs room for
+//! waiting on bytes, not for the largest future of its frame handling.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,7 +76,8 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn new(stream: TcpStream) -> Self {
-        Self { stream, buffer: BytesMut::with_capacity(1024) }
+        // Room for a typical frame (100–300 bytes); a longer one grows it, up to the frame cap.
+        Self { stream, buffer: BytesMut::with_capacity(256) }
     }
 
     /// The next frame, or `None` when the peer closed cleanly between frames.

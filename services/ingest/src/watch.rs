@@ -62,10 +62,10 @@ pub(crate) async fn serve_connection(
 
         // Identity: the first frame names the device; later frames must name the same one.
         match &mut session {
-            None => match ctx.identify(&frame.device_id, PROTOCOL).await {
+            None => match Box::pin(ctx.identify(&frame.device_id, PROTOCOL)).await {
                 Ok(s) => {
                     let connection = ctx.links.open(&s.device, PROTOCOL, &frame.maker, outgoing.clone());
-                    ctx.heard(&s, None).await;
+                    Box::pin(ctx.heard(&s, None)).await;
                     tracing::info!(device = %s.device, %peer, "Watch connected");
                     session = Some((s, connection));
                 }
@@ -76,14 +76,14 @@ pub(crate) async fn serve_connection(
                 break format!("device id changed from {} on the connection", s.device);
             }
             Some((s, _)) => {
-                if let Err(refused) = ctx.refresh(s).await {
+                if let Err(refused) = Box::pin(ctx.refresh(s)).await {
                     break format!("device no longer accepted ({refused:?})");
                 }
             }
         }
         let Some((s, _)) = &session else { continue };
 
-        match handle_frame(&ctx, s, &frame).await {
+        match Box::pin(handle_frame(&ctx, s, &frame)).await {
             Ok(()) => {
                 if let Some(reply) = codec::reply_for(&frame)
                     && let Err(e) = conn.write(&reply).await

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Address of the HTTP API: device ingest, health, metrics (port 0 picks a free port).
     #[arg(long, env = "TRYGG_HTTP_BIND", default_value = "127.0.0.1:8080")]
     pub http_bind: SocketAddr,
+    /// Most open connections on the HTTP API listener; more wait in the listen backlog. Bounds
+    /// the memory a flood of requests can take (each connection buffers up to ~0.4 MiB, plus a
+    /// device body of up to --max-body-bytes while it is read).
+    #[arg(long, env = "TRYGG_MAX_HTTP_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_http_connections: u64,
     /// Largest request body accepted from a device, in bytes.
     #[arg(long, env = "TRYGG_MAX_BODY_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(256..=64 << 20))]
     pub max_body_bytes: u64,
@@ -306,6 +311,8 @@ pub struct ServeConfig {
     pub connect: ConnectOptions,
     /// HTTP listen address.
     pub http_bind: SocketAddr,
+    /// Most open connections on the HTTP API listener.
+    pub max_http_connections: usize,
     /// Device request limits.
     pub limits: Limits,
     /// Group commit.
@@ -371,6 +378,7 @@ impl ServeArgs {
             database_url: self.db.database_url.clone(),
             connect: self.db.options()?,
             http_bind: self.http_bind,
+            max_http_connections: usize::try_from(self.max_http_connections).unwrap_or(usize::MAX),
             limits: Limits {
                 max_body_bytes: self.max_body_bytes as usize,
                 max_batch_fixes: self.max_batch_fixes as usize,

@@ -87,6 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database_url: url.clone(),
         connect: ConnectOptions::default(),
         http_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        max_http_connections: 256,
         limits: Limits::default(),
         commit: CommitConfig::default(),
         policy: FixPolicy::default(),

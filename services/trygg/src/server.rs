@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -31,7 +32,7 @@ use trygg_alarms::{Engine, EngineProbe};
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_ingest::{
     AlarmPath, CommitProbe, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics, FixCommitter, Ingest,
-    IngestMetrics, ReportIntervals,
+    IngestMetrics, LimitedListener, ReportIntervals,
 };
 use trygg_push::{FcmClient, PushMetrics, Worker};
 use trygg_store::Store;
@@ -266,6 +267,9 @@ impl Server {
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown_supervisor = supervisor.clone();
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let listener = LimitedListener::new(listener, config.max_http_connections)
+            // Only so that `ConnectInfo<SocketAddr>` (the login limits' source address) applies.
+            .tap_io(|_| {});
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("Shutdown requested: refusing new connections, draining");
