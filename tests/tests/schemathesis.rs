@@ -39,11 +39,18 @@ impl InstallLock {
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(_) => return Self(path),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
                     if age.is_some_and(|a| a > Duration::from_secs(600)) {
                         let _ = std::fs::remove_file(&path);
                     }
-                    assert!(started.elapsed() < Duration::from_secs(900), "waited 15 min for {}", path.display());
+                    assert!(
+                        started.elapsed() < Duration::from_secs(900),
+                        "waited 15 min for {}",
+                        path.display()
+                    );
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => panic!("create {}: {e}", path.display()),

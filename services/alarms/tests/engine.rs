@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{
-    AlarmKind, AlarmState, CommandError, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand, DeviceCommands,
-    DeviceId, Fix, FixSource, Outcome, ReportIntervals, Step, TenantId, WearerId,
+    AlarmKind, AlarmState, CommandError, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand,
+    DeviceCommands, DeviceId, Fix, FixSource, Outcome, ReportIntervals, Step, TenantId, WearerId,
 };
 use trygg_store::testing::TestDb;
 use trygg_store::{

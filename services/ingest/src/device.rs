@@ -20,7 +20,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use trygg_core::{
-    CommandError, DeviceAlarmKind, DeviceCommand, DeviceCommands, DeviceId, Fix, Freshness, TenantId, WearerId,
+    CommandError, DeviceAlarmKind, DeviceCommand, DeviceCommands, DeviceId, Fix, Freshness, TenantId,
+    WearerId,
 };
 use trygg_store::{FixBatch, NewFix, Protocol};
 

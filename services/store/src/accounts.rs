@@ -230,12 +230,13 @@ impl Accounts for SqlStore {
 
     #[instrument(level = "debug", skip_all)]
     async fn end_session(&self, id: Uuid, user: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let done = query("update sessions set ended_at = $1 where id = $2 and user_id = $3 and ended_at is null")
-            .bind(at)
-            .bind(id)
-            .bind(user)
-            .execute(&self.db)
-            .await?;
+        let done =
+            query("update sessions set ended_at = $1 where id = $2 and user_id = $3 and ended_at is null")
+                .bind(at)
+                .bind(id)
+                .bind(user)
+                .execute(&self.db)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 }

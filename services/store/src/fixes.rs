@@ -6,6 +6,8 @@
 //! fix. A fix is unique per (device, time) and a device alarm per (device, kind, time), so a
 //! resend is recognised by the database, never by memory.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::instrument;
@@ -144,17 +146,30 @@ pub(crate) const FIX_COLUMNS: &str = "f.time, f.received_at, f.lat, f.lon, f.acc
 impl Fixes for SqlStore {
     #[instrument(level = "debug", skip_all, fields(batches = batches.len()))]
     async fn insert_fixes(&self, batches: &[FixBatch]) -> Result<Vec<u64>, StoreError> {
+        // Every request's fixes go into the same few multi-row statements: a group of a
+        // thousand one-fix requests (watches send one position a frame) is two statements,
+        // not a thousand round trips while the write lock is held.
+        let rows: Vec<FixRow<'_>> =
+            batches.iter().flat_map(|b| b.fixes.iter().map(move |f| (&b.device, b.received_at, f))).collect();
         let mut tx = self.db.begin_write().await?;
-        let mut inserted = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let mut n = 0;
-            for chunk in batch.fixes.chunks(ROWS_PER_INSERT) {
-                n += insert_fix_rows(&mut tx, &batch.device, batch.received_at, chunk).await?;
-            }
-            inserted.push(n);
+        let mut new = HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            new.extend(insert_fix_rows(&mut tx, chunk).await?);
         }
         tx.commit().await?;
-        Ok(inserted)
+        // A resend sent twice within one group is new only for the first request that carries it.
+        Ok(batches
+            .iter()
+            .map(|b| {
+                let mut key = (b.device.as_str().to_owned(), 0);
+                let mut n = 0;
+                for f in &b.fixes {
+                    key.1 = f.fix.time.timestamp_millis();
+                    n += u64::from(new.remove(&key));
+                }
+                n
+            })
+            .collect())
     }
 
     #[instrument(level = "debug", skip_all, fields(limit))]
@@ -173,7 +188,7 @@ impl Fixes for SqlStore {
     async fn insert_device_alarm(&self, alarm: &NewDeviceAlarm) -> Result<AlarmInsert, StoreError> {
         let mut tx = self.db.begin_write().await?;
         if let Some(fix) = &alarm.fix {
-            insert_fix_rows(&mut tx, &alarm.device, alarm.received_at, std::slice::from_ref(fix)).await?;
+            insert_fix_rows(&mut tx, &[(&alarm.device, alarm.received_at, fix)]).await?;
         }
         let new_id = query(
             "insert into device_alarms (device_id, kind, time, received_at, clock_suspect, fix_time) \
@@ -327,17 +342,18 @@ async fn purge_cutoffs(
     Ok(rows.iter().map(|r| (r.get(0), now - chrono::Duration::days(r.get(1)))).collect())
 }
 
-/// Inserts fixes in one statement; a fix already stored (a resend) is skipped. Returns how many
-/// were new.
-async fn insert_fix_rows(
-    tx: &mut Tx,
-    device: &DeviceId,
-    received_at: DateTime<Utc>,
-    fixes: &[NewFix],
-) -> Result<u64, StoreError> {
+/// A fix to insert with its device and the time it was received.
+type FixRow<'a> = (&'a DeviceId, DateTime<Utc>, &'a NewFix);
+
+/// A stored fix's key, (device, time in milliseconds): the precision both backends keep.
+type FixKey = (String, i64);
+
+/// Inserts fixes in one statement; a fix already stored (a resend) is skipped. Returns the keys
+/// of the fixes that were new.
+async fn insert_fix_rows(tx: &mut Tx, fixes: &[FixRow<'_>]) -> Result<Vec<FixKey>, StoreError> {
     const COLUMNS: usize = 12;
     if fixes.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let rows: Vec<String> = (0..fixes.len())
         .map(|row| {
@@ -348,10 +364,11 @@ async fn insert_fix_rows(
         .collect();
     let mut q = query(format!(
         "insert into fixes (device_id, time, received_at, lat, lon, accuracy_m, speed_mps, \
-         course_deg, altitude_m, battery_pct, source, late) values {} on conflict do nothing",
+         course_deg, altitude_m, battery_pct, source, late) values {} on conflict do nothing \
+         returning device_id, time",
         rows.join(", ")
     ));
-    for NewFix { fix, late } in fixes {
+    for &(device, received_at, NewFix { fix, late }) in fixes {
         q = q
             .bind(device.as_str())
             .bind(fix.time)
@@ -366,7 +383,7 @@ async fn insert_fix_rows(
             .bind(fix.source.as_str())
             .bind(*late);
     }
-    Ok(q.execute(tx).await?.rows_affected())
+    q.fetch_all(tx).await?.iter().map(|r| Ok((r.get(0), get_time(r, 1)?.timestamp_millis()))).collect()
 }
 
 /// A fixes row read from column `at` on, in the order of [`FIX_COLUMNS`].

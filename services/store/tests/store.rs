@@ -16,6 +16,7 @@ on_both_backends!(
     resent_fixes_are_stored_once_and_counted_as_duplicates,
     one_group_commit_reports_new_rows_per_batch,
     large_batches_are_split_into_several_statements,
+    many_one_fix_requests_across_statements_keep_their_own_counts,
     a_resent_device_alarm_returns_the_stored_row,
     a_device_alarm_stores_its_fix_too,
     tenant_names_are_unique,
@@ -160,6 +161,33 @@ async fn large_batches_are_split_into_several_statements(store: Arc<dyn Store>) 
     let fixes: Vec<_> = (0..2_500).map(|i| fix(t0() - TimeDelta::seconds(i), 57.0)).collect();
     assert_eq!(store.insert_fixes(&[batch(&id, fixes)]).await.unwrap(), vec![2_500]);
     assert_eq!(store.recent_fixes(&id, 5_000).await.unwrap().len(), 2_500);
+}
+
+/// A group commit of watch frames: a thousand requests of one fix each, from several devices,
+/// written in a few multi-row statements; a resend in the same group (even one split off into
+/// another statement) or of an earlier group counts as new for nobody after its first request.
+async fn many_one_fix_requests_across_statements_keep_their_own_counts(store: Arc<dyn Store>) {
+    let mut devices = Vec::new();
+    for name in ["w0", "w1", "w2"] {
+        devices.push(device(&store, name).await.1);
+    }
+    let t = t0();
+    let at = |i: i64| t - TimeDelta::seconds(i / 3);
+    let earlier = batch(&devices[0], vec![fix(at(600), 0.5)]);
+    assert_eq!(store.insert_fixes(&[earlier]).await.unwrap(), vec![1]);
+    let mut batches: Vec<FixBatch> =
+        (0..1_200).map(|i| batch(&devices[i as usize % 3], vec![fix(at(i), 57.0)])).collect();
+    batches.push(batch(&devices[0], vec![fix(at(0), 57.0)]));
+    batches.push(batch(&devices[1], vec![fix(at(1), 57.0), fix(t + TimeDelta::seconds(1), 57.0)]));
+    let counts = store.insert_fixes(&batches).await.unwrap();
+    let mut expected = vec![1; 1_200];
+    expected[600] = 0;
+    expected.extend([0, 1]);
+    assert_eq!(counts, expected);
+    for d in &devices {
+        let stored = store.recent_fixes(d, 1_000).await.unwrap().len();
+        assert_eq!(stored, 400 + usize::from(d == &devices[1]), "{d}");
+    }
 }
 
 fn alarm(device: &DeviceId, time: DateTime<Utc>, fix: Option<NewFix>) -> NewDeviceAlarm {
