@@ -134,10 +134,6 @@ pub trait Fixes: Send + Sync {
     async fn purge_fixes(&self, now: DateTime<Utc>, default_retention_days: u32) -> Result<u64, StoreError>;
 }
 
-/// Rows per INSERT statement: 12 columns stay well under SQLite's 32,766 bound parameters (and
-/// PostgreSQL's 65,535).
-const ROWS_PER_INSERT: usize = 500;
-
 /// The columns [`stored_fix`] reads, of `fixes f`, in its order.
 pub(crate) const FIX_COLUMNS: &str = "f.time, f.received_at, f.lat, f.lon, f.accuracy_m, f.speed_mps, \
      f.course_deg, f.altitude_m, f.battery_pct, f.source, f.late";
@@ -153,7 +149,7 @@ impl Fixes for SqlStore {
             batches.iter().flat_map(|b| b.fixes.iter().map(move |f| (&b.device, b.received_at, f))).collect();
         let mut tx = self.db.begin_write().await?;
         let mut new = HashSet::new();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        for chunk in rows.chunks(tx.rows_per_statement(FIX_INSERT_COLUMNS)) {
             new.extend(insert_fix_rows(&mut tx, chunk).await?);
         }
         tx.commit().await?;
@@ -345,13 +341,16 @@ async fn purge_cutoffs(
 /// A fix to insert with its device and the time it was received.
 type FixRow<'a> = (&'a DeviceId, DateTime<Utc>, &'a NewFix);
 
+/// The columns [`insert_fix_rows`] writes.
+const FIX_INSERT_COLUMNS: usize = 12;
+
 /// A stored fix's key, (device, time in milliseconds): the precision both backends keep.
 type FixKey = (String, i64);
 
 /// Inserts fixes in one statement; a fix already stored (a resend) is skipped. Returns the keys
 /// of the fixes that were new.
 async fn insert_fix_rows(tx: &mut Tx, fixes: &[FixRow<'_>]) -> Result<Vec<FixKey>, StoreError> {
-    const COLUMNS: usize = 12;
+    const COLUMNS: usize = FIX_INSERT_COLUMNS;
     if fixes.is_empty() {
         return Ok(Vec::new());
     }
