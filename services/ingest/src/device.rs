@@ -23,9 +23,10 @@ use trygg_core::{
     CommandError, DeviceAlarmKind, DeviceCommand, DeviceCommands, DeviceId, Fix, Freshness, TenantId,
     WearerId,
 };
-use trygg_store::{FixBatch, NewFix, Protocol};
+use trygg_store::{DeviceHeard, FixBatch, NewFix, Protocol};
 
 use crate::alarm::{Sender, store_device_alarm, truncate_to_millis};
+use crate::heard::HeardWriter;
 use crate::{Committed, Ingest, IngestError};
 
 /// Settings shared by the device listeners.
@@ -58,6 +59,8 @@ pub struct DeviceIngest {
     pub metrics: DeviceMetrics,
     /// Limits and timeouts.
     pub config: DeviceConfig,
+    /// Where "heard" records go, many devices per write.
+    pub heard: HeardWriter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -350,7 +353,8 @@ impl DeviceIngest {
     /// fatal (it is status, not data the device needs acknowledged).
     pub(crate) async fn heard(&self, session: &Session, battery_pct: Option<u8>) {
         let now = Utc::now();
-        if let Err(e) = self.ingest.store.device_heard(&session.device, now, battery_pct).await {
+        let heard = DeviceHeard { device: session.device.clone(), at: now, battery_pct };
+        if let Err(e) = self.heard.record(heard).await {
             tracing::warn!(error = %e, device = %session.device, "Recording a device as heard failed");
         }
         if let Some(battery_pct) = battery_pct {

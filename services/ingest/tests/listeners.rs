@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use trygg_core::{DeviceId, FixPolicy};
 use trygg_ingest::{
     CommitConfig, DeviceBinds, DeviceConfig, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics,
-    FixCommitter, Ingest, IngestMetrics, Limits, LogSink,
+    FixCommitter, HeardWriter, Ingest, IngestMetrics, Limits, LogSink,
 };
 use trygg_store::testing::TestDb;
 use trygg_store::{NewDevice, Protocol, Store};
@@ -60,6 +60,7 @@ async fn setup(read_timeout: Duration) -> Setup {
         links: DeviceLinks::default(),
         metrics: device_metrics.clone(),
         config: DeviceConfig { read_timeout, ..DeviceConfig::default() },
+        heard: HeardWriter::start(store.clone()),
     };
     let any = Some("127.0.0.1:0".parse().unwrap());
     let listeners =

@@ -6,6 +6,8 @@
 //! listeners and the API depend on a handful of small queries, each written once for both
 //! backends.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::instrument;
@@ -42,6 +44,17 @@ pub struct DeviceStatus {
     pub heard_before_registration_at: Option<DateTime<Utc>>,
     /// The battery it last reported in a keep-alive, in percent.
     pub last_battery_pct: Option<u8>,
+}
+
+/// That a registered device was heard, for [`Devices::devices_heard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceHeard {
+    /// The device.
+    pub device: DeviceId,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The battery it reported then, if it did.
+    pub battery_pct: Option<u8>,
 }
 
 /// A command sent to a device on its open connection.
@@ -106,13 +119,18 @@ pub trait Devices: Send + Sync {
     async fn device_auth(&self, id: &DeviceId) -> Result<Option<DeviceAuth>, StoreError>;
     /// The registered device with this id, in any tenant: the listeners' identity check.
     async fn device_profile(&self, id: &DeviceId) -> Result<Option<DeviceProfile>, StoreError>;
+    /// Records, in one transaction, that registered devices were heard: each device's
+    /// `last_heard_at` becomes its latest `at`, and its battery the latest one reported.
+    async fn devices_heard(&self, heard: &[DeviceHeard]) -> Result<(), StoreError>;
     /// Records that a registered device was heard at `at`, with the battery it reported.
     async fn device_heard(
         &self,
         id: &DeviceId,
         at: DateTime<Utc>,
         battery_pct: Option<u8>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.devices_heard(&[DeviceHeard { device: id.clone(), at, battery_pct }]).await
+    }
     /// Records that an id nobody registered connected over `protocol` at `at` (and was refused).
     async fn unregistered_heard(
         &self,
@@ -214,22 +232,41 @@ impl Devices for SqlStore {
         }))
     }
 
-    #[instrument(level = "debug", skip_all)]
-    async fn device_heard(
-        &self,
-        id: &DeviceId,
-        at: DateTime<Utc>,
-        battery_pct: Option<u8>,
-    ) -> Result<(), StoreError> {
-        query(
-            "update devices set last_heard_at = $1, last_battery_pct = coalesce($2, last_battery_pct) \
-                     where id = $3",
-        )
-        .bind(at)
-        .bind(battery_pct.map(i16::from))
-        .bind(id.as_str())
-        .execute(&self.db)
-        .await?;
+    #[instrument(level = "debug", skip_all, fields(devices = heard.len()))]
+    async fn devices_heard(&self, heard: &[DeviceHeard]) -> Result<(), StoreError> {
+        // One row per device (an update joining two rows to one device takes either), in the
+        // order heard: the latest time, the latest battery reported.
+        let mut latest: BTreeMap<&str, (DateTime<Utc>, Option<u8>)> = BTreeMap::new();
+        for h in heard {
+            let e = latest.entry(h.device.as_str()).or_insert((h.at, None));
+            e.0 = e.0.max(h.at);
+            e.1 = h.battery_pct.or(e.1);
+        }
+        let rows: Vec<_> = latest.into_iter().collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().await?;
+        for chunk in rows.chunks(tx.rows_per_statement(3)) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let [a, b, c] = [1, 2, 3].map(|k| tx.placeholder(3 * i + k));
+                    format!("({a}, {b}, {c})")
+                })
+                .collect();
+            let mut q = query(format!(
+                "with heard (id, at, battery) as (values {}) \
+                 update devices set last_heard_at = heard.at, \
+                 last_battery_pct = coalesce(heard.battery, devices.last_battery_pct) \
+                 from heard where devices.id = heard.id",
+                values.join(", ")
+            ));
+            for (device, (at, battery_pct)) in chunk {
+                q = q.bind(*device).bind(*at).bind(battery_pct.map(i16::from));
+            }
+            q.execute(&mut tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -39,7 +39,7 @@ pub use alarms::{
     PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
 pub use devices::{
-    DeviceAuth, DeviceBinding, DeviceCommandLog, DeviceProfile, DeviceStatus, Devices, NewDevice,
+    DeviceAuth, DeviceBinding, DeviceCommandLog, DeviceHeard, DeviceProfile, DeviceStatus, Devices, NewDevice,
 };
 pub use directory::{
     AccessEntry, Binding, Consent, ConsentGiver, DEFAULT_OFFLINE_AFTER_SECS, DEFAULT_REPEAT_JOIN_SECS,

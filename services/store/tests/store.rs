@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource, TenantId};
-use trygg_store::{FixBatch, NewDevice, NewDeviceAlarm, NewFix, Protocol, Store, StoreError, token};
+use trygg_store::{
+    DeviceHeard, FixBatch, NewDevice, NewDeviceAlarm, NewFix, Protocol, Store, StoreError, token,
+};
 
 use trygg_store::on_both_backends;
 
@@ -20,6 +22,7 @@ on_both_backends!(
     a_resent_device_alarm_returns_the_stored_row,
     a_device_alarm_stores_its_fix_too,
     tenant_names_are_unique,
+    devices_heard_together_keep_each_devices_latest_time_and_battery,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -226,4 +229,38 @@ async fn a_device_alarm_stores_its_fix_too(store: Arc<dyn Store>) {
     // A resend with the same fix neither fails on the fix nor duplicates it.
     assert!(store.insert_device_alarm(&alarm(&id, t, Some(fix(t, 58.0)))).await.unwrap().duplicate);
     assert_eq!(store.recent_fixes(&id, 10).await.unwrap().len(), 1);
+}
+
+/// Keep-alives of many watches are recorded in one statement: each device ends with its latest
+/// time and the latest battery it reported, whatever order they came in; a device not named
+/// keeps its own.
+async fn devices_heard_together_keep_each_devices_latest_time_and_battery(store: Arc<dyn Store>) {
+    let (tenant, a) = device(&store, "ka").await;
+    let b = DeviceId::parse("kb").unwrap();
+    let c = DeviceId::parse("kc").unwrap();
+    for id in [&b, &c] {
+        let new =
+            NewDevice { id: id.clone(), tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
+        store.register_device(&new).await.unwrap();
+    }
+    let t = t0();
+    store.device_heard(&c, t, Some(55)).await.unwrap();
+    let heard = |device: &DeviceId, secs: i64, battery_pct: Option<u8>| DeviceHeard {
+        device: device.clone(),
+        at: t + TimeDelta::seconds(secs),
+        battery_pct,
+    };
+    let many: Vec<DeviceHeard> = (0..200)
+        .map(|i| heard(if i % 2 == 0 { &a } else { &b }, i, (i < 150).then_some(i as u8 % 100)))
+        .chain([heard(&a, 5, None)])
+        .collect();
+    store.devices_heard(&many).await.unwrap();
+    let status = store.device_statuses(tenant, None).await.unwrap();
+    let of = |d: &DeviceId| {
+        let s = status.iter().find(|s| &s.id == d).unwrap();
+        (s.last_heard_at, s.last_battery_pct)
+    };
+    assert_eq!(of(&a), (Some(t + TimeDelta::seconds(198)), Some(48)));
+    assert_eq!(of(&b), (Some(t + TimeDelta::seconds(199)), Some(49)));
+    assert_eq!(of(&c), (Some(t), Some(55)), "a device not heard keeps its own");
 }

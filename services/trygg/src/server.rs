@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 use trygg_alarms::{Engine, EngineProbe};
 use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_ingest::{
-    AlarmPath, CommitProbe, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics, FixCommitter, Ingest,
-    IngestMetrics, LimitedListener, ReportIntervals,
+    AlarmPath, CommitProbe, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics, FixCommitter,
+    HeardWriter, Ingest, IngestMetrics, LimitedListener, ReportIntervals,
 };
 use trygg_push::{FcmClient, PushMetrics, Worker};
 use trygg_store::Store;
@@ -154,6 +154,7 @@ impl Server {
             links,
             metrics: DeviceMetrics::register(&mut registry),
             config: config.devices.config,
+            heard: HeardWriter::start(store.clone()),
         };
         let devices = DeviceListeners::bind(config.devices.binds, device_ingest).await?;
         let ops = Ops {
