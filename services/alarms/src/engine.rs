@@ -149,6 +149,9 @@ pub struct Engine {
     /// Woken after a commit that raised an alarm: the push worker, so a push does not wait
     /// for its next poll.
     raised: Option<Arc<Notify>>,
+    /// Turns of the task's loop and evaluation passes (a batch, or one page of a recovery):
+    /// the count its supervisor watches move.
+    passes: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -203,6 +206,7 @@ impl Engine {
             reporting,
             commands: None,
             raised: None,
+            passes: Arc::default(),
         })
     }
 
@@ -319,6 +323,8 @@ impl Engine {
         fixes: BTreeMap<DeviceId, DeviceFixes>,
         now: DateTime<Utc>,
     ) -> Result<Vec<SignalOutcome>, EngineError> {
+        // A recovery after a long lag is many passes: each one counts as progress.
+        self.passes.fetch_add(1, Ordering::Relaxed);
         let mut signals = Vec::new();
         let mut deadlines = Vec::new();
         let mut rules: HashMap<TenantId, TenantRules> = HashMap::new();
@@ -953,7 +959,7 @@ impl Engine {
     pub fn spawn(mut self, capacity: usize) -> (EngineSink, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel(capacity);
         let lagged = Arc::new(AtomicBool::new(true));
-        let passes = Arc::new(AtomicU64::new(0));
+        let passes = self.passes.clone();
         let sink = EngineSink { tx, lagged: lagged.clone(), passes: passes.clone() };
         let task = tokio::spawn(async move {
             let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
@@ -1065,7 +1071,8 @@ impl EngineProbe {
         self.tx.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
-    /// Turns of the engine loop so far (a batch or a recovery, whether it succeeded or not).
+    /// Turns of the engine loop and evaluation passes so far (a batch, or one page of a
+    /// recovery), whether they succeeded or not.
     pub fn passes(&self) -> u64 {
         self.passes.load(Ordering::Relaxed)
     }

@@ -27,6 +27,7 @@ on_both_backends!(
     an_sos_without_a_position_carries_the_last_known_one,
     a_device_alarm_never_handed_to_the_engine_is_raised_by_its_sweep,
     recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it,
+    a_long_recovery_shows_its_supervisor_progress_page_by_page,
     leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it,
     no_consent_no_zone_alarm,
     late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
@@ -570,7 +571,15 @@ async fn a_device_alarm_never_handed_to_the_engine_is_raised_by_its_sweep(store:
 
 async fn recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it(store: Arc<dyn Store>) {
     let s = setup(store, true).await;
-    // 12,000 fixes a second apart at home (more than two recovery pages), then she walks out.
+    commit_backlog_and_exit(&s).await;
+    let mut engine = s.engine().await;
+    let outcomes = engine.recover(Utc::now()).await.unwrap();
+    assert_eq!(raised(&outcomes).len(), 1, "the exit after the backlog: {outcomes:?}");
+    assert_eq!(s.all_alarms().await[0].kind, AlarmKind::ZoneExit);
+}
+
+/// 12,000 fixes a second apart at home, then she walks out: a backlog of three recovery pages.
+async fn commit_backlog_and_exit(s: &Setup) {
     let home: Vec<Fix> =
         (0..12_000).map(|i| Fix { time: s.t0 + TimeDelta::seconds(i), ..s.fix(0, 0.0) }).collect();
     for chunk in home.chunks(2000) {
@@ -578,10 +587,24 @@ async fn recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it(store: Arc<d
     }
     let out = [s.fix(201, 300.0), s.fix(202, 400.0), s.fix(203, 450.0)];
     s.commit_fixes(&out).await;
-    let mut engine = s.engine().await;
-    let outcomes = engine.recover(Utc::now()).await.unwrap();
-    assert_eq!(raised(&outcomes).len(), 1, "the exit after the backlog: {outcomes:?}");
-    assert_eq!(s.all_alarms().await[0].kind, AlarmKind::ZoneExit);
+}
+
+/// Under load a recovery can run for minutes while ingest adds to it; the supervisor must see
+/// it move page by page, or it takes a working engine for a stuck one and ends the process
+/// (seen under M3 load: "engine stuck for 60 s", the process exited mid-recovery).
+async fn a_long_recovery_shows_its_supervisor_progress_page_by_page(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    commit_backlog_and_exit(&s).await;
+    let (sink, task) = s.engine().await.spawn(16);
+    let probe = sink.probe();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.all_alarms().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the recovery never reached the exit");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // One turn of the loop, then a pass for the device alarms and one per page of fixes.
+    assert!(probe.passes() >= 4, "a three-page recovery counted {} passes", probe.passes());
+    task.abort();
 }
 
 /// Another connection holding the database's write lock (SQLite) or the alarms table (PostgreSQL):
