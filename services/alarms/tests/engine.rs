@@ -9,10 +9,10 @@ use trygg_core::{
     AlarmKind, AlarmState, CommandError, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand,
     DeviceCommands, DeviceId, Fix, FixSource, Outcome, ReportIntervals, Step, TenantId, WearerId,
 };
-use trygg_store::testing::TestDb;
+use trygg_store::testing::{TestDb, add_user, add_watch, tenant_settings};
 use trygg_store::{
-    AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
-    Role, SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
+    AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, Protocol, Role,
+    SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
     on_both_backends,
 };
 use uuid::Uuid;
@@ -56,36 +56,21 @@ async fn setup(store: Arc<dyn Store>, consent: bool) -> Setup {
     let tenant = store.create_tenant("Skövde").await.unwrap();
     let mut staff = [Uuid::nil(); 2];
     for (i, s) in staff.iter_mut().enumerate() {
-        let user = NewUser {
-            tenant: Some(tenant),
-            email: format!("staff{i}@skovde.se"),
-            name: format!("Staff {i}"),
-            role: Role::Staff,
-            password_hash: "x".into(),
-        };
-        *s = store.add_user(&user).await.unwrap();
+        *s = add_user(
+            &*store,
+            Some(tenant),
+            Role::Staff,
+            &format!("staff{i}@skovde.se"),
+            &format!("Staff {i}"),
+        )
+        .await;
     }
-    let cw = NewUser {
-        tenant: Some(tenant),
-        email: "cw@skovde.se".into(),
-        name: "Hanna".into(),
-        role: Role::Caseworker,
-        password_hash: "x".into(),
-    };
-    let cw = store.add_user(&cw).await.unwrap();
+    let cw = add_user(&*store, Some(tenant), Role::Caseworker, "cw@skovde.se", "Hanna").await;
     let team = store.add_team(tenant, "Hemtjänst Norr").await.unwrap();
     assert!(store.set_team_members(tenant, team, &staff).await.unwrap());
     let fields = WearerFields { name: "Dagny".into(), team: Some(team), ..WearerFields::default() };
     let wearer = store.add_wearer(tenant, &fields).await.unwrap();
-    let device = DeviceId::parse("w1").unwrap();
-    let new = NewDevice {
-        id: device.clone(),
-        tenant,
-        wearer: Some(wearer),
-        protocol: Protocol::Watch,
-        token_hash: None,
-    };
-    store.register_device(&new).await.unwrap();
+    let device = add_watch(&*store, tenant, Some(wearer), "w1").await;
     let t0 = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap() - TimeDelta::hours(1);
     if consent {
         let c = NewConsent {
@@ -243,28 +228,10 @@ async fn a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing(store: Ar
 
 /// A team of its own, set as the tenant's fallback; its one member.
 async fn fallback_team(s: &Setup) -> Uuid {
-    let user = NewUser {
-        tenant: Some(s.tenant),
-        email: "jour@skovde.se".into(),
-        name: "Jour".into(),
-        role: Role::Staff,
-        password_hash: "x".into(),
-    };
-    let on_call = s.store.add_user(&user).await.unwrap();
+    let on_call = add_user(&*s.store, Some(s.tenant), Role::Staff, "jour@skovde.se", "Jour").await;
     let team = s.store.add_team(s.tenant, "Larmjour").await.unwrap();
     assert!(s.store.set_team_members(s.tenant, team, &[on_call]).await.unwrap());
-    let settings = TenantSettings {
-        time_zone: "Europe/Stockholm".into(),
-        exit_policy: "{}".into(),
-        offline_after_secs: 900,
-        battery_low_pct: 20,
-        fix_retention_days: 30,
-        on_site_limit_secs: 3600,
-        repeat_join_secs: 900,
-        fallback_team: Some(team),
-        fallback_alarm_centre_url: None,
-        supervision: Default::default(),
-    };
+    let settings = TenantSettings { fallback_team: Some(team), ..tenant_settings() };
     s.store.put_settings(s.tenant, &settings, Utc::now()).await.unwrap();
     on_call
 }
