@@ -9,7 +9,7 @@ use trygg_core::{
     AlarmKind, AlarmState, CommandError, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand,
     DeviceCommands, DeviceId, Fix, FixSource, Outcome, ReportIntervals, Step, TenantId, WearerId,
 };
-use trygg_store::testing::{TestDb, add_user, add_watch, tenant_settings};
+use trygg_store::testing::{TestDb, add_user, add_watch, commit_device_alarm, device_alarm, tenant_settings};
 use trygg_store::{
     AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, Protocol, Role,
     SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
@@ -138,23 +138,10 @@ impl Setup {
     async fn commit_sos(&self, minute: i64) -> Committed {
         let fix = self.fix(minute, 0.0);
         let alarm = NewDeviceAlarm {
-            device: self.device.clone(),
-            kind: DeviceAlarmKind::Sos,
-            time: fix.time,
-            received_at: Utc::now(),
-            clock_suspect: false,
             fix: Some(NewFix { fix: fix.clone(), late: false }),
+            ..device_alarm(&self.device, DeviceAlarmKind::Sos, fix.time, Utc::now())
         };
-        let stored = self.store.insert_device_alarm(&alarm).await.unwrap();
-        Committed::Alarm {
-            tenant: self.tenant,
-            wearer: Some(self.wearer),
-            device: self.device.clone(),
-            alarm_id: stored.id,
-            kind: DeviceAlarmKind::Sos,
-            duplicate: stored.duplicate,
-            fix: Some(fix),
-        }
+        commit_device_alarm(&*self.store, self.tenant, Some(self.wearer), &alarm).await
     }
 
     async fn all_alarms(&self) -> Vec<trygg_store::Alarm> {
@@ -208,14 +195,7 @@ async fn a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing(store: Ar
     }
     assert!(engine.process(vec![again.clone()], Utc::now()).await.unwrap().is_empty());
     let later = s.fix(5, 0.0).time + TimeDelta::seconds(30);
-    let repeat = NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: later,
-        received_at: Utc::now(),
-        clock_suspect: false,
-        fix: None,
-    };
+    let repeat = device_alarm(&s.device, DeviceAlarmKind::Sos, later, Utc::now());
     let stored = s.store.insert_device_alarm(&repeat).await.unwrap();
     if let Committed::Alarm { alarm_id, duplicate, fix, .. } = &mut again {
         (*alarm_id, *duplicate, *fix) = (stored.id, false, None);
@@ -269,24 +249,8 @@ async fn an_sos_from_a_watch_bound_to_nobody_alerts_the_fallback_team(store: Arc
     assert!(s.store.alarm(s.tenant, id, Some(on_call)).await.unwrap().is_some(), "the on-call sees it");
     assert!(s.store.pending_device_alarms().await.unwrap().is_empty(), "handled, so not retried forever");
     // The watch presses again: the same open alarm, keyed by the device.
-    let again = NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: s.fix(6, 0.0).time,
-        received_at: Utc::now(),
-        clock_suspect: false,
-        fix: None,
-    };
-    let stored = s.store.insert_device_alarm(&again).await.unwrap();
-    let committed = Committed::Alarm {
-        tenant: s.tenant,
-        wearer: None,
-        device: s.device.clone(),
-        alarm_id: stored.id,
-        kind: DeviceAlarmKind::Sos,
-        duplicate: false,
-        fix: None,
-    };
+    let again = device_alarm(&s.device, DeviceAlarmKind::Sos, s.fix(6, 0.0).time, Utc::now());
+    let committed = commit_device_alarm(&*s.store, s.tenant, None, &again).await;
     assert_eq!(engine.process(vec![committed], Utc::now()).await.unwrap(), [SignalOutcome::Joined(id)]);
 }
 
@@ -356,24 +320,8 @@ async fn an_sos_without_a_position_carries_the_last_known_one(store: Arc<dyn Sto
     let mut engine = s.engine().await;
     let last = s.fix(3, 20.0);
     engine.process(vec![s.commit_fixes(std::slice::from_ref(&last)).await], Utc::now()).await.unwrap();
-    let alarm = NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: s.fix(9, 0.0).time,
-        received_at: Utc::now(),
-        clock_suspect: false,
-        fix: None,
-    };
-    let stored = s.store.insert_device_alarm(&alarm).await.unwrap();
-    let committed = Committed::Alarm {
-        tenant: s.tenant,
-        wearer: Some(s.wearer),
-        device: s.device.clone(),
-        alarm_id: stored.id,
-        kind: DeviceAlarmKind::Sos,
-        duplicate: false,
-        fix: None,
-    };
+    let alarm = device_alarm(&s.device, DeviceAlarmKind::Sos, s.fix(9, 0.0).time, Utc::now());
+    let committed = commit_device_alarm(&*s.store, s.tenant, Some(s.wearer), &alarm).await;
     let out = engine.process(vec![committed], Utc::now()).await.unwrap();
     let [id] = raised(&out)[..] else { panic!("{out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();

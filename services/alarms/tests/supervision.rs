@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
-use trygg_core::{AlarmKind, AlarmState, Committed, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId};
-use trygg_store::testing::{add_user, add_watch, tenant_settings};
+use trygg_core::{
+    AlarmKind, AlarmState, Committed, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId,
+};
+use trygg_store::testing::{add_user, add_watch, commit_device_alarm, device_alarm, tenant_settings};
 use trygg_store::{
     AlarmFilter, FixBatch, NewFix, Role, SignalOutcome, Store, SupervisionSettings, TenantSettings,
     WearerFields, on_both_backends,
@@ -133,24 +135,8 @@ impl Setup {
 
     /// Stores a test alarm the watch sent at `at` as ingest would; what ingest hands over.
     async fn test_alarm(&self, at: DateTime<Utc>) -> Committed {
-        let alarm = trygg_store::NewDeviceAlarm {
-            device: self.device.clone(),
-            kind: trygg_core::DeviceAlarmKind::Test,
-            time: at,
-            received_at: at,
-            clock_suspect: false,
-            fix: None,
-        };
-        let stored = self.store.insert_device_alarm(&alarm).await.unwrap();
-        Committed::Alarm {
-            tenant: self.tenant,
-            wearer: Some(self.wearer),
-            device: self.device.clone(),
-            alarm_id: stored.id,
-            kind: trygg_core::DeviceAlarmKind::Test,
-            duplicate: false,
-            fix: None,
-        }
+        let alarm = device_alarm(&self.device, DeviceAlarmKind::Test, at, at);
+        commit_device_alarm(&*self.store, self.tenant, Some(self.wearer), &alarm).await
     }
 
     fn at(&self, minutes: i64) -> DateTime<Utc> {
@@ -387,24 +373,8 @@ async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_group
     engine.process(vec![a, b], s.at(1)).await.unwrap();
     engine.supervise(s.at(16)).await.unwrap();
     engine.supervise(s.at(17)).await.unwrap();
-    let sos = trygg_store::NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: trygg_core::DeviceAlarmKind::Sos,
-        time: s.at(18),
-        received_at: s.at(18),
-        clock_suspect: false,
-        fix: None,
-    };
-    let stored = s.store.insert_device_alarm(&sos).await.unwrap();
-    let sos = Committed::Alarm {
-        tenant: s.tenant,
-        wearer: Some(s.wearer),
-        device: s.device.clone(),
-        alarm_id: stored.id,
-        kind: trygg_core::DeviceAlarmKind::Sos,
-        duplicate: false,
-        fix: None,
-    };
+    let sos = device_alarm(&s.device, DeviceAlarmKind::Sos, s.at(18), s.at(18));
+    let sos = commit_device_alarm(&*s.store, s.tenant, Some(s.wearer), &sos).await;
     engine.process(vec![sos], s.at(18)).await.unwrap();
     // 30 points an hour: it will die within the hour, quiet hours or not.
     let mut greta_low = Vec::new();

@@ -10,12 +10,14 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
-use trygg_core::{DeviceId, TenantId, WearerId};
+use trygg_core::{Committed, DeviceAlarmKind, DeviceId, TenantId, WearerId};
 use uuid::Uuid;
 
 use crate::{
-    ConnectOptions, NewDevice, NewUser, Protocol, Role, Store, SupervisionSettings, TenantSettings, connect,
+    ConnectOptions, NewDevice, NewDeviceAlarm, NewUser, Protocol, Role, Store, SupervisionSettings,
+    TenantSettings, connect,
 };
 
 /// Runs each listed test body (an `async fn(Arc<dyn Store>)` in the invoking module) once on a
@@ -138,6 +140,37 @@ pub async fn add_watch(store: &dyn Store, tenant: TenantId, wearer: Option<Weare
     let new = NewDevice { id: id.clone(), tenant, wearer, protocol: Protocol::Watch, token_hash: None };
     store.register_device(&new).await.expect("register a watch");
     id
+}
+
+/// An alarm of `kind` that `device` stamped `time` and the server received at `received_at`,
+/// without a fix (add one with `NewDeviceAlarm { fix, ..device_alarm(..) }`).
+pub fn device_alarm(
+    device: &DeviceId,
+    kind: DeviceAlarmKind,
+    time: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+) -> NewDeviceAlarm {
+    NewDeviceAlarm { device: device.clone(), kind, time, received_at, clock_suspect: false, fix: None }
+}
+
+/// Stores `alarm` as ingest would and returns what ingest hands the alarm engine for it, its
+/// device being of `tenant` and bound to `wearer`.
+pub async fn commit_device_alarm(
+    store: &dyn Store,
+    tenant: TenantId,
+    wearer: Option<WearerId>,
+    alarm: &NewDeviceAlarm,
+) -> Committed {
+    let stored = store.insert_device_alarm(alarm).await.expect("store a device alarm");
+    Committed::Alarm {
+        tenant,
+        wearer,
+        device: alarm.device.clone(),
+        alarm_id: stored.id,
+        kind: alarm.kind,
+        duplicate: stored.duplicate,
+        fix: alarm.fix.as_ref().map(|f| f.fix.clone()),
+    }
 }
 
 /// The settings the tests give a tenant (the defaults a new tenant is shown); change a field

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_core::{DeviceAlarmKind, Fix, FixSource, TenantId, WearerId};
-use trygg_store::testing::{add_user, add_watch, tenant_settings};
+use trygg_store::testing::{add_user, add_watch, device_alarm, tenant_settings};
 use trygg_store::{
     AccessEntry, ConsentGiver, FixBatch, NewConsent, NewDeviceAlarm, NewFix, NewUser, Responder,
     ResponderPlan, ResponderTarget, Role, Store, StoreError, TenantSettings, WearerFields, ZoneFields,
@@ -287,14 +287,7 @@ async fn purge_deletes_old_fixes_but_keeps_alarm_fixes_and_honours_tenant_retent
         store.insert_fixes(&[FixBatch { device: d.clone(), received_at: t, fixes }]).await.unwrap();
     }
     let old = t - TimeDelta::days(40);
-    let alarm = NewDeviceAlarm {
-        device: a.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: old,
-        received_at: t,
-        clock_suspect: false,
-        fix: Some(fix(old)),
-    };
+    let alarm = NewDeviceAlarm { fix: Some(fix(old)), ..device_alarm(&a, DeviceAlarmKind::Sos, old, t) };
     store.insert_device_alarm(&alarm).await.unwrap();
 
     // Default 30 days: a keeps 1 and 10 days, and its 40-day fix because an alarm holds it.

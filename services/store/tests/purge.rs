@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_core::{DeviceAlarmKind, Fix, FixSource};
-use trygg_store::testing::{TestDb, add_watch};
+use trygg_store::testing::{TestDb, add_watch, device_alarm};
 use trygg_store::{FixBatch, NewDeviceAlarm, NewFix, Store};
 
 /// Devices the old fixes are spread over.
@@ -55,14 +55,8 @@ async fn purge_while_ingest_runs(store: Arc<dyn Store>) {
     }
     // One old SOS whose fix must stay.
     let kept = start + TimeDelta::seconds(7);
-    let sos = NewDeviceAlarm {
-        device: devices[0].clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: kept,
-        received_at: now,
-        clock_suspect: false,
-        fix: Some(fix(kept)),
-    };
+    let sos =
+        NewDeviceAlarm { fix: Some(fix(kept)), ..device_alarm(&devices[0], DeviceAlarmKind::Sos, kept, now) };
     store.insert_device_alarm(&sos).await.unwrap();
 
     let purging = {
