@@ -764,9 +764,7 @@ impl Engine {
             deadlines.push(DeadlineChange::Postpone { device, kind, due_at: now + ALERTED_RECHECK });
             return Ok(None);
         }
-        let auth = self.store.device_auth(&device).await?;
-        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant)
-        else {
+        let Some((tenant, wearer)) = self.bound_wearer(&device, d.tenant).await? else {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(None);
         };
@@ -797,13 +795,12 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let kind = DEADLINE_TEST_ALARM;
         let device = d.device;
-        let auth = self.store.device_auth(&device).await?;
-        let bound = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant);
+        let bound = self.bound_wearer(&device, d.tenant).await?;
         let window = match bound {
-            Some((tenant, Some(_))) => self.rules(tenant, cache).await?.test_window,
-            _ => None,
+            Some((tenant, _)) => self.rules(tenant, cache).await?.test_window,
+            None => None,
         };
-        let (Some((tenant, Some(wearer))), Some(window)) = (bound, window) else {
+        let (Some((tenant, wearer)), Some(window)) = (bound, window) else {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(());
         };
@@ -831,10 +828,7 @@ impl Engine {
             return Ok(());
         }
         let device = d.device;
-        // Bound to nobody (or moved to another tenant) since: nobody to tell.
-        let auth = self.store.device_auth(&device).await?;
-        let Some((tenant, Some(wearer))) = auth.map(|a| (a.tenant, a.wearer)).filter(|(t, _)| *t == d.tenant)
-        else {
+        let Some((tenant, wearer)) = self.bound_wearer(&device, d.tenant).await? else {
             deadlines.push(DeadlineChange::Drop { device, kind });
             return Ok(());
         };
@@ -871,6 +865,18 @@ impl Engine {
             recheck_at: now + OFFLINE_RECHECK,
         });
         Ok(())
+    }
+
+    /// The wearer `device` is bound to now, if it is still in `tenant` (the tenant its deadline
+    /// was written for). A device bound to nobody, or moved to another tenant, since: nobody to
+    /// tell, and its supervision row goes.
+    async fn bound_wearer(
+        &self,
+        device: &DeviceId,
+        tenant: TenantId,
+    ) -> Result<Option<(TenantId, WearerId)>, EngineError> {
+        let auth = self.store.device_auth(device).await?;
+        Ok(auth.filter(|a| a.tenant == tenant).and_then(|a| a.wearer.map(|w| (a.tenant, w))))
     }
 
     async fn device_alarm_signal(&self, alarm: PendingDeviceAlarm) -> Result<Signal, EngineError> {

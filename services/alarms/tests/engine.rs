@@ -9,10 +9,10 @@ use trygg_core::{
     AlarmKind, AlarmState, CommandError, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand,
     DeviceCommands, DeviceId, Fix, FixSource, Outcome, ReportIntervals, Step, TenantId, WearerId,
 };
-use trygg_store::testing::TestDb;
+use trygg_store::testing::{TestDb, add_user, add_watch, commit_device_alarm, device_alarm, tenant_settings};
 use trygg_store::{
-    AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
-    Role, SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
+    AlarmFilter, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, Protocol, Role,
+    SignalOutcome, StepOutcome, StepRequest, Store, TenantSettings, WearerFields, ZoneFields,
     on_both_backends,
 };
 use uuid::Uuid;
@@ -57,36 +57,21 @@ async fn setup(store: Arc<dyn Store>, consent: bool) -> Setup {
     let tenant = store.create_tenant("Skövde").await.unwrap();
     let mut staff = [Uuid::nil(); 2];
     for (i, s) in staff.iter_mut().enumerate() {
-        let user = NewUser {
-            tenant: Some(tenant),
-            email: format!("staff{i}@skovde.se"),
-            name: format!("Staff {i}"),
-            role: Role::Staff,
-            password_hash: "x".into(),
-        };
-        *s = store.add_user(&user).await.unwrap();
+        *s = add_user(
+            &*store,
+            Some(tenant),
+            Role::Staff,
+            &format!("staff{i}@skovde.se"),
+            &format!("Staff {i}"),
+        )
+        .await;
     }
-    let cw = NewUser {
-        tenant: Some(tenant),
-        email: "cw@skovde.se".into(),
-        name: "Hanna".into(),
-        role: Role::Caseworker,
-        password_hash: "x".into(),
-    };
-    let cw = store.add_user(&cw).await.unwrap();
+    let cw = add_user(&*store, Some(tenant), Role::Caseworker, "cw@skovde.se", "Hanna").await;
     let team = store.add_team(tenant, "Hemtjänst Norr").await.unwrap();
     assert!(store.set_team_members(tenant, team, &staff).await.unwrap());
     let fields = WearerFields { name: "Dagny".into(), team: Some(team), ..WearerFields::default() };
     let wearer = store.add_wearer(tenant, &fields).await.unwrap();
-    let device = DeviceId::parse("w1").unwrap();
-    let new = NewDevice {
-        id: device.clone(),
-        tenant,
-        wearer: Some(wearer),
-        protocol: Protocol::Watch,
-        token_hash: None,
-    };
-    store.register_device(&new).await.unwrap();
+    let device = add_watch(&*store, tenant, Some(wearer), "w1").await;
     let t0 = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap() - TimeDelta::hours(1);
     if consent {
         let c = NewConsent {
@@ -154,23 +139,10 @@ impl Setup {
     async fn commit_sos(&self, minute: i64) -> Committed {
         let fix = self.fix(minute, 0.0);
         let alarm = NewDeviceAlarm {
-            device: self.device.clone(),
-            kind: DeviceAlarmKind::Sos,
-            time: fix.time,
-            received_at: Utc::now(),
-            clock_suspect: false,
             fix: Some(NewFix { fix: fix.clone(), late: false }),
+            ..device_alarm(&self.device, DeviceAlarmKind::Sos, fix.time, Utc::now())
         };
-        let stored = self.store.insert_device_alarm(&alarm).await.unwrap();
-        Committed::Alarm {
-            tenant: self.tenant,
-            wearer: Some(self.wearer),
-            device: self.device.clone(),
-            alarm_id: stored.id,
-            kind: DeviceAlarmKind::Sos,
-            duplicate: stored.duplicate,
-            fix: Some(fix),
-        }
+        commit_device_alarm(&*self.store, self.tenant, Some(self.wearer), &alarm).await
     }
 
     async fn all_alarms(&self) -> Vec<trygg_store::Alarm> {
@@ -224,14 +196,7 @@ async fn a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing(store: Ar
     }
     assert!(engine.process(vec![again.clone()], Utc::now()).await.unwrap().is_empty());
     let later = s.fix(5, 0.0).time + TimeDelta::seconds(30);
-    let repeat = NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: later,
-        received_at: Utc::now(),
-        clock_suspect: false,
-        fix: None,
-    };
+    let repeat = device_alarm(&s.device, DeviceAlarmKind::Sos, later, Utc::now());
     let stored = s.store.insert_device_alarm(&repeat).await.unwrap();
     if let Committed::Alarm { alarm_id, duplicate, fix, .. } = &mut again {
         (*alarm_id, *duplicate, *fix) = (stored.id, false, None);
@@ -244,28 +209,10 @@ async fn a_repeated_sos_joins_the_open_alarm_and_a_resend_adds_nothing(store: Ar
 
 /// A team of its own, set as the tenant's fallback; its one member.
 async fn fallback_team(s: &Setup) -> Uuid {
-    let user = NewUser {
-        tenant: Some(s.tenant),
-        email: "jour@skovde.se".into(),
-        name: "Jour".into(),
-        role: Role::Staff,
-        password_hash: "x".into(),
-    };
-    let on_call = s.store.add_user(&user).await.unwrap();
+    let on_call = add_user(&*s.store, Some(s.tenant), Role::Staff, "jour@skovde.se", "Jour").await;
     let team = s.store.add_team(s.tenant, "Larmjour").await.unwrap();
     assert!(s.store.set_team_members(s.tenant, team, &[on_call]).await.unwrap());
-    let settings = TenantSettings {
-        time_zone: "Europe/Stockholm".into(),
-        exit_policy: "{}".into(),
-        offline_after_secs: 900,
-        battery_low_pct: 20,
-        fix_retention_days: 30,
-        on_site_limit_secs: 3600,
-        repeat_join_secs: 900,
-        fallback_team: Some(team),
-        fallback_alarm_centre_url: None,
-        supervision: Default::default(),
-    };
+    let settings = TenantSettings { fallback_team: Some(team), ..tenant_settings() };
     s.store.put_settings(s.tenant, &settings, Utc::now()).await.unwrap();
     on_call
 }
@@ -303,24 +250,8 @@ async fn an_sos_from_a_watch_bound_to_nobody_alerts_the_fallback_team(store: Arc
     assert!(s.store.alarm(s.tenant, id, Some(on_call)).await.unwrap().is_some(), "the on-call sees it");
     assert!(s.store.pending_device_alarms().await.unwrap().is_empty(), "handled, so not retried forever");
     // The watch presses again: the same open alarm, keyed by the device.
-    let again = NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: s.fix(6, 0.0).time,
-        received_at: Utc::now(),
-        clock_suspect: false,
-        fix: None,
-    };
-    let stored = s.store.insert_device_alarm(&again).await.unwrap();
-    let committed = Committed::Alarm {
-        tenant: s.tenant,
-        wearer: None,
-        device: s.device.clone(),
-        alarm_id: stored.id,
-        kind: DeviceAlarmKind::Sos,
-        duplicate: false,
-        fix: None,
-    };
+    let again = device_alarm(&s.device, DeviceAlarmKind::Sos, s.fix(6, 0.0).time, Utc::now());
+    let committed = commit_device_alarm(&*s.store, s.tenant, None, &again).await;
     assert_eq!(engine.process(vec![committed], Utc::now()).await.unwrap(), [SignalOutcome::Joined(id)]);
 }
 
@@ -390,24 +321,8 @@ async fn an_sos_without_a_position_carries_the_last_known_one(store: Arc<dyn Sto
     let mut engine = s.engine().await;
     let last = s.fix(3, 20.0);
     engine.process(vec![s.commit_fixes(std::slice::from_ref(&last)).await], Utc::now()).await.unwrap();
-    let alarm = NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: s.fix(9, 0.0).time,
-        received_at: Utc::now(),
-        clock_suspect: false,
-        fix: None,
-    };
-    let stored = s.store.insert_device_alarm(&alarm).await.unwrap();
-    let committed = Committed::Alarm {
-        tenant: s.tenant,
-        wearer: Some(s.wearer),
-        device: s.device.clone(),
-        alarm_id: stored.id,
-        kind: DeviceAlarmKind::Sos,
-        duplicate: false,
-        fix: None,
-    };
+    let alarm = device_alarm(&s.device, DeviceAlarmKind::Sos, s.fix(9, 0.0).time, Utc::now());
+    let committed = commit_device_alarm(&*s.store, s.tenant, Some(s.wearer), &alarm).await;
     let out = engine.process(vec![committed], Utc::now()).await.unwrap();
     let [id] = raised(&out)[..] else { panic!("{out:?}") };
     let alarm = s.store.alarm(s.tenant, id, None).await.unwrap().unwrap();

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
-use trygg_core::{AlarmKind, AlarmState, Committed, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId};
+use trygg_core::{
+    AlarmKind, AlarmState, Committed, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId,
+};
+use trygg_store::testing::{add_user, add_watch, commit_device_alarm, device_alarm, tenant_settings};
 use trygg_store::{
-    AlarmFilter, FixBatch, NewDevice, NewFix, NewUser, Protocol, Role, SignalOutcome, Store,
-    SupervisionSettings, TenantSettings, WearerFields, on_both_backends,
+    AlarmFilter, FixBatch, NewFix, Role, SignalOutcome, Store, SupervisionSettings, TenantSettings,
+    WearerFields, on_both_backends,
 };
 use uuid::Uuid;
 
@@ -46,27 +49,12 @@ struct Setup {
 /// A tenant with default settings, a wearer with a one-person team, wearing watch `w1`.
 async fn setup(store: Arc<dyn Store>) -> Setup {
     let tenant = store.create_tenant("Skövde").await.unwrap();
-    let user = NewUser {
-        tenant: Some(tenant),
-        email: "staff@skovde.se".into(),
-        name: "Sven".into(),
-        role: Role::Staff,
-        password_hash: "x".into(),
-    };
-    let staff = store.add_user(&user).await.unwrap();
+    let staff = add_user(&*store, Some(tenant), Role::Staff, "staff@skovde.se", "Sven").await;
     let team = store.add_team(tenant, "Hemtjänst Norr").await.unwrap();
     assert!(store.set_team_members(tenant, team, &[staff]).await.unwrap());
     let fields = WearerFields { name: "Dagny".into(), team: Some(team), ..WearerFields::default() };
     let wearer = store.add_wearer(tenant, &fields).await.unwrap();
-    let device = DeviceId::parse("w1").unwrap();
-    let new = NewDevice {
-        id: device.clone(),
-        tenant,
-        wearer: Some(wearer),
-        protocol: Protocol::Watch,
-        token_hash: None,
-    };
-    store.register_device(&new).await.unwrap();
+    let device = add_watch(&*store, tenant, Some(wearer), "w1").await;
     let t0 = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
     Setup { store, zones: Arc::new(ZoneIndexes::default()), tenant, wearer, device, staff, t0 }
 }
@@ -134,44 +122,21 @@ impl Setup {
     /// Saves default settings with a daily test-alarm window from `from` to `until` o'clock.
     async fn test_window(&self, from: u8, until: u8) {
         let settings = TenantSettings {
-            time_zone: "Europe/Stockholm".into(),
-            exit_policy: "{}".into(),
             offline_after_secs: OFFLINE.num_seconds() as u32,
-            battery_low_pct: 20,
-            fix_retention_days: 30,
-            on_site_limit_secs: 3600,
-            repeat_join_secs: 900,
-            fallback_team: None,
-            fallback_alarm_centre_url: None,
             supervision: SupervisionSettings {
                 test_alarm_from_hour: from,
                 test_alarm_until_hour: until,
                 ..SupervisionSettings::default()
             },
+            ..tenant_settings()
         };
         self.store.put_settings(self.tenant, &settings, self.t0).await.unwrap();
     }
 
     /// Stores a test alarm the watch sent at `at` as ingest would; what ingest hands over.
     async fn test_alarm(&self, at: DateTime<Utc>) -> Committed {
-        let alarm = trygg_store::NewDeviceAlarm {
-            device: self.device.clone(),
-            kind: trygg_core::DeviceAlarmKind::Test,
-            time: at,
-            received_at: at,
-            clock_suspect: false,
-            fix: None,
-        };
-        let stored = self.store.insert_device_alarm(&alarm).await.unwrap();
-        Committed::Alarm {
-            tenant: self.tenant,
-            wearer: Some(self.wearer),
-            device: self.device.clone(),
-            alarm_id: stored.id,
-            kind: trygg_core::DeviceAlarmKind::Test,
-            duplicate: false,
-            fix: None,
-        }
+        let alarm = device_alarm(&self.device, DeviceAlarmKind::Test, at, at);
+        commit_device_alarm(&*self.store, self.tenant, Some(self.wearer), &alarm).await
     }
 
     fn at(&self, minutes: i64) -> DateTime<Utc> {
@@ -261,15 +226,7 @@ async fn a_keep_alive_postpones_the_deadline_and_resolves_an_open_alert(store: A
 
 async fn a_device_never_heard_or_bound_to_nobody_raises_nothing(store: Arc<dyn Store>) {
     let s = setup(store).await;
-    let spare = DeviceId::parse("w2").unwrap();
-    let new = NewDevice {
-        id: spare.clone(),
-        tenant: s.tenant,
-        wearer: None,
-        protocol: Protocol::Watch,
-        token_hash: None,
-    };
-    s.store.register_device(&new).await.unwrap();
+    let spare = add_watch(&*s.store, s.tenant, None, "w2").await;
     let mut engine = s.engine().await;
     // A watch in a drawer, bound to nobody, reports: it is nobody's to miss.
     let report = s.report(&spare, None, s.at(0)).await;
@@ -407,15 +364,7 @@ async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_group
     // A second wearer with a watch of her own.
     let fields = WearerFields { name: "Greta".into(), ..WearerFields::default() };
     let greta = s.store.add_wearer(s.tenant, &fields).await.unwrap();
-    let w2 = DeviceId::parse("w2").unwrap();
-    let new = NewDevice {
-        id: w2.clone(),
-        tenant: s.tenant,
-        wearer: Some(greta),
-        protocol: Protocol::Watch,
-        token_hash: None,
-    };
-    s.store.register_device(&new).await.unwrap();
+    let w2 = add_watch(&*s.store, s.tenant, Some(greta), "w2").await;
     let mut engine = s.engine().await;
     // Dagny's watch goes offline first, then Greta's, then Dagny presses SOS, then Greta's
     // battery runs low.
@@ -424,24 +373,8 @@ async fn in_triage_order_critical_alarms_come_first_and_technical_ones_are_group
     engine.process(vec![a, b], s.at(1)).await.unwrap();
     engine.supervise(s.at(16)).await.unwrap();
     engine.supervise(s.at(17)).await.unwrap();
-    let sos = trygg_store::NewDeviceAlarm {
-        device: s.device.clone(),
-        kind: trygg_core::DeviceAlarmKind::Sos,
-        time: s.at(18),
-        received_at: s.at(18),
-        clock_suspect: false,
-        fix: None,
-    };
-    let stored = s.store.insert_device_alarm(&sos).await.unwrap();
-    let sos = Committed::Alarm {
-        tenant: s.tenant,
-        wearer: Some(s.wearer),
-        device: s.device.clone(),
-        alarm_id: stored.id,
-        kind: trygg_core::DeviceAlarmKind::Sos,
-        duplicate: false,
-        fix: None,
-    };
+    let sos = device_alarm(&s.device, DeviceAlarmKind::Sos, s.at(18), s.at(18));
+    let sos = commit_device_alarm(&*s.store, s.tenant, Some(s.wearer), &sos).await;
     engine.process(vec![sos], s.at(18)).await.unwrap();
     // 30 points an hour: it will die within the hour, quiet hours or not.
     let mut greta_low = Vec::new();

@@ -55,6 +55,14 @@ async fn raise(app: &App, f: &Fixture, wearer: WearerId, kind: AlarmKind, now: D
     common::raise_alarm(app, f, wearer, device, kind, now).await
 }
 
+/// An SOS of the fixture's wearer raised now, their watch's last fix (58.39, 13.84, ±20 m)
+/// 30 s old.
+async fn sos_after_a_fix(app: &App, f: &Fixture) -> Uuid {
+    let now = Utc::now();
+    store_fix(app, &f.device, fix(now - TimeDelta::seconds(30), 58.39, 13.84, Some(20.0)), now).await;
+    raise(app, f, f.wearer, AlarmKind::Sos, now).await
+}
+
 /// Puts the fixture's wearer in its team and `members` in the team.
 async fn team_up(app: &App, f: &Fixture, members: &[Uuid]) {
     let store = &app.state.store;
@@ -442,6 +450,12 @@ struct Events {
 }
 
 impl Events {
+    /// Opens alarm `id`'s live stream as the holder of `token`.
+    async fn open(app: &App, id: Uuid, token: &str) -> Self {
+        let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), token, &[]).await;
+        Self::new(resp.into_body())
+    }
+
     fn new(body: Body) -> Self {
         Self { body: body.into_data_stream(), buf: String::new() }
     }
@@ -473,9 +487,7 @@ async fn the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes(store: A
     let f = app.tenant("Own").await;
     team_up(&app, &f, &[f.staff]).await;
     let staff = f.token(Role::Staff);
-    let now = Utc::now();
-    store_fix(&app, &f.device, fix(now - TimeDelta::seconds(30), 58.39, 13.84, Some(20.0)), now).await;
-    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let id = sos_after_a_fix(&app, &f).await;
     let live = format!("/api/v1/alarms/{id}/live");
 
     let resp = app.raw(&live, staff, &[]).await;
@@ -519,11 +531,8 @@ async fn the_live_stream_ends_for_staff_taken_off_the_team(store: Arc<dyn Store>
     let app = App::new(store);
     let f = app.tenant("Own").await;
     team_up(&app, &f, &[f.staff]).await;
-    let now = Utc::now();
-    store_fix(&app, &f.device, fix(now - TimeDelta::seconds(30), 58.39, 13.84, Some(20.0)), now).await;
-    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
-    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), f.token(Role::Staff), &[]).await;
-    let mut events = Events::new(resp.into_body());
+    let id = sos_after_a_fix(&app, &f).await;
+    let mut events = Events::open(&app, id, f.token(Role::Staff)).await;
     assert_eq!(events.next().await.unwrap().0, "position");
 
     assert!(app.state.store.set_team_members(f.tenant, f.team, &[]).await.unwrap());
@@ -537,11 +546,8 @@ async fn a_watch_given_to_someone_else_shows_none_of_their_positions_on_the_alar
     let app = App::new(store);
     let f = app.tenant("Own").await;
     team_up(&app, &f, &[f.staff]).await;
-    let now = Utc::now();
-    store_fix(&app, &f.device, fix(now - TimeDelta::seconds(30), 58.39, 13.84, Some(20.0)), now).await;
-    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
-    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), f.token(Role::Staff), &[]).await;
-    let mut events = Events::new(resp.into_body());
+    let id = sos_after_a_fix(&app, &f).await;
+    let mut events = Events::open(&app, id, f.token(Role::Staff)).await;
     assert_eq!(events.next().await.unwrap().1["lat"], 58.39);
 
     // The watch goes to another wearer; their walk must not show on this alarm.
@@ -563,8 +569,7 @@ async fn a_watch_given_to_someone_else_shows_none_of_their_positions_on_the_alar
         let trail: Vec<&Value> = detail["trail"].as_array().unwrap().iter().map(|p| &p["lat"]).collect();
         assert_eq!(trail, [&json!(58.39)], "{detail}");
     }
-    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), f.token(Role::Caseworker), &[]).await;
-    let mut events = Events::new(resp.into_body());
+    let mut events = Events::open(&app, id, f.token(Role::Caseworker)).await;
     assert_eq!(events.next().await.unwrap().1["lat"], 58.39, "the last position of the wearer's binding");
     assert_eq!(events.next().await.unwrap().0, "ended");
 }
@@ -585,8 +590,7 @@ async fn the_live_stream_sends_a_fix_committed_after_one_received_later(store: A
     store_fix(&app, &f.device, fix(now - TimeDelta::seconds(60), 58.30, 13.80, None), now).await;
     let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
 
-    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), cw, &[]).await;
-    let mut events = Events::new(resp.into_body());
+    let mut events = Events::open(&app, id, cw).await;
     assert_eq!(events.next().await.unwrap().1["lat"], 58.39);
     let received = Utc::now();
     store_fix(&app, &f.device, fix(received, 58.41, 13.86, None), received).await;
@@ -609,8 +613,7 @@ async fn the_live_stream_ends_promptly_when_the_server_stops(store: Arc<dyn Stor
     store_fix(&app, &f.device, fix(now, 58.39, 13.84, None), now).await;
     let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
 
-    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), cw, &[]).await;
-    let mut events = Events::new(resp.into_body());
+    let mut events = Events::open(&app, id, cw).await;
     assert_eq!(events.next().await.unwrap().0, "position");
     tokio::time::sleep(LIVE_POLL * 3).await;
     let asked = std::time::Instant::now();
@@ -632,8 +635,7 @@ async fn a_live_client_that_goes_away_leaves_nothing_running(store: Arc<dyn Stor
     let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
     let handles = Arc::strong_count(&app.state.store);
 
-    let resp = app.raw(&format!("/api/v1/alarms/{id}/live"), cw, &[]).await;
-    let mut events = Events::new(resp.into_body());
+    let mut events = Events::open(&app, id, cw).await;
     assert_eq!(events.next().await.unwrap().0, "position");
     tokio::time::sleep(LIVE_POLL * 3).await;
     assert!(Arc::strong_count(&app.state.store) > handles, "the open stream holds the store");

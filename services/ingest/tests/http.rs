@@ -1,6 +1,8 @@
 //! The native ingest endpoints in-process on a fresh SQLite database: every bad input gets its
 //! 4xx with a JSON error, is counted, and loses none of the good data.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,10 +13,10 @@ use prometheus_client::registry::Registry;
 use prost::Message;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use trygg_core::{DeviceId, FixPolicy};
-use trygg_ingest::{CommitConfig, FixCommitter, Ingest, IngestMetrics, Limits, LogSink, pb, router};
+use trygg_core::DeviceId;
+use trygg_ingest::{AlarmPath, IngestMetrics, Limits, pb, router};
 use trygg_store::testing::TestDb;
-use trygg_store::{NewDevice, Protocol, Store, token};
+use trygg_store::{Protocol, Store, token};
 
 const TOKEN: &str = "device-secret";
 
@@ -32,24 +34,12 @@ async fn app() -> App {
     for (id, protocol, hash) in
         [("d1", Protocol::Native, Some(token::hash(TOKEN))), ("w1", Protocol::Watch, None)]
     {
-        let new =
-            NewDevice { id: DeviceId::parse(id).unwrap(), tenant, wearer: None, protocol, token_hash: hash };
-        store.register_device(&new).await.unwrap();
+        common::register(&*store, tenant, id, protocol, hash).await;
     }
     let mut registry = Registry::default();
     let metrics = IngestMetrics::register(&mut registry);
-    let (committer, _) = FixCommitter::start(store.clone(), CommitConfig::default(), metrics.clone());
-    let ingest = Ingest {
-        store: store.clone(),
-        committer,
-        sink: Arc::new(LogSink),
-        metrics,
-        limits: Limits { max_body_bytes: 64 * 1024, max_batch_fixes: 100 },
-        policy: FixPolicy::default(),
-        timeout: trygg_ingest::DEFAULT_TIMEOUT,
-        alarm_path: trygg_ingest::AlarmPath::always(),
-        report_intervals: Default::default(),
-    };
+    let limits = Limits { max_body_bytes: 64 * 1024, max_batch_fixes: 100 };
+    let ingest = common::ingest(store.clone(), metrics, limits, AlarmPath::always());
     App { _db: db, store, router: router(ingest), registry }
 }
 

@@ -3,6 +3,8 @@
 //! connection that switches device id. After each, the server still serves a good watch, and
 //! every acknowledged frame is in the database.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,13 +12,13 @@ use chrono::Utc;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use trygg_core::{DeviceId, FixPolicy};
+use trygg_core::DeviceId;
 use trygg_ingest::{
-    CommitConfig, DeviceBinds, DeviceConfig, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics,
-    FixCommitter, HeardWriter, Ingest, IngestMetrics, Limits, LogSink,
+    AlarmPath, DeviceBinds, DeviceConfig, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics,
+    HeardWriter, IngestMetrics, Limits,
 };
 use trygg_store::testing::TestDb;
-use trygg_store::{NewDevice, Protocol, Store};
+use trygg_store::{Protocol, Store};
 
 struct Setup {
     _db: TestDb,
@@ -37,23 +39,10 @@ async fn setup(read_timeout: Duration) -> Setup {
     for (id, protocol) in
         [(WATCH, Protocol::Watch), ("8800000016", Protocol::Watch), ("864717003283581", Protocol::Gt06)]
     {
-        let new =
-            NewDevice { id: DeviceId::parse(id).unwrap(), tenant, wearer: None, protocol, token_hash: None };
-        store.register_device(&new).await.unwrap();
+        common::register(&*store, tenant, id, protocol, None).await;
     }
     let metrics = IngestMetrics::register(&mut Registry::default());
-    let (committer, _task) = FixCommitter::start(store.clone(), CommitConfig::default(), metrics.clone());
-    let ingest = Ingest {
-        store: store.clone(),
-        committer,
-        sink: Arc::new(LogSink),
-        metrics,
-        limits: Limits::default(),
-        policy: FixPolicy::default(),
-        timeout: trygg_ingest::DEFAULT_TIMEOUT,
-        alarm_path: trygg_ingest::AlarmPath::always(),
-        report_intervals: Default::default(),
-    };
+    let ingest = common::ingest(store.clone(), metrics, Limits::default(), AlarmPath::always());
     let device_metrics = DeviceMetrics::unregistered();
     let ctx = DeviceIngest {
         ingest,

@@ -6,6 +6,8 @@
 //! and cuts connections (a stopped server) or keeps them open and silent (a hung server, a
 //! network dropping packets).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +22,10 @@ use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
-use trygg_core::{DeviceId, FixPolicy};
-use trygg_ingest::{AlarmPath, CommitConfig, FixCommitter, Ingest, IngestMetrics, Limits, LogSink, router};
+use trygg_core::DeviceId;
+use trygg_ingest::{AlarmPath, IngestMetrics, Limits, router};
 use trygg_store::testing::TestDb;
-use trygg_store::{ConnectOptions, NewDevice, Protocol, Store, token};
+use trygg_store::{ConnectOptions, Protocol, Store, token};
 
 const TOKEN: &str = "device-secret";
 /// Concurrent requests sent while the database is away.
@@ -51,27 +53,9 @@ async fn app_with(url: &str, alarm_path: AlarmPath) -> App {
     };
     let store = trygg_store::connect(url, &options).await.unwrap();
     let tenant = store.create_tenant("Lerums kommun").await.unwrap();
-    let new = NewDevice {
-        id: DeviceId::parse("d1").unwrap(),
-        tenant,
-        wearer: None,
-        protocol: Protocol::Native,
-        token_hash: Some(token::hash(TOKEN)),
-    };
-    store.register_device(&new).await.unwrap();
+    common::register(&*store, tenant, "d1", Protocol::Native, Some(token::hash(TOKEN))).await;
     let metrics = IngestMetrics::register(&mut Registry::default());
-    let (committer, _) = FixCommitter::start(store.clone(), CommitConfig::default(), metrics.clone());
-    let ingest = Ingest {
-        store: store.clone(),
-        committer,
-        sink: Arc::new(LogSink),
-        metrics,
-        limits: Limits::default(),
-        policy: FixPolicy::default(),
-        timeout: trygg_ingest::DEFAULT_TIMEOUT,
-        alarm_path,
-        report_intervals: Default::default(),
-    };
+    let ingest = common::ingest(store.clone(), metrics, Limits::default(), alarm_path);
     App { store, router: router(ingest) }
 }
 

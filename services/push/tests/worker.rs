@@ -21,12 +21,13 @@ use trygg_push::webhook::AllowHosts;
 use trygg_push::worker::{SIGNATURE_HEADER, verify};
 use trygg_push::{FcmClient, PushMetrics, Worker, WorkerConfig};
 use trygg_store::{
-    EngineCommit, NewAlarm, NewUser, Position, PushSettings, Responder, ResponderPlan, ResponderTarget, Role,
-    Signal, SignalOutcome, StepRequest, Store,
+    EngineCommit, NewAlarm, Position, PushSettings, Responder, ResponderPlan, ResponderTarget, Role, Signal,
+    SignalOutcome, StepRequest, Store,
 };
 use uuid::Uuid;
 
 use trygg_store::on_both_backends;
+use trygg_store::testing::add_user;
 
 on_both_backends!(
     an_outbox_row_becomes_one_push_per_active_token_and_the_alarm_is_notified,
@@ -70,14 +71,14 @@ async fn world(store: Arc<dyn Store>, staff: usize) -> World {
     let wearer = store.create_wearer(tenant, "Astrid Andersson").await.unwrap();
     let mut ids = Vec::new();
     for i in 0..staff {
-        let user = NewUser {
-            tenant: Some(tenant),
-            email: format!("staff{i}@lerum.se"),
-            name: format!("Staff {i}"),
-            role: Role::Staff,
-            password_hash: "h".into(),
-        };
-        let id = store.add_user(&user).await.unwrap();
+        let id = add_user(
+            &*store,
+            Some(tenant),
+            Role::Staff,
+            &format!("staff{i}@lerum.se"),
+            &format!("Staff {i}"),
+        )
+        .await;
         store.put_push_token(tenant, id, &format!("phone-{i}"), "android", t0()).await.unwrap();
         ids.push(id);
     }

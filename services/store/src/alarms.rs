@@ -931,26 +931,7 @@ async fn raise_in(tx: &mut Tx, a: &NewAlarm, now: DateTime<Utc>) -> Result<Signa
             return Ok(SignalOutcome::Joined(open.id));
         }
     }
-    let id = Uuid::new_v4();
-    query(
-        "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
-                 trigger_time, lat, lon, accuracy_m, position_time, last_triggered_at) \
-                 values ($1, $2, $3, $4, $5, $6, 'raised', $7, $8, $9, $10, $11, $12, $7)",
-    )
-    .bind(id)
-    .bind(a.tenant.0)
-    .bind(a.wearer.map(|w| w.0))
-    .bind(a.device.as_ref().map(|d| d.as_str()))
-    .bind(a.kind.as_str())
-    .bind(zone)
-    .bind(now)
-    .bind(a.trigger_time)
-    .bind(position.map(|p| p.lat))
-    .bind(position.map(|p| p.lon))
-    .bind(position.and_then(|p| p.accuracy_m))
-    .bind(a.position.map(|(_, t)| t))
-    .execute(&mut *tx)
-    .await?;
+    let id = insert_alarm_in(tx, a, zone, now, None).await?;
     let event = NewAlarmEvent { at: now, kind: "raised".into(), actor: None, position, detail };
     event_in(&mut *tx, id, &event, None).await?;
     if let Some(old) = open {
@@ -1020,28 +1001,8 @@ async fn test_alarm_in(
     position: Option<Position>,
     detail: String,
 ) -> Result<SignalOutcome, StoreError> {
-    let id = Uuid::new_v4();
     let note = "closed automatically: a test alarm from the device";
-    query(
-        "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
-         trigger_time, lat, lon, accuracy_m, position_time, last_triggered_at, closed_at, outcome, note) \
-         values ($1, $2, $3, $4, $5, '', 'closed', $6, $7, $8, $9, $10, $11, $6, $6, $12, $13)",
-    )
-    .bind(id)
-    .bind(a.tenant.0)
-    .bind(a.wearer.map(|w| w.0))
-    .bind(a.device.as_ref().map(|d| d.as_str()))
-    .bind(a.kind.as_str())
-    .bind(now)
-    .bind(a.trigger_time)
-    .bind(position.map(|p| p.lat))
-    .bind(position.map(|p| p.lon))
-    .bind(position.and_then(|p| p.accuracy_m))
-    .bind(a.position.map(|(_, t)| t))
-    .bind(trygg_core::Outcome::Test.as_str())
-    .bind(note)
-    .execute(&mut *tx)
-    .await?;
+    let id = insert_alarm_in(tx, a, "", now, Some((trygg_core::Outcome::Test, note))).await?;
     for (kind, detail) in [("raised", detail), ("closed", note.to_owned())] {
         let event = NewAlarmEvent { at: now, kind: kind.into(), actor: None, position, detail };
         event_in(&mut *tx, id, &event, None).await?;
@@ -1050,6 +1011,43 @@ async fn test_alarm_in(
         handled_in(tx, da, Some(id), now).await?;
     }
     Ok(SignalOutcome::Raised(id))
+}
+
+/// Writes the row of a new alarm `a` raised at `now` (in zone `zone`, `""` for none) and returns
+/// its id: open (`raised`), or already `closed` at `now` with an outcome and note.
+async fn insert_alarm_in(
+    tx: &mut Tx,
+    a: &NewAlarm,
+    zone: &str,
+    now: DateTime<Utc>,
+    closed: Option<(trygg_core::Outcome, &str)>,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::new_v4();
+    let position = a.position.map(|(p, _)| p);
+    query(
+        "insert into alarms (id, tenant_id, wearer_id, device_id, kind, zone_id, state, raised_at, \
+         trigger_time, lat, lon, accuracy_m, position_time, last_triggered_at, closed_at, outcome, note) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $8, $14, $15, $16)",
+    )
+    .bind(id)
+    .bind(a.tenant.0)
+    .bind(a.wearer.map(|w| w.0))
+    .bind(a.device.as_ref().map(|d| d.as_str()))
+    .bind(a.kind.as_str())
+    .bind(zone)
+    .bind(if closed.is_some() { "closed" } else { "raised" })
+    .bind(now)
+    .bind(a.trigger_time)
+    .bind(position.map(|p| p.lat))
+    .bind(position.map(|p| p.lon))
+    .bind(position.and_then(|p| p.accuracy_m))
+    .bind(a.position.map(|(_, t)| t))
+    .bind(closed.map(|_| now))
+    .bind(closed.map(|(outcome, _)| outcome.as_str()))
+    .bind(closed.map_or("", |(_, note)| note))
+    .execute(&mut *tx)
+    .await?;
+    Ok(id)
 }
 
 async fn handled_in(

@@ -14,7 +14,7 @@ use tracing::instrument;
 use trygg_core::{DeviceId, TenantId, WearerId};
 use uuid::Uuid;
 
-use crate::dialect::{get_opt_time, get_opt_uuid, get_time, get_uuid, query};
+use crate::dialect::{Row, get_opt_time, get_opt_uuid, get_time, get_uuid, query};
 use crate::directory::insert_binding;
 use crate::{Protocol, SqlStore, StoreError, conflict, parse_protocol};
 
@@ -201,19 +201,11 @@ impl Devices for SqlStore {
 
     #[instrument(level = "debug", skip_all)]
     async fn device_auth(&self, id: &DeviceId) -> Result<Option<DeviceAuth>, StoreError> {
-        let row = query("select tenant_id, wearer_id, protocol, token_hash from devices where id = $1")
+        let row = query("select id, tenant_id, wearer_id, protocol, token_hash from devices where id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.db)
             .await?;
-        row.map(|r| {
-            Ok(DeviceAuth {
-                tenant: TenantId(get_uuid(&r, 0)?),
-                wearer: get_opt_uuid(&r, 1)?.map(WearerId),
-                protocol: parse_protocol(r.get(2))?,
-                token_hash: r.get(3),
-            })
-        })
-        .transpose()
+        Ok(row.as_ref().map(auth_row).transpose()?.map(|(_, auth)| auth))
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -393,14 +385,7 @@ impl Devices for SqlStore {
                 .bind(token_hash)
                 .fetch_optional(&self.db)
                 .await?;
-        let Some(r) = row else { return Ok(None) };
-        let auth = DeviceAuth {
-            tenant: TenantId(get_uuid(&r, 1)?),
-            wearer: get_opt_uuid(&r, 2)?.map(WearerId),
-            protocol: parse_protocol(r.get(3))?,
-            token_hash: r.get(4),
-        };
-        Ok(Some((crate::parse_device(r.get(0))?, auth)))
+        row.as_ref().map(auth_row).transpose()
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -427,4 +412,15 @@ impl Devices for SqlStore {
             })
             .collect()
     }
+}
+
+/// Reads `id, tenant_id, wearer_id, protocol, token_hash` of a `devices` row.
+fn auth_row(r: &Row) -> Result<(DeviceId, DeviceAuth), StoreError> {
+    let auth = DeviceAuth {
+        tenant: TenantId(get_uuid(r, 1)?),
+        wearer: get_opt_uuid(r, 2)?.map(WearerId),
+        protocol: parse_protocol(r.get(3))?,
+        token_hash: r.get(4),
+    };
+    Ok((crate::parse_device(r.get(0))?, auth))
 }

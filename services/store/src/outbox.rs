@@ -281,27 +281,18 @@ impl Outbox for SqlStore {
         lease: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = claim(
-            &self.db,
-            "outbox",
-            "id, tenant_id, alarm_id, step, recipient, attempts",
-            now,
-            lease,
-            limit,
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.get(0),
-                    tenant: TenantId(get_uuid(r, 1)?),
-                    alarm: get_uuid(r, 2)?,
-                    step: narrow("outbox step", r.get(3))?,
-                    recipient: get_uuid(r, 4)?,
-                    attempts: narrow("outbox attempts", r.get(5))?,
-                })
+        let columns = "id, tenant_id, alarm_id, step, recipient, attempts";
+        claim(&self.db, "outbox", columns, now, lease, limit, |r| {
+            Ok(OutboxRow {
+                id: r.get(0),
+                tenant: TenantId(get_uuid(r, 1)?),
+                alarm: get_uuid(r, 2)?,
+                step: narrow("outbox step", r.get(3))?,
+                recipient: get_uuid(r, 4)?,
+                attempts: narrow("outbox attempts", r.get(5))?,
             })
-            .collect()
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -444,27 +435,18 @@ impl Outbox for SqlStore {
         lease: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<Timer>, StoreError> {
-        let rows = claim(
-            &self.db,
-            "alarm_timers",
-            "id, tenant_id, alarm_id, step, kind, attempts",
-            now,
-            lease,
-            limit,
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Timer {
-                    id: r.get(0),
-                    tenant: TenantId(get_uuid(r, 1)?),
-                    alarm: get_uuid(r, 2)?,
-                    step: narrow("timer step", r.get(3))?,
-                    kind: parse_text("timer kind", r.get(4))?,
-                    attempts: narrow("timer attempts", r.get(5))?,
-                })
+        let columns = "id, tenant_id, alarm_id, step, kind, attempts";
+        claim(&self.db, "alarm_timers", columns, now, lease, limit, |r| {
+            Ok(Timer {
+                id: r.get(0),
+                tenant: TenantId(get_uuid(r, 1)?),
+                alarm: get_uuid(r, 2)?,
+                step: narrow("timer step", r.get(3))?,
+                kind: parse_text("timer kind", r.get(4))?,
+                attempts: narrow("timer attempts", r.get(5))?,
             })
-            .collect()
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -644,16 +626,18 @@ impl Outbox for SqlStore {
 }
 
 /// Claims up to `limit` due pending rows of `table` (`outbox` or `alarm_timers`) for `lease`
-/// and returns their `columns`: rows of critical alarms first, then oldest due first; rows
-/// another worker holds are skipped on PostgreSQL. The table and columns are our own fixed names.
-async fn claim(
+/// and returns their `columns`, each read by `read`: rows of critical alarms first, then oldest
+/// due first; rows another worker holds are skipped on PostgreSQL. The table and columns are our
+/// own fixed names.
+async fn claim<T>(
     db: &Db,
     table: &'static str,
     columns: &'static str,
     now: DateTime<Utc>,
     lease: Duration,
     limit: u32,
-) -> Result<Vec<Row>, StoreError> {
+    read: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     let critical = crate::alarms::critical_kinds_sql();
     let sql = format!(
         "update {table} set due_at = $1 where id in (select t.id from {table} t \
@@ -662,7 +646,9 @@ async fn claim(
          t.due_at limit $3{skip_locked}) returning {columns}",
         skip_locked = db.skip_locked()
     );
-    Ok(query(sql).bind(now + chrono_duration(lease)).bind(now).bind(i64::from(limit)).fetch_all(db).await?)
+    let rows =
+        query(sql).bind(now + chrono_duration(lease)).bind(now).bind(i64::from(limit)).fetch_all(db).await?;
+    rows.iter().map(read).collect()
 }
 
 /// Ends a pending outbox row or timer (`table`) with `status`; false if it was not pending.

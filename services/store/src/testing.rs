@@ -4,12 +4,21 @@
 //! PostgreSQL is found at `TRYGG_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`,
 //! the server every development and CI machine runs). A missing server fails the test loudly:
 //! a backend that silently skips its tests is a backend nobody tests.
+//!
+//! Also the few set-up steps the tests of several crates take alike (an account, a watch, a
+//! tenant's settings), written once so a change to what they need is made in one place.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
+use trygg_core::{Committed, DeviceAlarmKind, DeviceId, TenantId, WearerId};
+use uuid::Uuid;
 
-use crate::{ConnectOptions, Store, connect};
+use crate::{
+    ConnectOptions, NewDevice, NewDeviceAlarm, NewUser, Protocol, Role, Store, SupervisionSettings,
+    TenantSettings, connect,
+};
 
 /// Runs each listed test body (an `async fn(Arc<dyn Store>)` in the invoking module) once on a
 /// fresh SQLite file and once on a fresh PostgreSQL database, as tests `sqlite::NAME` and
@@ -109,5 +118,74 @@ impl Drop for TestDb {
                 eprintln!("warning: could not drop a test database");
             }
         }
+    }
+}
+
+/// Adds an account of `role` (in `tenant`; `None` for an administrator) with a password hash
+/// nobody can log in with, and returns its id.
+pub async fn add_user(
+    store: &dyn Store,
+    tenant: Option<TenantId>,
+    role: Role,
+    email: &str,
+    name: &str,
+) -> Uuid {
+    let new = NewUser { tenant, email: email.into(), name: name.into(), role, password_hash: "h".into() };
+    store.add_user(&new).await.expect("add a user")
+}
+
+/// Registers watch `id` in `tenant`, bound to `wearer` from now on when given.
+pub async fn add_watch(store: &dyn Store, tenant: TenantId, wearer: Option<WearerId>, id: &str) -> DeviceId {
+    let id = DeviceId::parse(id).expect("a valid device id");
+    let new = NewDevice { id: id.clone(), tenant, wearer, protocol: Protocol::Watch, token_hash: None };
+    store.register_device(&new).await.expect("register a watch");
+    id
+}
+
+/// An alarm of `kind` that `device` stamped `time` and the server received at `received_at`,
+/// without a fix (add one with `NewDeviceAlarm { fix, ..device_alarm(..) }`).
+pub fn device_alarm(
+    device: &DeviceId,
+    kind: DeviceAlarmKind,
+    time: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+) -> NewDeviceAlarm {
+    NewDeviceAlarm { device: device.clone(), kind, time, received_at, clock_suspect: false, fix: None }
+}
+
+/// Stores `alarm` as ingest would and returns what ingest hands the alarm engine for it, its
+/// device being of `tenant` and bound to `wearer`.
+pub async fn commit_device_alarm(
+    store: &dyn Store,
+    tenant: TenantId,
+    wearer: Option<WearerId>,
+    alarm: &NewDeviceAlarm,
+) -> Committed {
+    let stored = store.insert_device_alarm(alarm).await.expect("store a device alarm");
+    Committed::Alarm {
+        tenant,
+        wearer,
+        device: alarm.device.clone(),
+        alarm_id: stored.id,
+        kind: alarm.kind,
+        duplicate: stored.duplicate,
+        fix: alarm.fix.as_ref().map(|f| f.fix.clone()),
+    }
+}
+
+/// The settings the tests give a tenant (the defaults a new tenant is shown); change a field
+/// with `TenantSettings { field, ..tenant_settings() }`.
+pub fn tenant_settings() -> TenantSettings {
+    TenantSettings {
+        time_zone: "Europe/Stockholm".into(),
+        exit_policy: "{}".into(),
+        offline_after_secs: 900,
+        battery_low_pct: 20,
+        fix_retention_days: 30,
+        on_site_limit_secs: 3600,
+        repeat_join_secs: 900,
+        fallback_team: None,
+        fallback_alarm_centre_url: None,
+        supervision: SupervisionSettings::default(),
     }
 }

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource, TenantId, WearerId};
+use trygg_core::{DeviceAlarmKind, Fix, FixSource, TenantId, WearerId};
+use trygg_store::testing::{add_user, add_watch, device_alarm, tenant_settings};
 use trygg_store::{
-    AccessEntry, ConsentGiver, FixBatch, NewConsent, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol,
-    Responder, ResponderPlan, ResponderTarget, Role, Store, StoreError, TenantSettings, WearerFields,
-    ZoneFields, on_both_backends,
+    AccessEntry, ConsentGiver, FixBatch, NewConsent, NewDeviceAlarm, NewFix, NewUser, Responder,
+    ResponderPlan, ResponderTarget, Role, Store, StoreError, TenantSettings, WearerFields, ZoneFields,
+    on_both_backends,
 };
-use uuid::Uuid;
 
 on_both_backends!(
     accounts_are_found_by_email_and_emails_are_unique,
@@ -29,28 +29,16 @@ fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
 }
 
-async fn user(store: &Arc<dyn Store>, tenant: Option<TenantId>, email: &str, role: Role) -> Uuid {
-    let new = NewUser { tenant, email: email.into(), name: "N".into(), role, password_hash: "h".into() };
-    store.add_user(&new).await.unwrap()
-}
-
 async fn tenant_with_wearer(store: &Arc<dyn Store>, name: &str) -> (TenantId, WearerId) {
     let tenant = store.create_tenant(name).await.unwrap();
     let wearer = store.create_wearer(tenant, "Astrid").await.unwrap();
     (tenant, wearer)
 }
 
-async fn device(store: &Arc<dyn Store>, tenant: TenantId, id: &str) -> DeviceId {
-    let id = DeviceId::parse(id).unwrap();
-    let new = NewDevice { id: id.clone(), tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
-    store.register_device(&new).await.unwrap();
-    id
-}
-
 async fn accounts_are_found_by_email_and_emails_are_unique(store: Arc<dyn Store>) {
     let tenant = store.create_tenant("Lerum").await.unwrap();
-    let admin = user(&store, None, "root@example.se", Role::Admin).await;
-    let cw = user(&store, Some(tenant), "cw@lerum.se", Role::Caseworker).await;
+    let admin = add_user(&*store, None, Role::Admin, "root@example.se", "N").await;
+    let cw = add_user(&*store, Some(tenant), Role::Caseworker, "cw@lerum.se", "N").await;
     let found = store.user_by_email("cw@lerum.se").await.unwrap().unwrap();
     assert_eq!((found.id, found.user.tenant, found.user.role), (cw, Some(tenant), Role::Caseworker));
     assert_eq!(store.user_by_email("root@example.se").await.unwrap().unwrap().id, admin);
@@ -91,7 +79,7 @@ async fn wearers_are_invisible_from_another_tenant(store: Arc<dyn Store>) {
 
 async fn consents_round_trip_and_the_first_withdrawal_counts(store: Arc<dyn Store>) {
     let (tenant, wearer) = tenant_with_wearer(&store, "A").await;
-    let cw = user(&store, Some(tenant), "cw@a.se", Role::Caseworker).await;
+    let cw = add_user(&*store, Some(tenant), Role::Caseworker, "cw@a.se", "N").await;
     let t = now();
     let new = NewConsent {
         wearer,
@@ -120,8 +108,8 @@ async fn consents_round_trip_and_the_first_withdrawal_counts(store: Arc<dyn Stor
 
 async fn binding_unbinding_and_replacing_devices_keeps_the_history(store: Arc<dyn Store>) {
     let (tenant, wearer) = tenant_with_wearer(&store, "A").await;
-    let old = device(&store, tenant, "watch-old").await;
-    let new = device(&store, tenant, "watch-new").await;
+    let old = add_watch(&*store, tenant, None, "watch-old").await;
+    let new = add_watch(&*store, tenant, None, "watch-new").await;
     let t = now();
     store.bind_device(tenant, &old, wearer, t).await.unwrap();
     assert_eq!(
@@ -144,7 +132,7 @@ async fn binding_unbinding_and_replacing_devices_keeps_the_history(store: Arc<dy
 async fn a_bound_device_cannot_be_bound_again_nor_an_unbound_one_unbound(store: Arc<dyn Store>) {
     let (tenant, wearer) = tenant_with_wearer(&store, "A").await;
     let (other, other_wearer) = tenant_with_wearer(&store, "B").await;
-    let d = device(&store, tenant, "w1").await;
+    let d = add_watch(&*store, tenant, None, "w1").await;
     assert!(matches!(store.unbind_device(tenant, &d, now()).await, Err(StoreError::WrongState(_))));
     store.bind_device(tenant, &d, wearer, now()).await.unwrap();
     assert!(matches!(store.bind_device(tenant, &d, wearer, now()).await, Err(StoreError::WrongState(_))));
@@ -185,8 +173,8 @@ async fn zones_round_trip_and_change_only_within_their_tenant(store: Arc<dyn Sto
 
 async fn teams_list_their_members_and_responders_keep_their_order(store: Arc<dyn Store>) {
     let (tenant, wearer) = tenant_with_wearer(&store, "A").await;
-    let s1 = user(&store, Some(tenant), "s1@a.se", Role::Staff).await;
-    let s2 = user(&store, Some(tenant), "s2@a.se", Role::Staff).await;
+    let s1 = add_user(&*store, Some(tenant), Role::Staff, "s1@a.se", "N").await;
+    let s2 = add_user(&*store, Some(tenant), Role::Staff, "s2@a.se", "N").await;
     let night = store.add_team(tenant, "Natt").await.unwrap();
     let day = store.add_team(tenant, "Dag").await.unwrap();
     assert!(matches!(store.add_team(tenant, "Natt").await, Err(StoreError::Conflict("team"))));
@@ -218,18 +206,7 @@ async fn teams_list_their_members_and_responders_keep_their_order(store: Arc<dyn
 async fn settings_are_saved_and_replaced(store: Arc<dyn Store>) {
     let tenant = store.create_tenant("A").await.unwrap();
     assert!(store.settings(tenant).await.unwrap().is_none());
-    let mut s = TenantSettings {
-        time_zone: "Europe/Stockholm".into(),
-        exit_policy: "{}".into(),
-        offline_after_secs: 900,
-        battery_low_pct: 20,
-        fix_retention_days: 30,
-        on_site_limit_secs: 3600,
-        repeat_join_secs: 900,
-        fallback_team: None,
-        fallback_alarm_centre_url: None,
-        supervision: Default::default(),
-    };
+    let mut s = tenant_settings();
     store.put_settings(tenant, &s, now()).await.unwrap();
     s.fix_retention_days = 7;
     s.on_site_limit_secs = 1800;
@@ -252,8 +229,8 @@ async fn settings_are_saved_and_replaced(store: Arc<dyn Store>) {
 async fn the_access_log_lists_newest_first_per_tenant(store: Arc<dyn Store>) {
     let (tenant, wearer) = tenant_with_wearer(&store, "A").await;
     let (other, other_wearer) = tenant_with_wearer(&store, "B").await;
-    let cw = user(&store, Some(tenant), "cw@a.se", Role::Caseworker).await;
-    let cw_b = user(&store, Some(other), "cw@b.se", Role::Caseworker).await;
+    let cw = add_user(&*store, Some(tenant), Role::Caseworker, "cw@a.se", "N").await;
+    let cw_b = add_user(&*store, Some(other), Role::Caseworker, "cw@b.se", "N").await;
     let t = now();
     for (i, reason) in ["first", "second"].into_iter().enumerate() {
         let e = AccessEntry {
@@ -300,35 +277,17 @@ async fn purge_deletes_old_fixes_but_keeps_alarm_fixes_and_honours_tenant_retent
     let t = now();
     let default_tenant = store.create_tenant("Default").await.unwrap();
     let short_tenant = store.create_tenant("Short").await.unwrap();
-    let settings = TenantSettings {
-        time_zone: "Europe/Stockholm".into(),
-        exit_policy: "{}".into(),
-        offline_after_secs: 900,
-        battery_low_pct: 20,
-        fix_retention_days: 5,
-        on_site_limit_secs: 3600,
-        repeat_join_secs: 900,
-        fallback_team: None,
-        fallback_alarm_centre_url: None,
-        supervision: Default::default(),
-    };
+    let settings = TenantSettings { fix_retention_days: 5, ..tenant_settings() };
     store.put_settings(short_tenant, &settings, t).await.unwrap();
-    let a = device(&store, default_tenant, "a").await;
-    let b = device(&store, short_tenant, "b").await;
+    let a = add_watch(&*store, default_tenant, None, "a").await;
+    let b = add_watch(&*store, short_tenant, None, "b").await;
     let ages = [1, 10, 40];
     for d in [&a, &b] {
         let fixes = ages.iter().map(|days| fix(t - TimeDelta::days(*days))).collect();
         store.insert_fixes(&[FixBatch { device: d.clone(), received_at: t, fixes }]).await.unwrap();
     }
     let old = t - TimeDelta::days(40);
-    let alarm = NewDeviceAlarm {
-        device: a.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: old,
-        received_at: t,
-        clock_suspect: false,
-        fix: Some(fix(old)),
-    };
+    let alarm = NewDeviceAlarm { fix: Some(fix(old)), ..device_alarm(&a, DeviceAlarmKind::Sos, old, t) };
     store.insert_device_alarm(&alarm).await.unwrap();
 
     // Default 30 days: a keeps 1 and 10 days, and its 40-day fix because an alarm holds it.

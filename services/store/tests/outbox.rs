@@ -8,12 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_core::{AlarmKind, AlarmState, Step, TenantId, WearerId};
 use trygg_store::{
-    EngineCommit, EscalateOutcome, Escalation, NewAlarm, NewUser, PushSettings, ReceiptOutcome, Role, Signal,
+    EngineCommit, EscalateOutcome, Escalation, NewAlarm, PushSettings, ReceiptOutcome, Role, Signal,
     SignalOutcome, StepRequest, Store, TimerKind,
 };
 use uuid::Uuid;
 
 use trygg_store::on_both_backends;
+use trygg_store::testing::add_user;
 
 on_both_backends!(
     a_claim_takes_due_rows_once_and_a_lapsed_lease_gives_them_back,
@@ -47,14 +48,8 @@ async fn setup(store: &Arc<dyn Store>, staff: usize) -> Setup {
     let wearer = store.create_wearer(tenant, "Astrid").await.unwrap();
     let mut ids = Vec::new();
     for i in 0..staff {
-        let user = NewUser {
-            tenant: Some(tenant),
-            email: format!("staff{i}@lerum.se"),
-            name: format!("Staff {i}"),
-            role: Role::Staff,
-            password_hash: "h".into(),
-        };
-        ids.push(store.add_user(&user).await.unwrap());
+        let email = format!("staff{i}@lerum.se");
+        ids.push(add_user(&**store, Some(tenant), Role::Staff, &email, &format!("Staff {i}")).await);
     }
     Setup { tenant, wearer, staff: ids }
 }

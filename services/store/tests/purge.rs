@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use trygg_core::{DeviceAlarmKind, DeviceId, Fix, FixSource};
-use trygg_store::testing::TestDb;
-use trygg_store::{FixBatch, NewDevice, NewDeviceAlarm, NewFix, Protocol, Store};
+use trygg_core::{DeviceAlarmKind, Fix, FixSource};
+use trygg_store::testing::{TestDb, add_watch, device_alarm};
+use trygg_store::{FixBatch, NewDeviceAlarm, NewFix, Store};
 
 /// Devices the old fixes are spread over.
 const DEVICES: usize = 20;
@@ -39,11 +39,7 @@ async fn purge_while_ingest_runs(store: Arc<dyn Store>) {
     let tenant = store.create_tenant("Skövde").await.unwrap();
     let mut devices = Vec::new();
     for i in 0..=DEVICES {
-        let id = DeviceId::parse(&format!("watch-{i}")).unwrap();
-        let new =
-            NewDevice { id: id.clone(), tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
-        store.register_device(&new).await.unwrap();
-        devices.push(id);
+        devices.push(add_watch(&*store, tenant, None, &format!("watch-{i}")).await);
     }
     let live = devices.pop().unwrap();
     // Old fixes, one a second, 40 to 40+ days ago: past the default 30 days' retention.
@@ -59,14 +55,8 @@ async fn purge_while_ingest_runs(store: Arc<dyn Store>) {
     }
     // One old SOS whose fix must stay.
     let kept = start + TimeDelta::seconds(7);
-    let sos = NewDeviceAlarm {
-        device: devices[0].clone(),
-        kind: DeviceAlarmKind::Sos,
-        time: kept,
-        received_at: now,
-        clock_suspect: false,
-        fix: Some(fix(kept)),
-    };
+    let sos =
+        NewDeviceAlarm { fix: Some(fix(kept)), ..device_alarm(&devices[0], DeviceAlarmKind::Sos, kept, now) };
     store.insert_device_alarm(&sos).await.unwrap();
 
     let purging = {

@@ -9,6 +9,7 @@ use trygg_store::{
 };
 
 use trygg_store::on_both_backends;
+use trygg_store::testing::device_alarm;
 
 on_both_backends!(
     a_registered_device_authenticates_with_its_token_hash,
@@ -194,14 +195,7 @@ async fn many_one_fix_requests_across_statements_keep_their_own_counts(store: Ar
 }
 
 fn alarm(device: &DeviceId, time: DateTime<Utc>, fix: Option<NewFix>) -> NewDeviceAlarm {
-    NewDeviceAlarm {
-        device: device.clone(),
-        kind: DeviceAlarmKind::Sos,
-        time,
-        received_at: t0(),
-        clock_suspect: false,
-        fix,
-    }
+    NewDeviceAlarm { fix, ..device_alarm(device, DeviceAlarmKind::Sos, time, t0()) }
 }
 
 async fn a_resent_device_alarm_returns_the_stored_row(store: Arc<dyn Store>) {

@@ -3,23 +3,15 @@
 
 use std::sync::Arc;
 
-use trygg_store::{
-    NewUser, Responder, ResponderPlan, ResponderTarget, Role, Store, WearerFields, on_both_backends,
-};
+use trygg_store::testing::add_user;
+use trygg_store::{Responder, ResponderPlan, ResponderTarget, Role, Store, WearerFields, on_both_backends};
 
 on_both_backends!(another_tenants_responder_order_reads_as_empty);
 
 async fn another_tenants_responder_order_reads_as_empty(store: Arc<dyn Store>) {
     let own = store.create_tenant("Own").await.unwrap();
     let other = store.create_tenant("Other").await.unwrap();
-    let user = NewUser {
-        tenant: Some(own),
-        email: "s@own.se".into(),
-        name: "S".into(),
-        role: Role::Staff,
-        password_hash: "h".into(),
-    };
-    let staff = store.add_user(&user).await.unwrap();
+    let staff = add_user(&*store, Some(own), Role::Staff, "s@own.se", "S").await;
     let wearer =
         store.add_wearer(own, &WearerFields { name: "W".into(), ..Default::default() }).await.unwrap();
     let plan = ResponderPlan {

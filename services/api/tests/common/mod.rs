@@ -18,10 +18,8 @@ use trygg_api::{ApiState, Tokens, ZoneIndexes};
 use trygg_core::AlarmKind;
 use trygg_core::{DeviceId, Fix, FixSource, TenantId, WearerId};
 use trygg_store::alarms::{EngineCommit, NewAlarm, Position, Signal, SignalOutcome};
-use trygg_store::{
-    ConsentGiver, FixBatch, NewConsent, NewDevice, NewFix, NewUser, Protocol, Role, Store, WearerFields,
-    ZoneFields,
-};
+use trygg_store::testing::{add_user, add_watch};
+use trygg_store::{ConsentGiver, FixBatch, NewConsent, NewFix, Role, Store, WearerFields, ZoneFields};
 use uuid::Uuid;
 
 pub const SECRET: &[u8] = b"test-secret-that-is-long-enough-for-hs256!";
@@ -94,14 +92,8 @@ impl App {
 
     pub async fn user(&self, tenant: Option<TenantId>, role: Role) -> (Uuid, String) {
         let n = self.next();
-        let new = NewUser {
-            tenant,
-            email: format!("{}-{n}@test.se", role.as_str()),
-            name: format!("{} {n}", role.as_str()),
-            role,
-            password_hash: "not-a-hash".into(),
-        };
-        let id = self.state.store.add_user(&new).await.unwrap();
+        let (email, name) = (format!("{}-{n}@test.se", role.as_str()), format!("{} {n}", role.as_str()));
+        let id = add_user(&*self.state.store, tenant, role, &email, &name).await;
         (id, self.token(id, tenant, role))
     }
 
@@ -145,10 +137,7 @@ impl App {
     /// A watch, bound to `wearer` since a day ago (so fixes the tests stamp minutes back are the
     /// wearer's positions).
     pub async fn device(&self, tenant: TenantId, wearer: Option<WearerId>) -> DeviceId {
-        let id = DeviceId::parse(&format!("dev-{}", self.next())).unwrap();
-        let new =
-            NewDevice { id: id.clone(), tenant, wearer: None, protocol: Protocol::Watch, token_hash: None };
-        self.state.store.register_device(&new).await.unwrap();
+        let id = add_watch(&*self.state.store, tenant, None, &format!("dev-{}", self.next())).await;
         if let Some(wearer) = wearer {
             let since = Utc::now() - chrono::TimeDelta::days(1);
             self.state.store.bind_device(tenant, &id, wearer, since).await.unwrap();
