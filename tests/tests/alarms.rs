@@ -327,6 +327,31 @@ async fn an_open_sos_survives_a_kill_and_its_repeat_joins_it(db: TestDb) {
     assert_eq!(c.server.terminate().code(), Some(0));
 }
 
+/// FCM hangs, so the push worker holds the SOS's pushes in flight, and trygg is killed. After
+/// the restart both phones get the push at once, not when the dead process's claim runs out.
+async fn a_push_in_flight_when_trygg_dies_goes_out_at_once_after_the_restart(db: TestDb) {
+    let (fcm, dir) = (FakeFcm::start().await.unwrap(), tempfile::tempdir().unwrap());
+    let c = start(&db, &fcm, &dir);
+    let w = set_up(&c).await;
+    fcm.hang_for(Duration::from_secs(300));
+    let sos = json!({ "device": "dagny-watch", "kind": "sos", "time": Utc::now().to_rfc3339(), "fix": fix(0, 0.0) });
+    post_device(&c, &w.device_token, "alarms", sos).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fcm.hung_sends() < PHONES.len() {
+        assert!(Instant::now() < deadline, "{} of {} pushes reached the hanging FCM", fcm.hung_sends(), PHONES.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.server.kill9();
+    fcm.come_back();
+
+    let c = start(&db, &fcm, &dir);
+    let id = wait_for_alarm(&c, &w.sven, "sos").await["id"].as_str().unwrap().to_owned();
+    for phone in PHONES {
+        wait_for_pushes(&fcm, &id, phone, 1, Duration::from_secs(10)).await;
+    }
+    assert_eq!(c.server.terminate().code(), Some(0));
+}
+
 /// Yesterday's SOS was acknowledged and marked on site but never closed. Today Dagny presses
 /// again: a new alarm, pushed to both phones, not a `repeated` line on the forgotten one.
 async fn a_forgotten_sos_left_on_site_does_not_swallow_the_next_one(db: TestDb) {
@@ -428,4 +453,14 @@ async fn sqlite_a_forgotten_sos_left_on_site_does_not_swallow_the_next_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_forgotten_sos_left_on_site_does_not_swallow_the_next_one() {
     a_forgotten_sos_left_on_site_does_not_swallow_the_next_one(TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_push_in_flight_when_trygg_dies_goes_out_at_once_after_the_restart() {
+    a_push_in_flight_when_trygg_dies_goes_out_at_once_after_the_restart(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_push_in_flight_when_trygg_dies_goes_out_at_once_after_the_restart() {
+    a_push_in_flight_when_trygg_dies_goes_out_at_once_after_the_restart(TestDb::postgres().await).await;
 }

@@ -91,7 +91,7 @@ fn invalid_configuration_exits_64_with_one_line() {
 }
 
 #[test]
-fn an_unusable_base_map_exits_64_naming_the_setting() {
+fn an_unusable_setting_exits_64_naming_it() {
     for (args, named) in [
         (&["--base-map", "xyz", "--base-map-url", "https://t.example/{z}/{x}.png"][..], "TRYGG_BASE_MAP_URL"),
         (
@@ -99,6 +99,7 @@ fn an_unusable_base_map_exits_64_naming_the_setting() {
             "TRYGG_BASE_MAP_ATTRIBUTION",
         ),
         (&["--base-map", "osm"], "--base-map"),
+        (&["--node-name", " "], "TRYGG_NODE_NAME"),
     ] {
         let out = std::process::Command::new(common::BIN)
             .arg("serve")

@@ -219,7 +219,7 @@ async fn fallback_team(s: &Setup) -> Uuid {
 
 /// Who the pending outbox rows due by `now` are addressed to, each claimed and marked sent.
 async fn pushed_to(s: &Setup, now: DateTime<Utc>) -> Vec<(Uuid, Uuid)> {
-    let rows = s.store.claim_outbox(now, std::time::Duration::from_secs(30), 100).await.unwrap();
+    let rows = s.store.claim_outbox("test-node", now, std::time::Duration::from_secs(30), 100).await.unwrap();
     for row in &rows {
         s.store.outbox_sent(row.id).await.unwrap();
     }

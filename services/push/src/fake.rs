@@ -133,6 +133,7 @@ struct Inner {
     scripts: VecDeque<Script>,
     down_until: Option<Instant>,
     hanging_until: Option<Instant>,
+    hung_sends: usize,
     messages: Vec<ReceivedMessage>,
 }
 
@@ -153,8 +154,12 @@ impl Shared {
         self.lock().down_until.is_some_and(|until| Instant::now() < until)
     }
 
-    fn is_hanging(&self) -> bool {
-        self.lock().hanging_until.is_some_and(|until| Instant::now() < until)
+    /// True while hanging; counts the send about to be left unanswered.
+    fn hangs_send(&self) -> bool {
+        let mut inner = self.lock();
+        let hanging = inner.hanging_until.is_some_and(|until| Instant::now() < until);
+        inner.hung_sends += usize::from(hanging);
+        hanging
     }
 }
 
@@ -200,6 +205,7 @@ impl FakeFcm {
                 scripts: VecDeque::new(),
                 down_until: None,
                 hanging_until: None,
+                hung_sends: 0,
                 messages: Vec::new(),
             }),
         });
@@ -284,6 +290,12 @@ impl FakeFcm {
     /// How many times the token endpoint was called.
     pub fn token_requests(&self) -> usize {
         self.shared.lock().token_requests
+    }
+
+    /// How many sends arrived while hanging (see [`hang_for`](Self::hang_for)) and were left
+    /// unanswered: a test knows a worker holds a claim in flight.
+    pub fn hung_sends(&self) -> usize {
+        self.shared.lock().hung_sends
     }
 
     /// Every message accepted so far, in arrival order.
@@ -403,7 +415,7 @@ async fn send(
         Err(reason) => return invalid_argument(&reason),
     };
     let token = message.get("token").and_then(Value::as_str).map(str::to_owned);
-    if shared.is_hanging() {
+    if shared.hangs_send() {
         return fault_response(&Fault::Hang).await;
     }
     if let Some(fault) = take_fault(&shared, token.as_deref()) {

@@ -5,7 +5,8 @@
 //! a push due now, an escalation or receipt deadline that ran out, an alarm-centre delivery.
 //! It holds no queue and no timer of its own, so a restart (or a second worker, on another
 //! node with PostgreSQL) carries on where it stopped: a claim that was not finished comes back
-//! when its lease runs out, and a finished one is never claimed again.
+//! at once when its node starts again (claims carry the node's name), or to another node when
+//! its lease runs out; a finished one is never claimed again.
 //!
 //! Nothing is dropped. A push FCM refuses for good, a recipient without a usable phone, a
 //! broken Firebase setup: each is recorded on the alarm, and when no push of a step got through
@@ -61,6 +62,10 @@ pub const SIGNATURE_HEADER: &str = "x-trygg-signature";
 /// How the worker paces itself.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// The name claims are recorded under. At start the worker releases what this name still
+    /// holds (a previous process's claims), so two running workers must not share it. The
+    /// default is unique to this config, and so releases nothing.
+    pub node: String,
     /// How often to look for due rows when nobody wakes the worker.
     pub poll_interval: Duration,
     /// How long a claim lasts; an unfinished claim comes back to any worker after it.
@@ -93,6 +98,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
+            node: format!("worker-{}", uuid::Uuid::new_v4()),
             poll_interval: Duration::from_millis(250),
             lease: Duration::from_secs(30),
             batch: 64,
@@ -231,8 +237,24 @@ impl Worker {
 
     /// Runs until `shutdown` resolves: one loop claims due outbox rows, another due timers, each
     /// starting a task per claim as soon as it has a free slot and never waiting for the tasks
-    /// it started. Claims in progress at shutdown come back after their lease.
+    /// it started. First it releases the claims its node's previous process left (they would
+    /// otherwise wait out their lease); claims in progress at shutdown come back at the next
+    /// start, or after their lease to another node.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let node = &self.inner.config.node;
+        match self.inner.store.release_claims(node, Utc::now()).await {
+            Ok(0) => {}
+            Ok(released) => tracing::warn!(
+                released,
+                node,
+                "Released the claims this node's previous process left unfinished; they go out now"
+            ),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                node,
+                "Push worker could not release its previous claims; they come back after their lease"
+            ),
+        }
         tokio::select! {
             () = shutdown => {}
             () = self.inner.clone().keep_claiming(Lane::Pushes) => {}
@@ -358,7 +380,7 @@ impl Inner {
         let (now, lease) = (clock.now(), self.config.lease);
         match lane {
             Lane::Pushes => {
-                let rows = self.store.claim_outbox(now, lease, room).await?;
+                let rows = self.store.claim_outbox(&self.config.node, now, lease, room).await?;
                 let claimed = rows.len();
                 let mut per_recipient: HashMap<(TenantId, uuid::Uuid), Vec<OutboxRow>> = HashMap::new();
                 {
@@ -390,7 +412,7 @@ impl Inner {
                 Ok(claimed)
             }
             Lane::Timers => {
-                let timers = self.store.claim_timers(now, lease, room).await?;
+                let timers = self.store.claim_timers(&self.config.node, now, lease, room).await?;
                 let claimed = timers.len();
                 for timer in timers {
                     let slot = match first.take() {

@@ -465,7 +465,7 @@ async fn a_second_worker_resends_an_unsent_claim_after_the_lease_but_never_a_sen
     let w = world(store, 1).await;
     let alarm = w.raise(AlarmKind::Sos, None, &w.staff, t0()).await;
     // A worker claims the row and dies before sending.
-    let claimed = w.store.claim_outbox(t0(), WorkerConfig::default().lease, 10).await.unwrap();
+    let claimed = w.store.claim_outbox("test-node", t0(), WorkerConfig::default().lease, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let restarted = worker(&w.store, &w.fake, PushMetrics::default());
     restarted.pass(at(29.9)).await.unwrap();

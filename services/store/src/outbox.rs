@@ -6,7 +6,9 @@
 //! deadline, a receipt deadline and an alarm-centre delivery each have a `due_at` that workers
 //! claim. A claim pushes `due_at` forward by a lease instead of taking the row away, so the
 //! claim of a worker that crashed comes back when the lease runs out, and nothing is held only
-//! in memory. On PostgreSQL the claim is `FOR UPDATE SKIP LOCKED`, so several workers (on
+//! in memory. A claim also names the node that holds it: a node that starts again releases its
+//! previous process's claims at once (an SOS push that process was sending when it was killed
+//! must not wait out the lease). On PostgreSQL the claim is `FOR UPDATE SKIP LOCKED`, so several workers (on
 //! several nodes) take disjoint rows; SQLite has one writer, so its claim statement is already
 //! exclusive. Finishing a row is conditional on it still being pending, and an escalation is
 //! one transaction that marks its timer done and writes the next step (its outbox rows, its
@@ -170,10 +172,12 @@ pub struct PushSettings {
 /// The push worker's queries. Claims return rows whose lease ends at `now + lease`.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Claims at most `limit` pending outbox rows due at `now`: those of critical alarms first
-    /// (a backlog of technical alerts never holds back an SOS), then oldest due first.
+    /// Claims for node `node` at most `limit` pending outbox rows due at `now`: those of
+    /// critical alarms first (a backlog of technical alerts never holds back an SOS), then
+    /// oldest due first.
     async fn claim_outbox(
         &self,
+        node: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
@@ -188,6 +192,11 @@ pub trait Outbox: Send + Sync {
     async fn outbox_tokens_sent(&self, id: i64) -> Result<Vec<String>, StoreError>;
     /// FCM accepted the row's push to `token`.
     async fn outbox_token_sent(&self, id: i64, token: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Makes the outbox rows and timers node `node` still holds due at `now`: called when the
+    /// node starts, so what its previous process had claimed (and may have been sending when it
+    /// died) goes out at once instead of when the lease runs out. Returns how many. Two running
+    /// processes must not share a node name.
+    async fn release_claims(&self, node: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Makes every pending row waiting on a retry due at `now` (FCM is back after an outage:
     /// their back-off would only delay alarms). Returns how many.
     async fn hasten_retries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
@@ -228,9 +237,10 @@ pub trait Outbox: Send + Sync {
         kind: TimerKind,
         due: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Claims at most `limit` pending timers due at `now`, oldest due first.
+    /// Claims for node `node` at most `limit` pending timers due at `now`, oldest due first.
     async fn claim_timers(
         &self,
+        node: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
@@ -277,12 +287,13 @@ impl Outbox for SqlStore {
     #[instrument(level = "debug", skip_all)]
     async fn claim_outbox(
         &self,
+        node: &str,
         now: DateTime<Utc>,
         lease: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let columns = "id, tenant_id, alarm_id, step, recipient, attempts";
-        claim(&self.db, "outbox", columns, now, lease, limit, |r| {
+        claim(&self.db, "outbox", columns, (node, now, lease), limit, |r| {
             Ok(OutboxRow {
                 id: r.get(0),
                 tenant: TenantId(get_uuid(r, 1)?),
@@ -317,6 +328,19 @@ impl Outbox for SqlStore {
             .fetch_all(&self.db)
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn release_claims(&self, node: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut released = 0;
+        for table in ["outbox", "alarm_timers"] {
+            let sql = format!(
+                "update {table} set due_at = $2, claimed_by = null \
+                 where claimed_by = $1 and status = 'pending' and due_at > $2"
+            );
+            released += query(&sql).bind(node).bind(now).execute(&self.db).await?.rows_affected();
+        }
+        Ok(released)
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -431,12 +455,13 @@ impl Outbox for SqlStore {
     #[instrument(level = "debug", skip_all)]
     async fn claim_timers(
         &self,
+        node: &str,
         now: DateTime<Utc>,
         lease: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<Timer>, StoreError> {
         let columns = "id, tenant_id, alarm_id, step, kind, attempts";
-        claim(&self.db, "alarm_timers", columns, now, lease, limit, |r| {
+        claim(&self.db, "alarm_timers", columns, (node, now, lease), limit, |r| {
             Ok(Timer {
                 id: r.get(0),
                 tenant: TenantId(get_uuid(r, 1)?),
@@ -625,29 +650,28 @@ impl Outbox for SqlStore {
     }
 }
 
-/// Claims up to `limit` due pending rows of `table` (`outbox` or `alarm_timers`) for `lease`
-/// and returns their `columns`, each read by `read`: rows of critical alarms first, then oldest
-/// due first; rows another worker holds are skipped on PostgreSQL. The table and columns are our
-/// own fixed names.
+/// Claims for `node` up to `limit` due pending rows of `table` (`outbox` or `alarm_timers`) for
+/// `lease` and returns their `columns`, each read by `read`: rows of critical alarms first, then
+/// oldest due first; rows another worker holds are skipped on PostgreSQL. The table and columns
+/// are our own fixed names.
 async fn claim<T>(
     db: &Db,
     table: &'static str,
     columns: &'static str,
-    now: DateTime<Utc>,
-    lease: Duration,
+    (node, now, lease): (&str, DateTime<Utc>, Duration),
     limit: u32,
     read: impl Fn(&Row) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let critical = crate::alarms::critical_kinds_sql();
     let sql = format!(
-        "update {table} set due_at = $1 where id in (select t.id from {table} t \
+        "update {table} set due_at = $1, claimed_by = $4 where id in (select t.id from {table} t \
          where t.status = 'pending' and t.due_at <= $2 \
          order by (select case when a.kind in ({critical}) then 0 else 1 end from alarms a where a.id = t.alarm_id), \
          t.due_at limit $3{skip_locked}) returning {columns}",
         skip_locked = db.skip_locked()
     );
     let rows =
-        query(sql).bind(now + chrono_duration(lease)).bind(now).bind(i64::from(limit)).fetch_all(db).await?;
+        query(sql).bind(now + chrono_duration(lease)).bind(now).bind(i64::from(limit)).bind(node).fetch_all(db).await?;
     rows.iter().map(read).collect()
 }
 
@@ -678,7 +702,7 @@ async fn postpone(
     error: &str,
 ) -> Result<bool, StoreError> {
     let sql = format!(
-        "update {table} set attempts = attempts + 1, due_at = $2, last_error = $3 \
+        "update {table} set attempts = attempts + 1, due_at = $2, last_error = $3, claimed_by = null \
                  where id = $1 and status = 'pending'"
     );
     let done = query(&sql).bind(id).bind(due).bind(error).execute(pool).await?;

@@ -29,9 +29,12 @@ on_both_backends!(
     push_settings_default_off_and_round_trip,
     a_critical_alarm_is_claimed_before_older_technical_alerts,
     a_test_alarm_is_stored_closed_as_test_and_pushed_to_nobody,
+    a_restarted_node_gets_its_own_claims_back_at_once,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
+/// The node claiming in these tests.
+const NODE: &str = "node-a";
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_780_000_000, 0).unwrap()
@@ -87,32 +90,32 @@ async fn event_kinds(store: &Arc<dyn Store>, s: &Setup, alarm: Uuid) -> Vec<Stri
 async fn a_claim_takes_due_rows_once_and_a_lapsed_lease_gives_them_back(store: Arc<dyn Store>) {
     let s = setup(&store, 2).await;
     let alarm = raise(&store, &s, AlarmKind::Sos, &s.staff, t0()).await;
-    let claimed = store.claim_outbox(t0(), LEASE, 10).await.unwrap();
+    let claimed = store.claim_outbox(NODE, t0(), LEASE, 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert!(
         claimed.iter().all(|r| r.alarm == alarm && r.step == 0 && r.attempts == 0 && r.tenant == s.tenant)
     );
     let recipients: HashSet<Uuid> = claimed.iter().map(|r| r.recipient).collect();
     assert_eq!(recipients, s.staff.iter().copied().collect());
-    assert!(store.claim_outbox(t0() + TimeDelta::seconds(29), LEASE, 10).await.unwrap().is_empty());
+    assert!(store.claim_outbox(NODE, t0() + TimeDelta::seconds(29), LEASE, 10).await.unwrap().is_empty());
 
     assert!(store.outbox_sent(claimed[0].id).await.unwrap());
-    let back = store.claim_outbox(t0() + TimeDelta::seconds(30), LEASE, 10).await.unwrap();
+    let back = store.claim_outbox(NODE, t0() + TimeDelta::seconds(30), LEASE, 10).await.unwrap();
     assert_eq!(back.iter().map(|r| r.id).collect::<Vec<_>>(), vec![claimed[1].id]);
 }
 
 async fn sent_and_failed_rows_are_never_claimed_again(store: Arc<dyn Store>) {
     let s = setup(&store, 3).await;
     raise(&store, &s, AlarmKind::Fall, &s.staff, t0()).await;
-    let rows = store.claim_outbox(t0(), LEASE, 10).await.unwrap();
+    let rows = store.claim_outbox(NODE, t0(), LEASE, 10).await.unwrap();
     assert!(store.outbox_sent(rows[0].id).await.unwrap());
     assert!(!store.outbox_sent(rows[0].id).await.unwrap(), "sent once");
     assert!(store.outbox_failed(rows[1].id, "no push token").await.unwrap());
     assert!(!store.outbox_retry(rows[1].id, t0(), "late").await.unwrap(), "a failed row stays failed");
     assert!(store.outbox_retry(rows[2].id, t0() + TimeDelta::seconds(5), "HTTP 503").await.unwrap());
 
-    assert!(store.claim_outbox(t0() + TimeDelta::seconds(4), LEASE, 10).await.unwrap().is_empty());
-    let later = store.claim_outbox(t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap();
+    assert!(store.claim_outbox(NODE, t0() + TimeDelta::seconds(4), LEASE, 10).await.unwrap().is_empty());
+    let later = store.claim_outbox(NODE, t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!((later[0].id, later[0].attempts), (rows[2].id, 1));
 
@@ -130,7 +133,7 @@ async fn concurrent_claims_take_disjoint_rows(store: Arc<dyn Store>) {
     let mut claims = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let store = store.clone();
-        claims.spawn(async move { store.claim_outbox(t0(), LEASE, 7).await.unwrap() });
+        claims.spawn(async move { store.claim_outbox(NODE, t0(), LEASE, 7).await.unwrap() });
     }
     let mut seen = HashSet::new();
     while let Some(rows) = claims.join_next().await {
@@ -145,15 +148,15 @@ async fn raising_a_critical_alarm_writes_its_first_escalation_deadline(store: Ar
     let s = setup(&store, 1).await;
     let sos = raise(&store, &s, AlarmKind::Sos, &s.staff, t0()).await;
     raise(&store, &s, AlarmKind::LowBattery, &s.staff, t0()).await;
-    assert!(store.claim_timers(t0() + TimeDelta::seconds(119), LEASE, 10).await.unwrap().is_empty());
-    let timers = store.claim_timers(t0() + TimeDelta::seconds(120), LEASE, 10).await.unwrap();
+    assert!(store.claim_timers(NODE, t0() + TimeDelta::seconds(119), LEASE, 10).await.unwrap().is_empty());
+    let timers = store.claim_timers(NODE, t0() + TimeDelta::seconds(120), LEASE, 10).await.unwrap();
     assert_eq!(timers.len(), 1, "technical alerts do not escalate: {timers:?}");
     assert_eq!((timers[0].alarm, timers[0].step, timers[0].kind), (sos, 0, TimerKind::Escalate));
 
     // Nobody to push at step 0: escalate at once.
     let other = Setup { wearer: store.create_wearer(s.tenant, "Bertil").await.unwrap(), staff: vec![], ..s };
     let alone = raise(&store, &other, AlarmKind::Fall, &[], t0()).await;
-    let timers = store.claim_timers(t0(), LEASE, 10).await.unwrap();
+    let timers = store.claim_timers(NODE, t0(), LEASE, 10).await.unwrap();
     assert_eq!(timers.iter().map(|t| t.alarm).collect::<Vec<_>>(), vec![alone]);
 }
 
@@ -163,7 +166,7 @@ async fn an_escalation_writes_the_next_step_once(store: Arc<dyn Store>) {
     let now = t0() + TimeDelta::seconds(30);
     assert!(store.add_timer(s.tenant, alarm, 0, TimerKind::Receipt, now).await.unwrap());
     assert!(!store.add_timer(s.tenant, alarm, 0, TimerKind::Receipt, now).await.unwrap(), "one per step");
-    let receipt = store.claim_timers(now, LEASE, 10).await.unwrap().remove(0);
+    let receipt = store.claim_timers(NODE, now, LEASE, 10).await.unwrap().remove(0);
     assert_eq!(receipt.kind, TimerKind::Receipt);
     let next = Escalation::Responders {
         step: 1,
@@ -176,20 +179,20 @@ async fn an_escalation_writes_the_next_step_once(store: Arc<dyn Store>) {
     // The acknowledgement deadline of step 0 was settled with it.
     let later = now + TimeDelta::seconds(59);
     let step1: Vec<_> =
-        store.claim_outbox(later, LEASE, 10).await.unwrap().into_iter().filter(|r| r.step == 1).collect();
+        store.claim_outbox(NODE, later, LEASE, 10).await.unwrap().into_iter().filter(|r| r.step == 1).collect();
     assert_eq!(
         step1.iter().map(|r| r.recipient).collect::<HashSet<_>>(),
         s.staff[1..].iter().copied().collect()
     );
-    assert!(store.claim_timers(later, LEASE, 10).await.unwrap().is_empty());
-    let deadline = store.claim_timers(now + TimeDelta::seconds(60), LEASE, 10).await.unwrap().remove(0);
+    assert!(store.claim_timers(NODE, later, LEASE, 10).await.unwrap().is_empty());
+    let deadline = store.claim_timers(NODE, now + TimeDelta::seconds(60), LEASE, 10).await.unwrap().remove(0);
     assert_eq!((deadline.step, deadline.kind), (1, TimerKind::Escalate));
     let centre = Escalation::AlarmCentre { step: 2 };
     assert_eq!(store.escalate(&deadline, &centre, later).await.unwrap(), EscalateOutcome::Escalated);
-    let webhook = store.claim_timers(later, LEASE, 10).await.unwrap().remove(0);
+    let webhook = store.claim_timers(NODE, later, LEASE, 10).await.unwrap().remove(0);
     assert_eq!((webhook.step, webhook.kind), (2, TimerKind::AlarmCentre));
     assert!(store.timer_retry(webhook.id, later + TimeDelta::seconds(2), "HTTP 502").await.unwrap());
-    let again = store.claim_timers(later + TimeDelta::seconds(2), LEASE, 10).await.unwrap().remove(0);
+    let again = store.claim_timers(NODE, later + TimeDelta::seconds(2), LEASE, 10).await.unwrap().remove(0);
     assert_eq!((again.id, again.attempts), (webhook.id, 1));
     assert!(store.timer_done(again.id).await.unwrap());
     assert_eq!(event_kinds(&store, &s, alarm).await, ["raised", "escalated", "escalated"]);
@@ -212,7 +215,7 @@ async fn a_receipt_confirms_the_pushes_of_its_step(store: Arc<dyn Store>) {
         ReceiptOutcome::NotFound
     );
     store.add_timer(s.tenant, alarm, 0, TimerKind::Receipt, t0()).await.unwrap();
-    let timer = store.claim_timers(t0(), LEASE, 10).await.unwrap().remove(0);
+    let timer = store.claim_timers(NODE, t0(), LEASE, 10).await.unwrap().remove(0);
     let next = Escalation::Responders { step: 1, recipients: s.staff[1..].to_vec(), escalate_after: LEASE };
     assert_eq!(store.escalate(&timer, &next, t0()).await.unwrap(), EscalateOutcome::Confirmed);
     assert_eq!(event_kinds(&store, &s, alarm).await, ["raised", "received"]);
@@ -229,27 +232,27 @@ async fn an_acknowledged_alarm_stops_escalating(store: Arc<dyn Store>) {
         note: String::new(),
     };
     store.step_alarm(s.tenant, alarm, &ack).await.unwrap().unwrap();
-    let timer = store.claim_timers(t0() + TimeDelta::minutes(5), LEASE, 10).await.unwrap().remove(0);
+    let timer = store.claim_timers(NODE, t0() + TimeDelta::minutes(5), LEASE, 10).await.unwrap().remove(0);
     let next = Escalation::Responders { step: 1, recipients: s.staff[1..].to_vec(), escalate_after: LEASE };
     assert_eq!(
         store.escalate(&timer, &next, t0()).await.unwrap(),
         EscalateOutcome::Stopped(AlarmState::Acknowledged)
     );
     assert!(
-        store.claim_outbox(t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().iter().all(|r| r.step == 0)
+        store.claim_outbox(NODE, t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().iter().all(|r| r.step == 0)
     );
-    assert!(store.claim_timers(t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty());
+    assert!(store.claim_timers(NODE, t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty());
 }
 
 async fn a_step_whose_every_push_failed_escalates_at_once(store: Arc<dyn Store>) {
     let s = setup(&store, 2).await;
     let alarm = raise(&store, &s, AlarmKind::Sos, &s.staff, t0()).await;
-    let rows = store.claim_outbox(t0(), LEASE, 10).await.unwrap();
+    let rows = store.claim_outbox(NODE, t0(), LEASE, 10).await.unwrap();
     store.outbox_failed(rows[0].id, "no push token").await.unwrap();
     assert!(!store.hasten_escalation(alarm, 0, t0()).await.unwrap(), "one push is still pending");
     store.outbox_failed(rows[1].id, "UNREGISTERED").await.unwrap();
     assert!(store.hasten_escalation(alarm, 0, t0()).await.unwrap());
-    let timer = store.claim_timers(t0(), LEASE, 10).await.unwrap().remove(0);
+    let timer = store.claim_timers(NODE, t0(), LEASE, 10).await.unwrap().remove(0);
     assert_eq!((timer.alarm, timer.kind), (alarm, TimerKind::Escalate));
 }
 
@@ -286,9 +289,9 @@ async fn a_critical_alarm_is_claimed_before_older_technical_alerts(store: Arc<dy
         raise(&store, &s, kind, &s.staff, t0() + TimeDelta::seconds(i as i64)).await;
     }
     let sos = raise(&store, &s, AlarmKind::Sos, &s.staff, t0() + TimeDelta::seconds(10)).await;
-    let first = store.claim_outbox(t0() + TimeDelta::seconds(20), LEASE, 1).await.unwrap();
+    let first = store.claim_outbox(NODE, t0() + TimeDelta::seconds(20), LEASE, 1).await.unwrap();
     assert_eq!(first.iter().map(|r| r.alarm).collect::<Vec<_>>(), [sos], "critical first");
-    let rest = store.claim_outbox(t0() + TimeDelta::seconds(20), LEASE, 10).await.unwrap();
+    let rest = store.claim_outbox(NODE, t0() + TimeDelta::seconds(20), LEASE, 10).await.unwrap();
     assert_eq!(rest.len(), 3, "then the technical ones");
 }
 
@@ -302,13 +305,37 @@ async fn a_test_alarm_is_stored_closed_as_test_and_pushed_to_nobody(store: Arc<d
     );
     assert_eq!(event_kinds(&store, &s, id).await, ["raised", "closed"]);
     assert!(
-        store.claim_outbox(t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty(),
+        store.claim_outbox(NODE, t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty(),
         "pages nobody"
     );
     assert!(
-        store.claim_timers(t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty(),
+        store.claim_timers(NODE, t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty(),
         "never escalates"
     );
     // A second test the same day is its own record, not a repeat.
     assert_ne!(raise(&store, &s, AlarmKind::Test, &s.staff, t0() + TimeDelta::minutes(1)).await, id);
+}
+
+/// Node A dies holding a push and an escalation deadline, node B holds a push: when A starts
+/// again it gets its own claims back at once; B's stay B's, and a retry keeps its back-off.
+async fn a_restarted_node_gets_its_own_claims_back_at_once(store: Arc<dyn Store>) {
+    let s = setup(&store, 3).await;
+    let alarm = raise(&store, &s, AlarmKind::Sos, &s.staff, t0()).await;
+    let at = t0() + TimeDelta::seconds(120); // the escalation deadline is due too
+    let a = store.claim_outbox(NODE, at, LEASE, 1).await.unwrap();
+    let b = store.claim_outbox("node-b", at, LEASE, 1).await.unwrap();
+    let retry = store.claim_outbox(NODE, at, LEASE, 1).await.unwrap();
+    assert!(store.outbox_retry(retry[0].id, at + TimeDelta::minutes(10), "HTTP 503").await.unwrap());
+    let deadline = store.claim_timers(NODE, at, LEASE, 10).await.unwrap();
+    assert_eq!(deadline.len(), 1, "the SOS's escalation deadline");
+
+    let restart = at + TimeDelta::seconds(1);
+    assert_eq!(store.release_claims(NODE, restart).await.unwrap(), 2, "A's push and deadline");
+    let again = store.claim_outbox(NODE, restart, LEASE, 10).await.unwrap();
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a[0].id], "not B's, not the retry");
+    assert_eq!(again[0].alarm, alarm);
+    assert_ne!(b[0].id, a[0].id);
+    let timers = store.claim_timers(NODE, restart, LEASE, 10).await.unwrap();
+    assert_eq!(timers.iter().map(|t| t.id).collect::<Vec<_>>(), vec![deadline[0].id]);
+    assert_eq!(store.release_claims("node-c", restart).await.unwrap(), 0, "node C held nothing");
 }

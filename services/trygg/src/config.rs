@@ -143,6 +143,20 @@ pub struct PushArgs {
     /// Pushes (to different staff) and timers sent at once, at most.
     #[arg(long, env = "TRYGG_PUSH_CONCURRENCY", default_value_t = 32)]
     pub push_concurrency: usize,
+    /// This node's name among those sharing the database (default: the host's name). Pushes
+    /// and timers in flight are claimed under it, and at start trygg sends at once what its
+    /// previous process left in flight, so each running node needs a name of its own.
+    #[arg(long, env = "TRYGG_NODE_NAME", default_value_t = host_name())]
+    pub node_name: String,
+}
+
+/// The host's name (Linux), else `trygg`: the default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "trygg".to_owned())
 }
 
 /// Checked push settings.
@@ -186,7 +200,15 @@ impl PushArgs {
                 self.push_concurrency
             )));
         }
+        let node = self.node_name.trim();
+        if node.is_empty() || node.len() > 100 || node.chars().any(char::is_control) {
+            return Err(ConfigError(format!(
+                "TRYGG_NODE_NAME {:?} must be 1 to 100 printable characters",
+                self.node_name
+            )));
+        }
         let worker = trygg_push::WorkerConfig {
+            node: node.to_owned(),
             send_timeout: secs("TRYGG_PUSH_SEND_TIMEOUT_SECS", self.push_send_timeout_secs, 1..=10)?,
             outage_probe: secs("TRYGG_PUSH_OUTAGE_PROBE_SECS", self.push_outage_probe_secs, 1..=60)?,
             concurrency: self.push_concurrency,
