@@ -3,9 +3,14 @@
 //! Ingest hands every commit to [`EngineSink`], which never blocks: it queues the data for the
 //! engine task, and if the queue is full it only raises a flag, because everything queued is
 //! already in the database. The task takes what is queued as one batch and runs it through
-//! [`Engine::process`]; whenever the flag is up (a full queue, a failed commit) and at start it
-//! runs [`Engine::recover`], which finds in the database every fix newer than a device's stored
-//! zone state and every device alarm not yet handled. Both paths end in one
+//! [`Engine::process`]. At start it runs [`Engine::recover`], which finds in the database every
+//! fix newer than a device's stored zone state and every device alarm not yet handled. Whenever
+//! the flag is up later (a full queue, a failed commit) it runs [`Engine::catch_up`] instead:
+//! the fixes received since shortly before the oldest commit it did not evaluate, in the order
+//! received, as the queue would have brought them. Reading from the stored states would read
+//! again minutes of every device's fixes the engine has already evaluated (states are stored
+//! every few minutes), which under load took longer than the load it was catching up with.
+//! Every path ends in one
 //! [`Alarms::engine_commit`](trygg_store::Alarms::engine_commit) per batch, and the in-memory zone
 //! states are updated only after it succeeds. A device's state is stored when it decides
 //! something new and otherwise every few minutes of fix time; what lies between is rebuilt by
@@ -54,7 +59,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::supervision::{
@@ -91,6 +96,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How far back recovery looks for fixes of devices the engine has never evaluated (devices
 /// with a stored zone state are caught up from it, however long ago that was).
 const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
+/// How long before its commit a fix may have been received, at most, unless the server says
+/// otherwise ([`Engine::catch_up_margin`]): a catch-up reads this much further back.
+const DEFAULT_CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
 /// How often a device under an offline alert is looked at again (has it been heard?), for
 /// the keep-alives of TCP watches, which reach the database without passing through the engine.
@@ -152,6 +160,8 @@ pub struct Engine {
     /// Turns of the task's loop and evaluation passes (a batch, or one page of a recovery):
     /// the count its supervisor watches move.
     passes: Arc<AtomicU64>,
+    /// How long before its commit a fix may have been received, at most.
+    catch_up_margin: chrono::Duration,
 }
 
 impl Engine {
@@ -207,7 +217,16 @@ impl Engine {
             commands: None,
             raised: None,
             passes: Arc::default(),
+            catch_up_margin: DEFAULT_CATCH_UP_MARGIN,
         })
+    }
+
+    /// How long before its commit a fix may have been received, at most (ingest's request
+    /// timeout plus a commit); a catch-up reads this much further back than the oldest commit
+    /// it missed. Longer only costs a longer read.
+    pub fn catch_up_margin(mut self, margin: Duration) -> Self {
+        self.catch_up_margin = chrono::Duration::from_std(margin).unwrap_or(DEFAULT_CATCH_UP_MARGIN);
+        self
     }
 
     /// Wakes `waker` after every commit that raised an alarm.
@@ -298,6 +317,48 @@ impl Engine {
         }
         if !outcomes.is_empty() {
             tracing::info!(signals = outcomes.len(), "Recovered alarms from the database");
+        }
+        Ok(outcomes)
+    }
+
+    /// Evaluates what was committed since `since` without reaching the engine (its queue
+    /// overflowed, or a batch failed): the device alarms not yet handled, then the fixes
+    /// received since `since` less the catch-up margin, a page at a time in the order received,
+    /// as the queue would have brought them. Fixes evaluated already are older than their
+    /// device's state by then and change nothing.
+    pub async fn catch_up(
+        &mut self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SignalOutcome>, EngineError> {
+        let pending = self.store.pending_device_alarms().await?;
+        let mut outcomes = self.run(pending, BTreeMap::new(), now).await?;
+        let from = since - self.catch_up_margin;
+        let mut after = None;
+        loop {
+            let page = self.store.fixes_received_since(from, after.as_ref(), RECOVERY_PAGE).await?;
+            let full = page.len() == RECOVERY_PAGE as usize;
+            after = page.last().cloned();
+            let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
+            for row in page {
+                fixes
+                    .entry(row.device)
+                    .or_insert_with(|| DeviceFixes {
+                        tenant: row.tenant,
+                        wearer: row.wearer,
+                        fixes: Vec::new(),
+                        keep_alives: Vec::new(),
+                    })
+                    .fixes
+                    .push(row.fix);
+            }
+            outcomes.extend(self.run(Vec::new(), fixes, now).await?);
+            if !full {
+                break;
+            }
+        }
+        if !outcomes.is_empty() {
+            tracing::info!(signals = outcomes.len(), "Caught up alarms from the database");
         }
         Ok(outcomes)
     }
@@ -963,28 +1024,43 @@ impl Engine {
     /// Starts the engine task: it first recovers from the database, then processes what the
     /// returned sink queues, and ends when every sink is dropped and the queue is empty.
     pub fn spawn(mut self, capacity: usize) -> (EngineSink, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel(capacity);
+        let (tx, mut rx) = mpsc::channel::<Queued>(capacity);
         let lagged = Arc::new(AtomicBool::new(true));
+        let overflowed_at = Arc::new(AtomicI64::new(NEVER));
         let passes = self.passes.clone();
-        let sink = EngineSink { tx, lagged: lagged.clone(), passes: passes.clone() };
+        let sink =
+            EngineSink { tx, lagged: lagged.clone(), overflowed_at: overflowed_at.clone(), passes: passes.clone() };
         let task = tokio::spawn(async move {
             let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Until the first recovery succeeds, what is unevaluated is found from the stored
+            // states; after it, a catch-up reads from the oldest commit the engine missed.
+            let mut recovered = false;
+            let mut missed_since: Option<DateTime<Utc>> = None;
             loop {
                 passes.fetch_add(1, Ordering::Relaxed);
                 if lagged.swap(false, Ordering::SeqCst) {
+                    let overflowed = overflowed_at.swap(NEVER, Ordering::SeqCst);
+                    let overflowed = (overflowed != NEVER).then(|| DateTime::from_timestamp_millis(overflowed));
+                    missed_since = earliest(missed_since, overflowed.flatten());
                     // What waits in the queue is in the database, and recovery reads it there in
                     // time order with the rest. Evaluating it before recovery has succeeded could
                     // take a newer fix before an older one not yet replayed, which would then be
                     // dropped as out of order and its exit missed.
                     let closed = loop {
                         match rx.try_recv() {
-                            Ok(_) => {}
+                            Ok((queued_at, _)) => missed_since = earliest(missed_since, Some(queued_at)),
                             Err(mpsc::error::TryRecvError::Empty) => break false,
                             Err(mpsc::error::TryRecvError::Disconnected) => break true,
                         }
                     };
-                    if let Err(e) = self.recover(Utc::now()).await {
+                    let now = Utc::now();
+                    let done = if recovered {
+                        self.catch_up(missed_since.unwrap_or(now), now).await
+                    } else {
+                        self.recover(now).await
+                    };
+                    if let Err(e) = done {
                         tracing::error!(error = %e, "Alarm engine recovery failed; retrying");
                         lagged.store(true, Ordering::SeqCst);
                         if closed {
@@ -993,6 +1069,7 @@ impl Engine {
                         tokio::time::sleep(RETRY_AFTER).await;
                         continue;
                     }
+                    (recovered, missed_since) = (true, None);
                 }
                 let first = tokio::select! {
                     next = rx.recv() => match next {
@@ -1011,15 +1088,18 @@ impl Engine {
                         continue;
                     }
                 };
+                // The queue is in commit order: the first is the oldest.
+                let (oldest, first) = first;
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH
-                    && let Ok(more) = rx.try_recv()
+                    && let Ok((_, more)) = rx.try_recv()
                 {
                     batch.push(more);
                 }
                 if let Err(e) = self.process(batch, Utc::now()).await {
-                    // Everything in the batch is in the database: recovery picks it up.
+                    // Everything in the batch is in the database: the catch-up reads it again.
                     tracing::error!(error = %e, "Alarm engine batch failed; recovering from the database");
+                    missed_since = earliest(missed_since, Some(oldest));
                     lagged.store(true, Ordering::SeqCst);
                 }
             }
@@ -1043,11 +1123,27 @@ fn log_outcomes(commit: &EngineCommit, outcomes: &[SignalOutcome]) {
     }
 }
 
+/// Committed data in the engine's queue, with when it was queued.
+type Queued = (DateTime<Utc>, Committed);
+
+/// `overflowed_at` when the queue has not overflowed since the engine last looked.
+const NEVER: i64 = i64::MAX;
+
+/// The earlier of two times, either of which may be unknown.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Ingest's handle on the engine: queues committed data without ever blocking.
 #[derive(Debug, Clone)]
 pub struct EngineSink {
-    tx: mpsc::Sender<Committed>,
+    tx: mpsc::Sender<Queued>,
     lagged: Arc<AtomicBool>,
+    /// When the queue first overflowed since the engine last caught up (Unix milliseconds).
+    overflowed_at: Arc<AtomicI64>,
     passes: Arc<AtomicU64>,
 }
 
@@ -1062,7 +1158,7 @@ impl EngineSink {
 /// and a count that moves while it works.
 #[derive(Debug, Clone)]
 pub struct EngineProbe {
-    tx: mpsc::WeakSender<Committed>,
+    tx: mpsc::WeakSender<Queued>,
     passes: Arc<AtomicU64>,
 }
 
@@ -1086,8 +1182,11 @@ impl EngineProbe {
 
 impl CommittedSink for EngineSink {
     fn committed(&self, data: Committed) {
-        if self.tx.try_send(data).is_err() {
-            // Full (or the engine stopped): the data is in the database; recovery finds it.
+        let queued_at = Utc::now();
+        if self.tx.try_send((queued_at, data)).is_err() {
+            // Full (or the engine stopped): the data is in the database; the catch-up reads
+            // what was committed from this time on.
+            self.overflowed_at.fetch_min(queued_at.timestamp_millis(), Ordering::SeqCst);
             if !self.lagged.swap(true, Ordering::SeqCst) {
                 tracing::warn!("Alarm engine queue full; it will catch up from the database");
             }

@@ -28,6 +28,7 @@ on_both_backends!(
     a_device_alarm_never_handed_to_the_engine_is_raised_by_its_sweep,
     recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it,
     a_long_recovery_shows_its_supervisor_progress_page_by_page,
+    an_overflowed_queue_is_caught_up_from_the_fixes_received_since,
     leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it,
     no_consent_no_zone_alarm,
     late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
@@ -519,6 +520,34 @@ async fn a_long_recovery_shows_its_supervisor_progress_page_by_page(store: Arc<d
     }
     // One turn of the loop, then a pass for the device alarms and one per page of fixes.
     assert!(probe.passes() >= 4, "a three-page recovery counted {} passes", probe.passes());
+    task.abort();
+}
+
+/// She walks out while the engine's queue overflows: the commits of her walk never reach the
+/// engine. The catch-up that follows reads them back by the time received, without a restart,
+/// and raises the exit once.
+async fn an_overflowed_queue_is_caught_up_from_the_fixes_received_since(store: Arc<dyn Store>) {
+    let s = setup(store, true).await;
+    let (sink, task) = s.engine().await.spawn(1);
+    let probe = sink.probe();
+    let home = s.commit_fixes(&[s.fix(0, 0.0)]).await;
+    sink.committed(home.clone());
+    while probe.passes() < 2 || probe.queued() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    s.commit_fixes(&[s.fix(1, 300.0), s.fix(2, 400.0), s.fix(3, 450.0)]).await;
+    // Resends of the home fix overflow the queue before the walk is handed over.
+    for _ in 0..50 {
+        sink.committed(home.clone());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while s.all_alarms().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "her walk out raised no exit alarm");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // time for a wrong second one
+    let alarms = s.all_alarms().await;
+    assert_eq!(alarms.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlarmKind::ZoneExit]);
     task.abort();
 }
 

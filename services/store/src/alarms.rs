@@ -163,6 +163,21 @@ pub struct DueDeadline {
     pub fired_at: Option<DateTime<Utc>>,
 }
 
+/// A fix as the engine's catch-up reads it: with its device's owner and when it was received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedFix {
+    /// The device.
+    pub device: DeviceId,
+    /// The device's tenant.
+    pub tenant: TenantId,
+    /// The wearer the device is bound to now.
+    pub wearer: Option<WearerId>,
+    /// When the server received it.
+    pub received_at: DateTime<Utc>,
+    /// The fix.
+    pub fix: Fix,
+}
+
 /// The exit policy's memory of one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneStateRow {
@@ -377,6 +392,16 @@ pub trait Alarms: Send + Sync {
         after: Option<(&DeviceId, DateTime<Utc>)>,
         limit: u32,
     ) -> Result<Vec<(DeviceId, Fix)>, StoreError>;
+    /// Fixes of registered devices received at or after `since`, in the order received (then
+    /// by device and fix time), after `after` (the last row of the previous page), at most
+    /// `limit`: the engine's catch-up after its queue overflowed. An index range on the time
+    /// received, so it never reads the older fixes the engine has evaluated already.
+    async fn fixes_received_since(
+        &self,
+        since: DateTime<Utc>,
+        after: Option<&ReceivedFix>,
+        limit: u32,
+    ) -> Result<Vec<ReceivedFix>, StoreError>;
     /// Device alarms not handled by the engine yet, oldest first.
     async fn pending_device_alarms(&self) -> Result<Vec<PendingDeviceAlarm>, StoreError>;
     /// Supervision deadlines due at `now`, earliest first, at most `limit` (an index range on
@@ -588,6 +613,43 @@ impl Alarms for SqlStore {
         .fetch_all(&self.db)
         .await?;
         rows.iter().map(|r| Ok((parse_device(r.get(0))?, stored_fix(r, 1)?.fix))).collect()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn fixes_received_since(
+        &self,
+        since: DateTime<Utc>,
+        after: Option<&ReceivedFix>,
+        limit: u32,
+    ) -> Result<Vec<ReceivedFix>, StoreError> {
+        // The range starts at the page's cursor: a page reads its own rows, not every earlier
+        // page's again. Rows received at the cursor's instant are ordered by device and time.
+        let from = after.map_or(since, |a| a.received_at.max(since));
+        let rows = query(format!(
+            "select f.device_id, d.tenant_id, d.wearer_id, {FIX_COLUMNS} from fixes f \
+                     join devices d on d.id = f.device_id where f.received_at >= $1 \
+                     and ($2 is null or f.received_at > $1 or f.device_id > $2 \
+                          or (f.device_id = $2 and f.time > $3)) \
+                     order by f.received_at, f.device_id, f.time limit $4"
+        ))
+        .bind(from)
+        .bind(after.map(|a| a.device.as_str()))
+        .bind(after.map(|a| a.fix.time))
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let stored = stored_fix(r, 3)?;
+                Ok(ReceivedFix {
+                    device: parse_device(r.get(0))?,
+                    tenant: TenantId(get_uuid(r, 1)?),
+                    wearer: get_opt_uuid(r, 2)?.map(WearerId),
+                    received_at: stored.received_at,
+                    fix: stored.fix,
+                })
+            })
+            .collect()
     }
 
     #[instrument(level = "debug", skip_all)]

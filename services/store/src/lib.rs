@@ -36,7 +36,7 @@ pub use accounts::{AccountState, Accounts};
 pub use alarms::{
     Alarm, AlarmEvent, AlarmFilter, Alarms, DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEADLINE_TEST_ALARM,
     DeadlineChange, DueDeadline, EngineCommit, NewAlarm, NewAlarmEvent, PendingDeviceAlarm, Position,
-    PushToken, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
+    PushToken, ReceivedFix, Signal, SignalOutcome, Stamp, StepOutcome, StepRequest, ZoneStateRow,
 };
 pub use devices::{
     DeviceAuth, DeviceBinding, DeviceCommandLog, DeviceHeard, DeviceProfile, DeviceStatus, Devices, NewDevice,

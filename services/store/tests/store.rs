@@ -24,6 +24,7 @@ on_both_backends!(
     a_device_alarm_stores_its_fix_too,
     tenant_names_are_unique,
     devices_heard_together_keep_each_devices_latest_time_and_battery,
+    fixes_received_since_come_in_the_order_received_page_by_page,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -257,4 +258,43 @@ async fn devices_heard_together_keep_each_devices_latest_time_and_battery(store:
     assert_eq!(of(&a), (Some(t + TimeDelta::seconds(198)), Some(48)));
     assert_eq!(of(&b), (Some(t + TimeDelta::seconds(199)), Some(49)));
     assert_eq!(of(&c), (Some(t), Some(55)), "a device not heard keeps its own");
+}
+
+/// The engine's catch-up reads fixes by the time received: only those received since `since`,
+/// in that order (ties by device, then fix time, so a late upload comes when it arrived), each
+/// with its device's tenant, and page by page with every row once.
+async fn fixes_received_since_come_in_the_order_received_page_by_page(store: Arc<dyn Store>) {
+    let (ta, a) = device(&store, "ra").await;
+    let (tb, b) = device(&store, "rb").await;
+    let r = t0();
+    let secs = TimeDelta::seconds;
+    let request = |device: &DeviceId, received: i64, fixes: Vec<NewFix>| FixBatch {
+        device: device.clone(),
+        received_at: r + secs(received),
+        fixes,
+    };
+    let batches = [
+        request(&a, -600, vec![fix(r - secs(700), 1.0)]),
+        request(&b, 0, vec![fix(r - secs(10), 2.0), fix(r - secs(9), 2.0)]),
+        request(&a, 0, vec![fix(r - secs(5), 1.0)]),
+        request(&a, 1, vec![fix(r - secs(20), 1.0)]),
+    ];
+    store.insert_fixes(&batches).await.unwrap();
+
+    let (mut read, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = store.fixes_received_since(r - secs(60), after.as_ref(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pages += 1;
+        after = page.last().cloned();
+        read.extend(page);
+    }
+    let keys: Vec<_> = read.iter().map(|f| (f.device.as_str(), f.fix.time, f.received_at)).collect();
+    let expected =
+        [("ra", r - secs(5), r), ("rb", r - secs(10), r), ("rb", r - secs(9), r), ("ra", r - secs(20), r + secs(1))];
+    assert_eq!(keys, expected, "not the fix received 10 minutes ago");
+    assert_eq!(pages, 2);
+    assert_eq!((read[0].tenant, read[1].tenant, read[0].wearer), (ta, tb, None));
 }

@@ -76,6 +76,8 @@ struct Ops {
 /// Commits queued for the alarm engine before ingest stops handing them over (the engine then
 /// catches up from the database).
 const ENGINE_QUEUE: usize = 10_000;
+/// Added to the longest a fix can take from received to committed, for the engine's catch-up.
+const CATCH_UP_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Server {
     /// Connects, migrates, binds, and starts the alarm engine (which first recovers whatever it
@@ -124,6 +126,9 @@ impl Server {
             .context("loading the alarm engine's zone states")?
             .wake_on_raise(push.waker())
             .command_devices(links.clone(), report_intervals.clone())
+            // A fix is committed at most the ingest timeout plus one statement after it was
+            // received (a commit that outlasts the timeout still lands).
+            .catch_up_margin(config.ingest_timeout + config.connect.statement_timeout + CATCH_UP_SLACK)
             .spawn(ENGINE_QUEUE);
 
         let (committer_handle, committer) =
