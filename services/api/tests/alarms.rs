@@ -603,9 +603,7 @@ async fn the_live_stream_ends_promptly_when_the_server_stops(store: Arc<dyn Stor
     let app = App::new(store);
     let f = app.tenant("Own").await;
     let cw = f.token(Role::Caseworker);
-    let now = Utc::now();
-    store_fix(&app, &f.device, fix(now, 58.39, 13.84, None), now).await;
-    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let id = sos_after_a_fix(&app, &f).await;
 
     let mut events = Events::open(&app, id, cw).await;
     assert_eq!(events.next().await.unwrap().0, "position");
@@ -624,9 +622,7 @@ async fn a_live_client_that_goes_away_leaves_nothing_running(store: Arc<dyn Stor
     let app = App::new(store);
     let f = app.tenant("Own").await;
     let cw = f.token(Role::Caseworker);
-    let now = Utc::now();
-    store_fix(&app, &f.device, fix(now, 58.39, 13.84, None), now).await;
-    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let id = sos_after_a_fix(&app, &f).await;
     let handles = Arc::strong_count(&app.state.store);
 
     let mut events = Events::open(&app, id, cw).await;
