@@ -1,4 +1,5 @@
-//! The GT06 (Concox) TCP listener: one task per tracker connection.
+//! The GT06 (Concox) TCP protocol: what the connection loop in [`crate::tcp`] does differently
+//! for a tracker.
 //!
 //! A connection starts with a login packet naming the IMEI; until a login is accepted, other
 //! packets are dropped (and counted). The IMEI must be registered as a `gt06` device. Every

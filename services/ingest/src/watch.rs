@@ -1,4 +1,5 @@
-//! The watch ("3G", SeTracker/Beesure) TCP listener: one task per watch connection.
+//! The watch ("3G", SeTracker/Beesure) TCP protocol: what the connection loop in [`crate::tcp`]
+//! does differently for a watch.
 //!
 //! The first frame names the device; it must be registered as a `watch` device, and every later
 //! frame on the connection must carry the same id (else the connection is closed). Each frame's
