@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{
     AlarmKind, AlarmState, CommandError, Committed, CommittedSink, DeviceAlarmKind, DeviceCommand,
-    DeviceCommands, DeviceId, Fix, FixSource, Outcome, ReportIntervals, Step, TenantId, WearerId,
+    DeviceCommands, DeviceId, Fix, Outcome, ReportIntervals, Step, TenantId, WearerId,
 };
 use trygg_store::testing::{TestDb, add_user, add_watch, commit_device_alarm, device_alarm, tenant_settings};
 use trygg_store::{
@@ -107,17 +107,8 @@ impl Setup {
 
     /// A fix `minute` minutes after t0, `north_m` metres north of home, ±10 m.
     fn fix(&self, minute: i64, north_m: f64) -> Fix {
-        Fix {
-            time: self.t0 + TimeDelta::minutes(minute),
-            lat: HOME.0 + north_m / 111_320.0,
-            lon: HOME.1,
-            accuracy_m: Some(10.0),
-            speed_mps: None,
-            course_deg: None,
-            altitude_m: None,
-            battery_pct: Some(80),
-            source: FixSource::Gps,
-        }
+        let (time, lat) = (self.t0 + TimeDelta::minutes(minute), HOME.0 + north_m / 111_320.0);
+        Fix { accuracy_m: Some(10.0), battery_pct: Some(80), ..Fix::gps(time, lat, HOME.1) }
     }
 
     /// Stores the fixes as ingest would and returns what ingest hands to the engine.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use trygg_alarms::{Engine, ZoneIndexes};
 use trygg_core::{
-    AlarmKind, AlarmState, Committed, DeviceAlarmKind, DeviceId, Fix, FixSource, Outcome, TenantId, WearerId,
+    AlarmKind, AlarmState, Committed, DeviceAlarmKind, DeviceId, Fix, Outcome, TenantId, WearerId,
 };
 use trygg_store::testing::{add_user, add_watch, commit_device_alarm, device_alarm, tenant_settings};
 use trygg_store::{
@@ -77,17 +77,7 @@ impl Setup {
         at: DateTime<Utc>,
         pct: u8,
     ) -> Committed {
-        let fix = Fix {
-            time: at,
-            lat: 58.3903,
-            lon: 13.8462,
-            accuracy_m: Some(10.0),
-            speed_mps: None,
-            course_deg: None,
-            altitude_m: None,
-            battery_pct: Some(pct),
-            source: FixSource::Gps,
-        };
+        let fix = Fix { accuracy_m: Some(10.0), battery_pct: Some(pct), ..Fix::gps(at, 58.3903, 13.8462) };
         let batch = FixBatch {
             device: device.clone(),
             received_at: at,

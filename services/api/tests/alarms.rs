@@ -72,6 +72,14 @@ async fn team_up(app: &App, f: &Fixture, members: &[Uuid]) {
     assert!(store.update_wearer(f.tenant, f.wearer, &fields).await.unwrap());
 }
 
+/// An app with the tenant "Own" whose staff member responds for its wearer: both in its team.
+async fn own_team(store: Arc<dyn Store>) -> (App, Fixture) {
+    let app = App::new(store);
+    let f = app.tenant("Own").await;
+    team_up(&app, &f, &[f.staff]).await;
+    (app, f)
+}
+
 async fn staff_see_only_alarms_of_their_teams_wearers(store: Arc<dyn Store>) {
     let app = App::new(store);
     let f = app.tenant("Own").await;
@@ -144,9 +152,7 @@ async fn another_tenants_alarm_is_not_found_on_any_endpoint(store: Arc<dyn Store
 }
 
 async fn acknowledge_on_site_and_close_are_recorded_in_order_with_their_actors(store: Arc<dyn Store>) {
-    let app = App::new(store);
-    let f = app.tenant("Own").await;
-    team_up(&app, &f, &[f.staff]).await;
+    let (app, f) = own_team(store).await;
     let staff = f.token(Role::Staff);
     let id = raise(&app, &f, f.wearer, AlarmKind::Fall, Utc::now()).await;
     let base = format!("/api/v1/alarms/{id}");
@@ -203,9 +209,7 @@ async fn acknowledge_on_site_and_close_are_recorded_in_order_with_their_actors(s
 }
 
 async fn steps_out_of_order_are_refused_with_the_reason(store: Arc<dyn Store>) {
-    let app = App::new(store);
-    let f = app.tenant("Own").await;
-    team_up(&app, &f, &[f.staff]).await;
+    let (app, f) = own_team(store).await;
     let cw = f.token(Role::Staff);
     let id = raise(&app, &f, f.wearer, AlarmKind::Sos, Utc::now()).await;
     let base = format!("/api/v1/alarms/{id}");
@@ -259,9 +263,7 @@ async fn of_two_concurrent_acknowledgements_one_wins_and_the_other_names_the_win
 async fn the_detail_shows_the_last_position_with_age_and_accuracy_and_the_trail_and_is_logged(
     store: Arc<dyn Store>,
 ) {
-    let app = App::new(store);
-    let f = app.tenant("Own").await;
-    team_up(&app, &f, &[f.staff]).await;
+    let (app, f) = own_team(store).await;
     let now = Utc::now();
     let trigger = now - TimeDelta::seconds(5);
     let received = now - TimeDelta::seconds(1);
@@ -406,9 +408,7 @@ async fn staff_see_no_wearer_positions_of_a_closed_alarm_and_nothing_is_logged_f
 }
 
 async fn every_answer_showing_a_wearer_position_is_logged_once_per_wearer(store: Arc<dyn Store>) {
-    let app = App::new(store);
-    let f = app.tenant("Own").await;
-    team_up(&app, &f, &[f.staff]).await;
+    let (app, f) = own_team(store).await;
     let (staff, cw) = (f.token(Role::Staff), f.token(Role::Caseworker));
     let other = app.wearer(f.tenant).await;
     let now = Utc::now();
@@ -483,9 +483,7 @@ impl Events {
 }
 
 async fn the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes(store: Arc<dyn Store>) {
-    let app = App::new(store);
-    let f = app.tenant("Own").await;
-    team_up(&app, &f, &[f.staff]).await;
+    let (app, f) = own_team(store).await;
     let staff = f.token(Role::Staff);
     let id = sos_after_a_fix(&app, &f).await;
     let live = format!("/api/v1/alarms/{id}/live");
@@ -528,9 +526,7 @@ async fn the_live_stream_sends_new_fixes_and_ends_when_the_alarm_closes(store: A
 }
 
 async fn the_live_stream_ends_for_staff_taken_off_the_team(store: Arc<dyn Store>) {
-    let app = App::new(store);
-    let f = app.tenant("Own").await;
-    team_up(&app, &f, &[f.staff]).await;
+    let (app, f) = own_team(store).await;
     let id = sos_after_a_fix(&app, &f).await;
     let mut events = Events::open(&app, id, f.token(Role::Staff)).await;
     assert_eq!(events.next().await.unwrap().0, "position");
@@ -543,9 +539,7 @@ async fn the_live_stream_ends_for_staff_taken_off_the_team(store: Arc<dyn Store>
 }
 
 async fn a_watch_given_to_someone_else_shows_none_of_their_positions_on_the_alarm(store: Arc<dyn Store>) {
-    let app = App::new(store);
-    let f = app.tenant("Own").await;
-    team_up(&app, &f, &[f.staff]).await;
+    let (app, f) = own_team(store).await;
     let id = sos_after_a_fix(&app, &f).await;
     let mut events = Events::open(&app, id, f.token(Role::Staff)).await;
     assert_eq!(events.next().await.unwrap().1["lat"], 58.39);
@@ -609,9 +603,7 @@ async fn the_live_stream_ends_promptly_when_the_server_stops(store: Arc<dyn Stor
     let app = App::new(store);
     let f = app.tenant("Own").await;
     let cw = f.token(Role::Caseworker);
-    let now = Utc::now();
-    store_fix(&app, &f.device, fix(now, 58.39, 13.84, None), now).await;
-    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let id = sos_after_a_fix(&app, &f).await;
 
     let mut events = Events::open(&app, id, cw).await;
     assert_eq!(events.next().await.unwrap().0, "position");
@@ -630,9 +622,7 @@ async fn a_live_client_that_goes_away_leaves_nothing_running(store: Arc<dyn Stor
     let app = App::new(store);
     let f = app.tenant("Own").await;
     let cw = f.token(Role::Caseworker);
-    let now = Utc::now();
-    store_fix(&app, &f.device, fix(now, 58.39, 13.84, None), now).await;
-    let id = raise(&app, &f, f.wearer, AlarmKind::Sos, now).await;
+    let id = sos_after_a_fix(&app, &f).await;
     let handles = Arc::strong_count(&app.state.store);
 
     let mut events = Events::open(&app, id, cw).await;

@@ -102,6 +102,29 @@ pub struct Fix {
 }
 
 impl Fix {
+    /// A satellite fix of a position and nothing more: no accuracy, speed, course, altitude or
+    /// battery. What else is known goes in with struct update syntax:
+    ///
+    /// ```
+    /// use chrono::Utc;
+    /// use trygg_core::Fix;
+    /// let fix = Fix { accuracy_m: Some(8.0), ..Fix::gps(Utc::now(), 57.7, 11.97) };
+    /// assert_eq!((fix.accuracy_m, fix.speed_mps), (Some(8.0), None));
+    /// ```
+    pub fn gps(time: DateTime<Utc>, lat: f64, lon: f64) -> Self {
+        Self {
+            time,
+            lat,
+            lon,
+            accuracy_m: None,
+            speed_mps: None,
+            course_deg: None,
+            altitude_m: None,
+            battery_pct: None,
+            source: FixSource::Gps,
+        }
+    }
+
     /// Checks the values that make sense regardless of time: finite numbers, coordinates in
     /// range, no negative accuracy or speed, course in `[0, 360)`, battery at most 100 %.
     pub fn check_values(&self) -> Result<(), FixError> {
@@ -237,10 +260,9 @@ impl FixPolicy {
     ///
     /// ```
     /// use chrono::Utc;
-    /// use trygg_core::{Fix, FixPolicy, FixSource, Freshness};
+    /// use trygg_core::{Fix, FixPolicy, Freshness};
     /// let now = Utc::now();
-    /// let fix = Fix { time: now, lat: 57.7, lon: 11.97, accuracy_m: Some(8.0), speed_mps: None,
-    ///     course_deg: None, altitude_m: None, battery_pct: Some(80), source: FixSource::Gps };
+    /// let fix = Fix { accuracy_m: Some(8.0), battery_pct: Some(80), ..Fix::gps(now, 57.7, 11.97) };
     /// assert_eq!(FixPolicy::default().check(&fix, now), Ok(Freshness::Live));
     /// ```
     pub fn check(&self, fix: &Fix, now: DateTime<Utc>) -> Result<Freshness, FixError> {

@@ -181,16 +181,17 @@ impl Policy {
     ///
     /// ```
     /// use geo::Point;
-    /// use trygg_core::{DeviceId, Fix, FixSource};
+    /// use trygg_core::{DeviceId, Fix};
     /// use trygg_geofence::{DeviceState, EventKind, Policy, Shape, Zone, ZoneId, ZoneIndex, ZoneKind};
     /// let d = DeviceId::parse("w1")?;
     /// let home = Shape::Circle { centre: Point::new(11.97, 57.70), radius_m: 100.0 };
     /// let index = ZoneIndex::build(vec![
     ///     Zone::new(ZoneId::new("home"), ZoneKind::StayInside, home)?.for_devices([d.clone()]),
     /// ])?;
-    /// let fix = |min: u32, lat: f64| Fix { time: format!("2026-05-04T10:{min:02}:00Z").parse().unwrap(),
-    ///     lat, lon: 11.97, accuracy_m: Some(10.0), speed_mps: None, course_deg: None,
-    ///     altitude_m: None, battery_pct: None, source: FixSource::Gps };
+    /// let fix = |min: u32, lat: f64| Fix {
+    ///     accuracy_m: Some(10.0),
+    ///     ..Fix::gps(format!("2026-05-04T10:{min:02}:00Z").parse().unwrap(), lat, 11.97)
+    /// };
     /// let (policy, mut state) = (Policy::default(), DeviceState::default());
     /// assert!(policy.evaluate(&index, &d, &mut state, &fix(0, 57.700)).is_empty()); // home
     /// assert!(policy.evaluate(&index, &d, &mut state, &fix(1, 57.702)).is_empty()); // 220 m: pending
@@ -347,17 +348,8 @@ mod tests {
 
     /// A GPS fix `north_m` metres north of the centre, `min` minutes after 10:00 UTC.
     fn fix(min: i64, north_m: f64, accuracy_m: f64) -> Fix {
-        Fix {
-            time: Utc.with_ymd_and_hms(2026, 5, 4, 10, 0, 0).unwrap() + Duration::minutes(min),
-            lat: LAT + north_m / M,
-            lon: LON,
-            accuracy_m: Some(accuracy_m),
-            speed_mps: None,
-            course_deg: None,
-            altitude_m: None,
-            battery_pct: None,
-            source: FixSource::Gps,
-        }
+        let time = Utc.with_ymd_and_hms(2026, 5, 4, 10, 0, 0).unwrap() + Duration::minutes(min);
+        Fix { accuracy_m: Some(accuracy_m), ..Fix::gps(time, LAT + north_m / M, LON) }
     }
 
     struct Run {

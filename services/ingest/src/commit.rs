@@ -305,7 +305,7 @@ mod tests {
     use chrono::Utc;
     use prometheus_client::registry::Registry;
     use sqlx::Connection;
-    use trygg_core::{DeviceId, Fix, FixSource};
+    use trygg_core::{DeviceId, Fix};
     use trygg_store::testing::TestDb;
     use trygg_store::{NewDevice, NewFix, Protocol};
 
@@ -315,19 +315,9 @@ mod tests {
     fn batch(device: &DeviceId, n: usize, offset_ms: i64) -> FixBatch {
         let now = 1_790_000_000_000;
         let fixes = (0..n)
-            .map(|i| NewFix {
-                fix: Fix {
-                    time: chrono::DateTime::from_timestamp_millis(now - offset_ms - i as i64).unwrap(),
-                    lat: 57.0,
-                    lon: 12.0,
-                    accuracy_m: None,
-                    speed_mps: None,
-                    course_deg: None,
-                    altitude_m: None,
-                    battery_pct: None,
-                    source: FixSource::Gps,
-                },
-                late: false,
+            .map(|i| {
+                let time = chrono::DateTime::from_timestamp_millis(now - offset_ms - i as i64).unwrap();
+                NewFix { fix: Fix::gps(time, 57.0, 12.0), late: false }
             })
             .collect();
         FixBatch { device: device.clone(), received_at: Utc::now(), fixes }

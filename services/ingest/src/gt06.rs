@@ -1,4 +1,5 @@
-//! The GT06 (Concox) TCP listener: one task per tracker connection.
+//! The GT06 (Concox) TCP protocol: what the connection loop in [`crate::tcp`] does differently
+//! for a tracker.
 //!
 //! A connection starts with a login packet naming the IMEI; until a login is accepted, other
 //! packets are dropped (and counted). The IMEI must be registered as a `gt06` device. Every
@@ -13,114 +14,69 @@
 //! - A position without a satellite fix is stored as coarse (cell), never as GPS; 0/0 is no
 //!   position at all.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use chrono::Utc;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use trygg_core::DeviceAlarmKind;
-use trygg_protocols::gt06::{self as codec, FrameError, Message, Packet};
+use trygg_protocols::gt06::{self as codec, ContentError, FrameError, Message, Packet};
 use trygg_store::Protocol;
 
 use crate::IngestError;
 use crate::device::{DeviceIngest, Session};
-use crate::tcp::{Connection, Cut, next_frame};
+use crate::tcp::{Cut, DeviceProtocol};
 
 const PROTOCOL: Protocol = Protocol::Gt06;
 
-/// Serves one GT06 connection until it closes, misbehaves or the server stops.
-pub(crate) async fn serve_connection(
-    ctx: Arc<DeviceIngest>,
-    socket: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    ctx.metrics.connection_opened(PROTOCOL);
-    let mut conn = Connection::new(socket);
-    // GT06 commands are not implemented; the channel only keeps the registry uniform.
-    let (outgoing, mut commands) = mpsc::channel::<Vec<u8>>(8);
-    let mut session: Option<(Session, u64)> = None;
-    let max = ctx.config.max_frame_bytes;
-    let reason = loop {
-        let next = next_frame(
-            &mut conn,
-            |b| cut(b, max),
-            ctx.config.read_timeout,
-            &mut commands,
-            &mut shutdown,
-            &ctx.metrics,
-            PROTOCOL,
-            peer,
-        )
-        .await;
-        let packet = match next {
-            Ok(packet) => packet,
-            Err(reason) => break reason,
-        };
-        ctx.metrics.frame(PROTOCOL, if packet.crc_ok { "ok" } else { "bad_crc" });
-        let message = packet.message();
+/// The GT06 protocol for the shared connection loop: a login packet names the device. GT06
+/// commands are not implemented; the loop's command channel only keeps the registry uniform.
+pub(crate) struct Gt06;
 
-        if let Ok(Message::Login(login)) = &message {
-            match &mut session {
-                Some((s, _)) if s.device.as_str() != login.imei => {
-                    ctx.metrics.refused(PROTOCOL, "device_id_changed");
-                    break format!("device id changed from {} on the connection", s.device);
-                }
-                Some((s, _)) => {
-                    // A repeated login of the same device: acknowledge it again.
-                    s.announced_offset = login.utc_offset.or(s.announced_offset);
-                }
-                None => match Box::pin(ctx.identify(&login.imei, PROTOCOL)).await {
-                    Ok(mut s) => {
-                        s.announced_offset = login.utc_offset;
-                        let connection = ctx.links.open(&s.device, PROTOCOL, "", outgoing.clone());
-                        Box::pin(ctx.heard(&s, None)).await;
-                        tracing::info!(device = %s.device, %peer, "GT06 tracker logged in");
-                        session = Some((s, connection));
-                    }
-                    Err(refused) => break format!("device refused ({refused:?})"),
-                },
-            }
-        }
-        let Some((s, _)) = &mut session else {
-            ctx.metrics.frame(PROTOCOL, "before_login");
-            tracing::debug!(%peer, protocol = packet.protocol, "GT06 packet before login dropped");
-            continue;
-        };
-        if let Err(refused) = Box::pin(ctx.refresh(s)).await {
-            break format!("device no longer accepted ({refused:?})");
-        }
-
-        match Box::pin(handle_packet(&ctx, s, &packet, message)).await {
-            Ok(()) => {
-                if let Some(reply) = codec::reply_for(&packet)
-                    && let Err(e) = conn.write(&reply).await
-                {
-                    break format!("writing a reply failed: {e}");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(device = %s.device, error = %e, "GT06 packet not stored; not acknowledged")
-            }
-        }
-    };
-    if let Some((s, connection)) = &session {
-        ctx.links.close(&s.device, *connection);
-        tracing::info!(device = %s.device, %peer, reason, "GT06 tracker disconnected");
-    } else {
-        tracing::debug!(%peer, reason, "GT06 connection closed before login");
-    }
-    ctx.metrics.connection_closed(PROTOCOL);
+/// A packet and its content, read once for both the login check and storing.
+pub(crate) struct Read {
+    packet: Packet,
+    message: Result<Message, ContentError>,
 }
 
-/// Frames GT06 bytes.
-fn cut(buf: &[u8], max: usize) -> Cut<Packet> {
-    match codec::decode_frame(buf, max) {
-        Ok(None) => Cut::Incomplete,
-        Ok(Some(d)) => Cut::Frame { frame: d.frame, consumed: d.consumed, skipped: d.skipped },
-        Err(FrameError::Malformed { consumed, reason }) => Cut::Drop { consumed, reason },
-        Err(e) => Cut::Close(e.to_string()),
+impl DeviceProtocol for Gt06 {
+    type Frame = Read;
+    const PROTOCOL: Protocol = PROTOCOL;
+    const NAME: &'static str = "GT06 tracker";
+
+    fn cut(buf: &[u8], max: usize) -> Cut<Read> {
+        match codec::decode_frame(buf, max) {
+            Ok(None) => Cut::Incomplete,
+            Ok(Some(d)) => {
+                let read = Read { message: d.frame.message(), packet: d.frame };
+                Cut::Frame { frame: read, consumed: d.consumed, skipped: d.skipped }
+            }
+            Err(FrameError::Malformed { consumed, reason }) => Cut::Drop { consumed, reason },
+            Err(e) => Cut::Close(e.to_string()),
+        }
+    }
+
+    fn outcome(read: &Read) -> &'static str {
+        if read.packet.crc_ok { "ok" } else { "bad_crc" }
+    }
+
+    fn claimed_id(read: &Read) -> Option<&str> {
+        match &read.message {
+            Ok(Message::Login(login)) => Some(&login.imei),
+            _ => None,
+        }
+    }
+
+    /// A login may announce the device's time zone; a repeated login without one keeps the
+    /// earlier.
+    fn identified(session: &mut Session, read: &Read) {
+        if let Ok(Message::Login(login)) = &read.message {
+            session.announced_offset = login.utc_offset.or(session.announced_offset);
+        }
+    }
+
+    async fn store(ctx: &DeviceIngest, session: &Session, read: &Read) -> Result<(), IngestError> {
+        handle_packet(ctx, session, &read.packet, &read.message).await
+    }
+
+    fn reply(read: &Read) -> Option<Vec<u8>> {
+        codec::reply_for(&read.packet)
     }
 }
 
@@ -129,7 +85,7 @@ async fn handle_packet(
     ctx: &DeviceIngest,
     s: &Session,
     packet: &Packet,
-    message: Result<Message, codec::ContentError>,
+    message: &Result<Message, ContentError>,
 ) -> Result<(), IngestError> {
     let offset = s.utc_offset();
     match message {

@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::device::DeviceIngest;
-use crate::tcp::{accept_loop, stopped};
+use crate::gt06::Gt06;
+use crate::tcp::{accept_loop, serve_connection, stopped};
+use crate::watch::Watch;
 
 /// Where each device listener binds; `None` turns it off.
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,13 +76,13 @@ impl DeviceListeners {
                 listener,
                 limit.clone(),
                 shutdown.clone(),
-                move |s, p, stop| crate::watch::serve_connection(ctx.clone(), s, p, stop),
+                move |s, p, stop| serve_connection::<Watch>(ctx.clone(), s, p, stop),
             ));
         }
         if let Some(listener) = gt06 {
             let ctx = ctx.clone();
             tasks.spawn(accept_loop("gt06", listener, limit.clone(), shutdown.clone(), move |s, p, stop| {
-                crate::gt06::serve_connection(ctx.clone(), s, p, stop)
+                serve_connection::<Gt06>(ctx.clone(), s, p, stop)
             }));
         }
         if let Some(listener) = osmand {

@@ -6,10 +6,15 @@
 //! Each connection has its own task, read timeout and frame size cap, so a slow, silent or
 //! garbage-sending device costs only its own task and buffer and never holds up another.
 //!
+//! The two protocols run one connection loop, [`serve_connection`]: frame, identify, refresh the
+//! registration, store, then reply. What truly differs (framing, which frames name the device,
+//! what a frame stores and how it is acknowledged) is a [`DeviceProtocol`], so a fix to the
+//! loop (identity, the link registry, closing) reaches both protocols at once.
+//!
 //! Most connections are idle most of the time (a watch reports every few minutes), so what an
-//! idle task holds is what 20,000 connections cost. The protocol modules therefore box the work
-//! on a frame (identity lookup, commit, alarms): the task's own future then only needs room for
-//! waiting on bytes, not for the largest future of its frame handling.
+//! idle task holds is what 20,000 connections cost. The loop therefore boxes the work on a frame
+//! (identity lookup, commit, alarms): the task's own future then only needs room for waiting on
+//! bytes, not for the largest future of its frame handling.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use trygg_store::Protocol;
 
-use crate::DeviceMetrics;
+use crate::device::{DeviceIngest, Session};
+use crate::{DeviceMetrics, IngestError};
 use tokio::task::JoinSet;
 
 /// How long a reply or command may take to be written before the connection is given up.
@@ -118,6 +124,127 @@ impl Connection {
             Err(_) => Err(ConnectionError::WriteTimeout),
         }
     }
+}
+
+/// What one TCP device protocol does differently; [`serve_connection`] does the rest.
+pub(crate) trait DeviceProtocol {
+    /// A frame cut from the stream, with whatever of its content is read once for both the
+    /// identity check and [`Self::store`].
+    type Frame: Send + Sync;
+    /// The protocol, for identity, metrics and logs.
+    const PROTOCOL: Protocol;
+    /// The device in log lines ("Watch", "GT06 tracker").
+    const NAME: &'static str;
+
+    /// Frames bytes: what is at the front of `buf`, frames capped at `max` bytes.
+    fn cut(buf: &[u8], max: usize) -> Cut<Self::Frame>;
+    /// The frame counter's outcome for a frame that was cut: `ok`, or what was off about it.
+    fn outcome(frame: &Self::Frame) -> &'static str;
+    /// The device id the frame names, if it names one (a watch frame always, a GT06 login).
+    fn claimed_id(frame: &Self::Frame) -> Option<&str>;
+    /// Takes into the session what an identifying frame says besides the id; called on the
+    /// first identification and on every repeated one.
+    fn identified(_session: &mut Session, _frame: &Self::Frame) {}
+    /// The maker prefix registered with the connection, used in commands.
+    fn maker(_frame: &Self::Frame) -> &str {
+        ""
+    }
+    /// Stores what a frame of an identified device carries. `Ok` means the reply may be sent.
+    fn store(
+        ctx: &DeviceIngest,
+        session: &Session,
+        frame: &Self::Frame,
+    ) -> impl Future<Output = Result<(), IngestError>> + Send;
+    /// The reply (acknowledgement) to a stored frame, if the frame wants one.
+    fn reply(frame: &Self::Frame) -> Option<Vec<u8>>;
+}
+
+/// Serves one device connection until it closes, misbehaves or the server stops.
+///
+/// The first frame that names a device identifies the connection (it must be registered under
+/// this protocol); frames before it are dropped and counted, and a later frame naming another
+/// device closes the connection. Each frame's data is committed before its reply is written:
+/// a device that gets no reply resends, and the connection stays.
+pub(crate) async fn serve_connection<P: DeviceProtocol>(
+    ctx: Arc<DeviceIngest>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let protocol = P::PROTOCOL;
+    ctx.metrics.connection_opened(protocol);
+    let mut conn = Connection::new(socket);
+    let (outgoing, mut commands) = mpsc::channel::<Vec<u8>>(8);
+    let mut session: Option<(Session, u64)> = None;
+    let max = ctx.config.max_frame_bytes;
+    let reason = loop {
+        let next = next_frame(
+            &mut conn,
+            |b| P::cut(b, max),
+            ctx.config.read_timeout,
+            &mut commands,
+            &mut shutdown,
+            &ctx.metrics,
+            protocol,
+            peer,
+        )
+        .await;
+        let frame = match next {
+            Ok(frame) => frame,
+            Err(reason) => break reason,
+        };
+        ctx.metrics.frame(protocol, P::outcome(&frame));
+
+        if let Some(id) = P::claimed_id(&frame) {
+            match &mut session {
+                None => match Box::pin(ctx.identify(id, protocol)).await {
+                    Ok(mut s) => {
+                        P::identified(&mut s, &frame);
+                        let connection =
+                            ctx.links.open(&s.device, protocol, P::maker(&frame), outgoing.clone());
+                        Box::pin(ctx.heard(&s, None)).await;
+                        tracing::info!(device = %s.device, %peer, "{} connected", P::NAME);
+                        session = Some((s, connection));
+                    }
+                    Err(refused) => break format!("device refused ({refused:?})"),
+                },
+                Some((s, _)) if s.device.as_str() != id => {
+                    ctx.metrics.refused(protocol, "device_id_changed");
+                    break format!("device id changed from {} on the connection", s.device);
+                }
+                Some((s, _)) => P::identified(s, &frame),
+            }
+        }
+        let Some((s, _)) = &mut session else {
+            ctx.metrics.frame(protocol, "before_login");
+            tracing::debug!(%peer, "{} frame before login dropped", P::NAME);
+            continue;
+        };
+        if let Err(refused) = Box::pin(ctx.refresh(s)).await {
+            break format!("device no longer accepted ({refused:?})");
+        }
+
+        match Box::pin(P::store(&ctx, s, &frame)).await {
+            Ok(()) => {
+                if let Some(reply) = P::reply(&frame)
+                    && let Err(e) = conn.write(&reply).await
+                {
+                    break format!("writing a reply failed: {e}");
+                }
+            }
+            // Nothing was stored: no reply, so the device resends. The connection stays.
+            Err(e) => {
+                tracing::warn!(device = %s.device, error = %e, "{} frame not stored; not acknowledged", P::NAME)
+            }
+        }
+    };
+    if let Some((s, connection)) = &session {
+        ctx.links.close(&s.device, *connection);
+        tracing::info!(device = %s.device, %peer, reason, "{} disconnected", P::NAME);
+    } else {
+        tracing::debug!(%peer, reason, "{} connection closed before it was identified", P::NAME);
+    }
+    ctx.metrics.connection_closed(protocol);
 }
 
 /// The connection's next frame, writing meanwhile the commands queued for the device, counting

@@ -1,4 +1,5 @@
-//! The watch ("3G", SeTracker/Beesure) TCP listener: one task per watch connection.
+//! The watch ("3G", SeTracker/Beesure) TCP protocol: what the connection loop in [`crate::tcp`]
+//! does differently for a watch.
 //!
 //! The first frame names the device; it must be registered as a `watch` device, and every later
 //! frame on the connection must carry the same id (else the connection is closed). Each frame's
@@ -14,105 +15,52 @@
 //!   raised; nothing is dropped for being old;
 //! - the device clock is read at the device's configured UTC offset.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use chrono::Utc;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use trygg_core::DeviceAlarmKind;
 use trygg_protocols::watch::{self as codec, Frame, FrameError, Message};
 use trygg_store::Protocol;
 
 use crate::IngestError;
 use crate::device::{DeviceIngest, Session};
-use crate::tcp::{Connection, Cut, next_frame};
+use crate::tcp::{Cut, DeviceProtocol};
 
 const PROTOCOL: Protocol = Protocol::Watch;
 
-/// Serves one watch connection until it closes, misbehaves or the server stops.
-pub(crate) async fn serve_connection(
-    ctx: Arc<DeviceIngest>,
-    socket: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    ctx.metrics.connection_opened(PROTOCOL);
-    let mut conn = Connection::new(socket);
-    let (outgoing, mut commands) = mpsc::channel::<Vec<u8>>(8);
-    let mut session: Option<(Session, u64)> = None;
-    let max = ctx.config.max_frame_bytes;
-    let reason = loop {
-        let next = next_frame(
-            &mut conn,
-            |b| cut(b, max),
-            ctx.config.read_timeout,
-            &mut commands,
-            &mut shutdown,
-            &ctx.metrics,
-            PROTOCOL,
-            peer,
-        )
-        .await;
-        let frame = match next {
-            Ok(frame) => frame,
-            Err(reason) => break reason,
-        };
-        ctx.metrics.frame(PROTOCOL, if frame.length_mismatch { "length_mismatch" } else { "ok" });
+/// The watch protocol for the shared connection loop: every frame names its device.
+pub(crate) struct Watch;
 
-        // Identity: the first frame names the device; later frames must name the same one.
-        match &mut session {
-            None => match Box::pin(ctx.identify(&frame.device_id, PROTOCOL)).await {
-                Ok(s) => {
-                    let connection = ctx.links.open(&s.device, PROTOCOL, &frame.maker, outgoing.clone());
-                    Box::pin(ctx.heard(&s, None)).await;
-                    tracing::info!(device = %s.device, %peer, "Watch connected");
-                    session = Some((s, connection));
-                }
-                Err(refused) => break format!("device refused ({refused:?})"),
-            },
-            Some((s, _)) if s.device.as_str() != frame.device_id => {
-                ctx.metrics.refused(PROTOCOL, "device_id_changed");
-                break format!("device id changed from {} on the connection", s.device);
-            }
-            Some((s, _)) => {
-                if let Err(refused) = Box::pin(ctx.refresh(s)).await {
-                    break format!("device no longer accepted ({refused:?})");
-                }
-            }
-        }
-        let Some((s, _)) = &session else { continue };
+impl DeviceProtocol for Watch {
+    type Frame = Frame;
+    const PROTOCOL: Protocol = PROTOCOL;
+    const NAME: &'static str = "Watch";
 
-        match Box::pin(handle_frame(&ctx, s, &frame)).await {
-            Ok(()) => {
-                if let Some(reply) = codec::reply_for(&frame)
-                    && let Err(e) = conn.write(&reply).await
-                {
-                    break format!("writing a reply failed: {e}");
-                }
-            }
-            // Nothing was stored: no reply, so the watch resends. The connection stays.
-            Err(e) => {
-                tracing::warn!(device = %s.device, error = %e, "Watch frame not stored; not acknowledged")
-            }
+    fn cut(buf: &[u8], max: usize) -> Cut<Frame> {
+        match codec::decode_frame(buf, max) {
+            Ok(None) => Cut::Incomplete,
+            Ok(Some(d)) => Cut::Frame { frame: d.frame, consumed: d.consumed, skipped: d.skipped },
+            Err(FrameError::Malformed { consumed, reason }) => Cut::Drop { consumed, reason },
+            Err(e) => Cut::Close(e.to_string()),
         }
-    };
-    if let Some((s, connection)) = &session {
-        ctx.links.close(&s.device, *connection);
-        tracing::info!(device = %s.device, %peer, reason, "Watch disconnected");
-    } else {
-        tracing::debug!(%peer, reason, "Watch connection closed before it was identified");
     }
-    ctx.metrics.connection_closed(PROTOCOL);
-}
 
-/// Frames watch bytes.
-fn cut(buf: &[u8], max: usize) -> Cut<Frame> {
-    match codec::decode_frame(buf, max) {
-        Ok(None) => Cut::Incomplete,
-        Ok(Some(d)) => Cut::Frame { frame: d.frame, consumed: d.consumed, skipped: d.skipped },
-        Err(FrameError::Malformed { consumed, reason }) => Cut::Drop { consumed, reason },
-        Err(e) => Cut::Close(e.to_string()),
+    fn outcome(frame: &Frame) -> &'static str {
+        if frame.length_mismatch { "length_mismatch" } else { "ok" }
+    }
+
+    fn claimed_id(frame: &Frame) -> Option<&str> {
+        Some(&frame.device_id)
+    }
+
+    fn maker(frame: &Frame) -> &str {
+        &frame.maker
+    }
+
+    async fn store(ctx: &DeviceIngest, session: &Session, frame: &Frame) -> Result<(), IngestError> {
+        handle_frame(ctx, session, frame).await
+    }
+
+    fn reply(frame: &Frame) -> Option<Vec<u8>> {
+        codec::reply_for(frame)
     }
 }
 

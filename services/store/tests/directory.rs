@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use trygg_core::{DeviceAlarmKind, Fix, FixSource, TenantId, WearerId};
+use trygg_core::{DeviceAlarmKind, Fix, TenantId, WearerId};
 use trygg_store::testing::{add_user, add_watch, device_alarm, tenant_settings};
 use trygg_store::{
     AccessEntry, ConsentGiver, FixBatch, NewConsent, NewDeviceAlarm, NewFix, NewUser, Responder,
@@ -259,18 +259,7 @@ async fn the_access_log_lists_newest_first_per_tenant(store: Arc<dyn Store>) {
 }
 
 fn fix(time: DateTime<Utc>) -> NewFix {
-    let fix = Fix {
-        time,
-        lat: 58.39,
-        lon: 13.84,
-        accuracy_m: None,
-        speed_mps: None,
-        course_deg: None,
-        altitude_m: None,
-        battery_pct: None,
-        source: FixSource::Gps,
-    };
-    NewFix { fix, late: false }
+    NewFix { fix: Fix::gps(time, 58.39, 13.84), late: false }
 }
 
 async fn purge_deletes_old_fixes_but_keeps_alarm_fixes_and_honours_tenant_retention(store: Arc<dyn Store>) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use trygg_core::{DeviceAlarmKind, Fix, FixSource};
+use trygg_core::{DeviceAlarmKind, Fix};
 use trygg_store::testing::{TestDb, add_watch, device_alarm};
 use trygg_store::{FixBatch, NewDeviceAlarm, NewFix, Store};
 
@@ -17,20 +17,7 @@ use trygg_store::{FixBatch, NewDeviceAlarm, NewFix, Store};
 const DEVICES: usize = 20;
 
 fn fix(time: DateTime<Utc>) -> NewFix {
-    NewFix {
-        fix: Fix {
-            time,
-            lat: 58.39,
-            lon: 13.84,
-            accuracy_m: Some(10.0),
-            speed_mps: None,
-            course_deg: None,
-            altitude_m: None,
-            battery_pct: None,
-            source: FixSource::Gps,
-        },
-        late: false,
-    }
+    NewFix { fix: Fix { accuracy_m: Some(10.0), ..Fix::gps(time, 58.39, 13.84) }, late: false }
 }
 
 async fn purge_while_ingest_runs(store: Arc<dyn Store>) {

@@ -32,20 +32,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn fix(time: DateTime<Utc>, lat: f64) -> NewFix {
-    NewFix {
-        fix: Fix {
-            time,
-            lat,
-            lon: 11.97,
-            accuracy_m: None,
-            speed_mps: None,
-            course_deg: None,
-            altitude_m: None,
-            battery_pct: None,
-            source: FixSource::Unknown,
-        },
-        late: false,
-    }
+    NewFix { fix: Fix { source: FixSource::Unknown, ..Fix::gps(time, lat, 11.97) }, late: false }
 }
 
 async fn device(store: &Arc<dyn Store>, id: &str) -> (TenantId, DeviceId) {

@@ -176,17 +176,7 @@ impl Fixture {
 
 /// A GPS fix at `time`.
 pub fn fix(time: DateTime<Utc>, lat: f64, lon: f64, accuracy_m: Option<f64>) -> Fix {
-    Fix {
-        time,
-        lat,
-        lon,
-        accuracy_m,
-        speed_mps: None,
-        course_deg: None,
-        altitude_m: None,
-        battery_pct: None,
-        source: FixSource::default(),
-    }
+    Fix { accuracy_m, source: FixSource::default(), ..Fix::gps(time, lat, lon) }
 }
 
 /// Stores `fixes` of `device` as the group committer does.
