@@ -30,7 +30,13 @@ pub struct LimitedListener {
 impl LimitedListener {
     /// Wraps `inner`; at least one connection is always allowed.
     pub fn new(inner: TcpListener, max: usize) -> Self {
-        Self { inner, permits: Arc::new(Semaphore::new(max.max(1))) }
+        Self::sharing(inner, Arc::new(Semaphore::new(max.max(1))))
+    }
+
+    /// Wraps `inner`, its connections counting against `permits` with those of other listeners
+    /// (the OsmAnd listener shares the device connection limit with the TCP protocols).
+    pub fn sharing(inner: TcpListener, permits: Arc<Semaphore>) -> Self {
+        Self { inner, permits }
     }
 
     /// Connections that may still be opened now.

@@ -88,6 +88,9 @@ impl DeviceListeners {
         if let Some(listener) = osmand {
             let app = crate::osmand::router(ctx.clone());
             let mut stop = shutdown.clone();
+            // Its connections count against the same limit as the TCP devices' (an unbounded
+            // HTTP listener lets a flood of posts take memory without limit).
+            let listener = crate::LimitedListener::sharing(listener, limit.clone());
             tasks.spawn(async move {
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stopped(&mut stop).await })

@@ -33,6 +33,14 @@ struct Setup {
 const WATCH: &str = "8800000015";
 
 async fn setup(read_timeout: Duration) -> Setup {
+    let any = Some("127.0.0.1:0".parse().unwrap());
+    let binds = DeviceBinds { watch: any, gt06: any, osmand: None };
+    let (setup, _) = setup_with(binds, DeviceConfig { read_timeout, ..DeviceConfig::default() }).await;
+    setup
+}
+
+/// The listeners of `binds` on `config`, and every bound address by protocol name.
+async fn setup_with(binds: DeviceBinds, config: DeviceConfig) -> (Setup, Vec<(&'static str, String)>) {
     let db = TestDb::sqlite();
     let store = db.store().await;
     let tenant = store.create_tenant("t").await.unwrap();
@@ -48,18 +56,16 @@ async fn setup(read_timeout: Duration) -> Setup {
         ingest,
         links: DeviceLinks::default(),
         metrics: device_metrics.clone(),
-        config: DeviceConfig { read_timeout, ..DeviceConfig::default() },
+        config,
         heard: HeardWriter::start(store.clone()),
     };
-    let any = Some("127.0.0.1:0".parse().unwrap());
-    let listeners =
-        DeviceListeners::bind(DeviceBinds { watch: any, gt06: any, osmand: None }, ctx).await.unwrap();
-    let addrs = listeners.local_addrs();
-    let find = |n: &str| addrs.iter().find(|(name, _)| *name == n).unwrap().1.to_string();
+    let listeners = DeviceListeners::bind(binds, ctx).await.unwrap();
+    let addrs: Vec<_> = listeners.local_addrs().into_iter().map(|(name, a)| (name, a.to_string())).collect();
+    let find = |n: &str| addrs.iter().find(|(name, _)| *name == n).map(|(_, a)| a.clone()).unwrap_or_default();
     let (watch, gt06) = (find("watch"), find("gt06"));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let served = tokio::spawn(listeners.run(stopping));
-    Setup { _db: db, store, watch, gt06, metrics: device_metrics, stop, served }
+    (Setup { _db: db, store, watch, gt06, metrics: device_metrics, stop, served }, addrs)
 }
 
 /// A UD frame for `WATCH` at the current time plus `offset_s`, with a correct length.
@@ -190,6 +196,33 @@ async fn two_thousand_idle_connections_leave_the_listener_serving() {
     a_good_watch_is_served(&setup).await;
     assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
     drop(idle);
+}
+
+/// The OsmAnd HTTP listener is bounded by the device connection limit: with its one slot
+/// held by an open client, the next waits in the backlog and is answered once the first leaves.
+#[tokio::test]
+async fn osmand_connections_wait_past_the_device_connection_limit() {
+    let binds = DeviceBinds { osmand: Some("127.0.0.1:0".parse().unwrap()), ..DeviceBinds::default() };
+    let (_setup, addrs) = setup_with(binds, DeviceConfig { max_connections: 1, ..DeviceConfig::default() }).await;
+    let osmand = &addrs[0].1;
+    let request = format!(
+        "GET /?id={WATCH}&lat=57.7&lon=11.97&timestamp={} HTTP/1.1\r\nHost: t\r\n\r\n",
+        Utc::now().timestamp()
+    );
+    let mut answer = [0u8; 9];
+    let mut first = TcpStream::connect(osmand).await.unwrap();
+    first.write_all(request.as_bytes()).await.unwrap();
+    first.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 ", "the first client is answered and keeps its connection");
+
+    let mut second = TcpStream::connect(osmand).await.unwrap();
+    second.write_all(request.as_bytes()).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(700), second.read(&mut answer)).await;
+    assert!(waited.is_err(), "answered past the limit: {waited:?}");
+    drop(first);
+    let answered = tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut answer)).await;
+    assert!(matches!(answered, Ok(Ok(_))), "not answered after the slot freed: {answered:?}");
+    assert_eq!(&answer, b"HTTP/1.1 ");
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ pub struct DeviceArgs {
     /// Address of the OsmAnd / Traccar Client HTTP listener; empty turns it off.
     #[arg(long, env = "TRYGG_OSMAND_BIND", default_value = "0.0.0.0:5055")]
     pub osmand_bind: String,
-    /// Most open device TCP connections (watch and GT06 together); more wait in the backlog.
+    /// Most open device connections (watch, GT06 and OsmAnd together); more wait in the backlog.
     #[arg(long, env = "TRYGG_MAX_DEVICE_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_device_connections: u64,
     /// Seconds a device connection may go without delivering a complete frame before it is
