@@ -75,7 +75,7 @@ use trygg_core::{
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_store::{
     DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEADLINE_TEST_ALARM, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange,
-    DeviceCommandLog, DueDeadline, EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Protocol, Signal,
+    DeviceCommandLog, DueDeadline, EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Protocol, ReceivedFix, Signal,
     SignalOutcome, Store, SupervisionSettings, ZoneStateRow,
 };
 
@@ -282,35 +282,14 @@ impl Engine {
         let pending = self.store.pending_device_alarms().await?;
         let mut outcomes = self.run(pending, BTreeMap::new(), now).await?;
         // Then the fixes, a page at a time, so a long outage's backlog is never one huge read.
-        let mut owners: HashMap<DeviceId, Option<(TenantId, Option<WearerId>)>> = HashMap::new();
+        // A device deleted since is not in them: it has nobody to alarm for.
         let mut after: Option<(DeviceId, DateTime<Utc>)> = None;
         loop {
             let cursor = after.as_ref().map(|(d, t)| (d, *t));
             let page = self.store.unevaluated_fixes(now - RECOVERY_WINDOW, cursor, RECOVERY_PAGE).await?;
             let full = page.len() == RECOVERY_PAGE as usize;
-            after = page.last().map(|(d, f)| (d.clone(), f.time));
-            let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
-            for (device, fix) in page {
-                if let Some(entry) = fixes.get_mut(&device) {
-                    entry.fixes.push(fix);
-                    continue;
-                }
-                let owner = match owners.get(&device) {
-                    Some(owner) => *owner,
-                    None => {
-                        let owner = self.store.device_auth(&device).await?.map(|a| (a.tenant, a.wearer));
-                        owners.insert(device.clone(), owner);
-                        owner
-                    }
-                };
-                // A device deleted since is skipped: it has nobody to alarm for.
-                let Some((tenant, wearer)) = owner else { continue };
-                fixes.insert(
-                    device,
-                    DeviceFixes { tenant, wearer, fixes: vec![fix], keep_alives: Vec::new() },
-                );
-            }
-            outcomes.extend(self.run(Vec::new(), fixes, now).await?);
+            after = page.last().map(|r| (r.device.clone(), r.fix.time));
+            outcomes.extend(self.run(Vec::new(), by_device(page), now).await?);
             if !full {
                 break;
             }
@@ -339,20 +318,7 @@ impl Engine {
             let page = self.store.fixes_received_since(from, after.as_ref(), RECOVERY_PAGE).await?;
             let full = page.len() == RECOVERY_PAGE as usize;
             after = page.last().cloned();
-            let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
-            for row in page {
-                fixes
-                    .entry(row.device)
-                    .or_insert_with(|| DeviceFixes {
-                        tenant: row.tenant,
-                        wearer: row.wearer,
-                        fixes: Vec::new(),
-                        keep_alives: Vec::new(),
-                    })
-                    .fixes
-                    .push(row.fix);
-            }
-            outcomes.extend(self.run(Vec::new(), fixes, now).await?);
+            outcomes.extend(self.run(Vec::new(), by_device(page), now).await?);
             if !full {
                 break;
             }
@@ -1121,6 +1087,20 @@ fn log_outcomes(commit: &EngineCommit, outcomes: &[SignalOutcome]) {
             _ => {}
         }
     }
+}
+
+/// A page of fixes read back from the database, grouped by device for [`Engine::run`].
+fn by_device(page: Vec<ReceivedFix>) -> BTreeMap<DeviceId, DeviceFixes> {
+    let mut fixes: BTreeMap<DeviceId, DeviceFixes> = BTreeMap::new();
+    for row in page {
+        let (tenant, wearer) = (row.tenant, row.wearer);
+        fixes
+            .entry(row.device)
+            .or_insert_with(|| DeviceFixes { tenant, wearer, fixes: Vec::new(), keep_alives: Vec::new() })
+            .fixes
+            .push(row.fix);
+    }
+    fixes
 }
 
 /// Committed data in the engine's queue, with when it was queued.

@@ -383,15 +383,16 @@ pub trait Alarms: Send + Sync {
     ) -> Result<Vec<SignalOutcome>, StoreError>;
     /// Every device's stored zone state (the engine loads them at start).
     async fn zone_states(&self) -> Result<Vec<ZoneStateRow>, StoreError>;
-    /// Fixes the engine has not evaluated, by device and time: every fix newer than its
-    /// device's stored `last_fix_at`, and for devices without a stored state the fixes received
-    /// at or after `since`. One page of at most `limit`, after the (device, fix time) `after`.
+    /// Fixes of registered devices the engine has not evaluated, by device and time, each with
+    /// its device's owner: every fix newer than its device's stored `last_fix_at`, and for
+    /// devices without a stored state the fixes received at or after `since`. One page of at
+    /// most `limit`, after the (device, fix time) `after`.
     async fn unevaluated_fixes(
         &self,
         since: DateTime<Utc>,
         after: Option<(&DeviceId, DateTime<Utc>)>,
         limit: u32,
-    ) -> Result<Vec<(DeviceId, Fix)>, StoreError>;
+    ) -> Result<Vec<ReceivedFix>, StoreError>;
     /// Fixes of registered devices received at or after `since`, in the order received (then
     /// by device and fix time), after `after` (the last row of the previous page), at most
     /// `limit`: the engine's catch-up after its queue overflowed. An index range on the time
@@ -594,17 +595,20 @@ impl Alarms for SqlStore {
         since: DateTime<Utc>,
         after: Option<(&DeviceId, DateTime<Utc>)>,
         limit: u32,
-    ) -> Result<Vec<(DeviceId, trygg_core::Fix)>, StoreError> {
+    ) -> Result<Vec<ReceivedFix>, StoreError> {
         // Devices with a stored state: every later fix, however old (an index range per
         // device). Devices without: fixes received since `since` (fixes_by_received).
         let rows = query(format!(
-            "select * from (select f.device_id, {FIX_COLUMNS} from device_zone_state s \
+            "select * from (select f.device_id, d.tenant_id, d.wearer_id, {FIX_COLUMNS} \
+                     from device_zone_state s \
                      join fixes f on f.device_id = s.device_id and f.time > s.last_fix_at \
+                     join devices d on d.id = f.device_id \
                      union all \
-                     select f.device_id, {FIX_COLUMNS} from fixes f where f.received_at >= $1 \
+                     select f.device_id, d.tenant_id, d.wearer_id, {FIX_COLUMNS} from fixes f \
+                     join devices d on d.id = f.device_id where f.received_at >= $1 \
                      and not exists (select 1 from device_zone_state s where s.device_id = f.device_id)) u \
                      where $2 is null or u.device_id > $2 or (u.device_id = $2 and u.time > $3) \
-                     order by 1, 2 limit $4"
+                     order by 1, 4 limit $4"
         ))
         .bind(since)
         .bind(after.map(|(d, _)| d.as_str()))
@@ -612,7 +616,7 @@ impl Alarms for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(&self.db)
         .await?;
-        rows.iter().map(|r| Ok((parse_device(r.get(0))?, stored_fix(r, 1)?.fix))).collect()
+        rows.iter().map(received_fix).collect()
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -638,18 +642,7 @@ impl Alarms for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(&self.db)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let stored = stored_fix(r, 3)?;
-                Ok(ReceivedFix {
-                    device: parse_device(r.get(0))?,
-                    tenant: TenantId(get_uuid(r, 1)?),
-                    wearer: get_opt_uuid(r, 2)?.map(WearerId),
-                    received_at: stored.received_at,
-                    fix: stored.fix,
-                })
-            })
-            .collect()
+        rows.iter().map(received_fix).collect()
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -1307,5 +1300,17 @@ fn alarm_row(r: &Row) -> Result<Alarm, StoreError> {
         closed: stamp_at(r, 20)?,
         outcome: r.get::<Option<String>, _>(23).map(|o| parse_text("outcome", o)).transpose()?,
         note: r.get(24),
+    })
+}
+
+/// Reads a `device_id, tenant_id, wearer_id, {FIX_COLUMNS}` row.
+fn received_fix(r: &Row) -> Result<ReceivedFix, StoreError> {
+    let stored = stored_fix(r, 3)?;
+    Ok(ReceivedFix {
+        device: parse_device(r.get(0))?,
+        tenant: TenantId(get_uuid(r, 1)?),
+        wearer: get_opt_uuid(r, 2)?.map(WearerId),
+        received_at: stored.received_at,
+        fix: stored.fix,
     })
 }
