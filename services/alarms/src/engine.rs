@@ -75,8 +75,8 @@ use trygg_core::{
 use trygg_geofence::{DeviceState, Event, EventKind, Policy};
 use trygg_store::{
     DEADLINE_LOW_BATTERY, DEADLINE_OFFLINE, DEADLINE_TEST_ALARM, DEFAULT_OFFLINE_AFTER_SECS, DeadlineChange,
-    DeviceCommandLog, DueDeadline, EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Protocol, ReceivedFix, Signal,
-    SignalOutcome, Store, SupervisionSettings, ZoneStateRow,
+    DeviceCommandLog, DueDeadline, EngineCommit, NewAlarm, PendingDeviceAlarm, Position, Protocol,
+    ReceivedFix, Signal, SignalOutcome, Store, SupervisionSettings, ZoneStateRow,
 };
 
 use crate::{EngineError, ZoneIndexes};
@@ -278,22 +278,7 @@ impl Engine {
     /// Evaluates everything in the database the engine has not handled: device alarms not yet
     /// turned into alarms and fixes newer than their device's stored zone state.
     pub async fn recover(&mut self, now: DateTime<Utc>) -> Result<Vec<SignalOutcome>, EngineError> {
-        // Device alarms first: an SOS must not wait behind a backlog of fixes.
-        let pending = self.store.pending_device_alarms().await?;
-        let mut outcomes = self.run(pending, BTreeMap::new(), now).await?;
-        // Then the fixes, a page at a time, so a long outage's backlog is never one huge read.
-        // A device deleted since is not in them: it has nobody to alarm for.
-        let mut after: Option<(DeviceId, DateTime<Utc>)> = None;
-        loop {
-            let cursor = after.as_ref().map(|(d, t)| (d, *t));
-            let page = self.store.unevaluated_fixes(now - RECOVERY_WINDOW, cursor, RECOVERY_PAGE).await?;
-            let full = page.len() == RECOVERY_PAGE as usize;
-            after = page.last().map(|r| (r.device.clone(), r.fix.time));
-            outcomes.extend(self.run(Vec::new(), by_device(page), now).await?);
-            if !full {
-                break;
-            }
-        }
+        let outcomes = self.replay(Backlog::Unevaluated { since: now - RECOVERY_WINDOW }, now).await?;
         if !outcomes.is_empty() {
             tracing::info!(signals = outcomes.len(), "Recovered alarms from the database");
         }
@@ -302,31 +287,48 @@ impl Engine {
 
     /// Evaluates what was committed since `since` without reaching the engine (its queue
     /// overflowed, or a batch failed): the device alarms not yet handled, then the fixes
-    /// received since `since` less the catch-up margin, a page at a time in the order received,
-    /// as the queue would have brought them. Fixes evaluated already are older than their
-    /// device's state by then and change nothing.
+    /// received since `since` less the catch-up margin, in the order received, as the queue
+    /// would have brought them. Fixes evaluated already are older than their device's state by
+    /// then and change nothing.
     pub async fn catch_up(
         &mut self,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<SignalOutcome>, EngineError> {
-        let pending = self.store.pending_device_alarms().await?;
-        let mut outcomes = self.run(pending, BTreeMap::new(), now).await?;
-        let from = since - self.catch_up_margin;
-        let mut after = None;
-        loop {
-            let page = self.store.fixes_received_since(from, after.as_ref(), RECOVERY_PAGE).await?;
-            let full = page.len() == RECOVERY_PAGE as usize;
-            after = page.last().cloned();
-            outcomes.extend(self.run(Vec::new(), by_device(page), now).await?);
-            if !full {
-                break;
-            }
-        }
+        let outcomes = self.replay(Backlog::Received { since: since - self.catch_up_margin }, now).await?;
         if !outcomes.is_empty() {
             tracing::info!(signals = outcomes.len(), "Caught up alarms from the database");
         }
         Ok(outcomes)
+    }
+
+    /// Evaluates the device alarms not yet handled, first (an SOS must not wait behind a backlog
+    /// of fixes), then `backlog`'s fixes a page at a time, so a long outage's backlog is never
+    /// one huge read. A device deleted since is not in them: it has nobody to alarm for.
+    async fn replay(
+        &mut self,
+        backlog: Backlog,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SignalOutcome>, EngineError> {
+        let pending = self.store.pending_device_alarms().await?;
+        let mut outcomes = self.run(pending, BTreeMap::new(), now).await?;
+        let mut after = None;
+        loop {
+            let page = match backlog {
+                Backlog::Unevaluated { since } => {
+                    self.store.unevaluated_fixes(since, after.as_ref(), RECOVERY_PAGE).await?
+                }
+                Backlog::Received { since } => {
+                    self.store.fixes_received_since(since, after.as_ref(), RECOVERY_PAGE).await?
+                }
+            };
+            let full = page.len() == RECOVERY_PAGE as usize;
+            after = page.last().cloned();
+            outcomes.extend(self.run(Vec::new(), by_device(page), now).await?);
+            if !full {
+                return Ok(outcomes);
+            }
+        }
     }
 
     /// Raises the device alarms that are in the database but were never handed to the engine
@@ -994,8 +996,12 @@ impl Engine {
         let lagged = Arc::new(AtomicBool::new(true));
         let overflowed_at = Arc::new(AtomicI64::new(NEVER));
         let passes = self.passes.clone();
-        let sink =
-            EngineSink { tx, lagged: lagged.clone(), overflowed_at: overflowed_at.clone(), passes: passes.clone() };
+        let sink = EngineSink {
+            tx,
+            lagged: lagged.clone(),
+            overflowed_at: overflowed_at.clone(),
+            passes: passes.clone(),
+        };
         let task = tokio::spawn(async move {
             let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1007,7 +1013,8 @@ impl Engine {
                 passes.fetch_add(1, Ordering::Relaxed);
                 if lagged.swap(false, Ordering::SeqCst) {
                     let overflowed = overflowed_at.swap(NEVER, Ordering::SeqCst);
-                    let overflowed = (overflowed != NEVER).then(|| DateTime::from_timestamp_millis(overflowed));
+                    let overflowed =
+                        (overflowed != NEVER).then(|| DateTime::from_timestamp_millis(overflowed));
                     missed_since = earliest(missed_since, overflowed.flatten());
                     // What waits in the queue is in the database, and recovery reads it there in
                     // time order with the rest. Evaluating it before recovery has succeeded could
@@ -1087,6 +1094,16 @@ fn log_outcomes(commit: &EngineCommit, outcomes: &[SignalOutcome]) {
             _ => {}
         }
     }
+}
+
+/// Which fixes the engine reads back from the database.
+#[derive(Debug, Clone, Copy)]
+enum Backlog {
+    /// Every fix newer than its device's stored zone state, and those received since `since`
+    /// of devices without one (at start).
+    Unevaluated { since: DateTime<Utc> },
+    /// The fixes received since `since`, in that order (a catch-up while running).
+    Received { since: DateTime<Utc> },
 }
 
 /// A page of fixes read back from the database, grouped by device for [`Engine::run`].

@@ -160,7 +160,11 @@ async fn a_silent_device_raises_one_offline_alert_that_closes_when_it_reports_ac
     assert_eq!(alarm.trigger_time, s.at(0) + OFFLINE, "offline since its threshold passed");
     assert_eq!(alarm.position.map(|(_, t)| t), Some(s.at(0)), "shown with the last known position");
     assert!(s.store.alarm(s.tenant, id, Some(s.staff)).await.unwrap().is_some(), "addressed to the team");
-    let timers = s.store.claim_timers("test-node", s.at(10_000), std::time::Duration::from_secs(30), 10).await.unwrap();
+    let timers = s
+        .store
+        .claim_timers("test-node", s.at(10_000), std::time::Duration::from_secs(30), 10)
+        .await
+        .unwrap();
     assert!(timers.is_empty(), "a technical alert never escalates: {timers:?}");
     assert!(raised(&engine.supervise(s.at(16)).await.unwrap()).is_empty(), "fired once");
 
@@ -499,8 +503,11 @@ async fn a_test_alarm_is_closed_as_test_pages_nobody_and_meets_the_window(store:
         (test.kind, test.state, test.outcome),
         (AlarmKind::Test, AlarmState::Closed, Some(Outcome::Test))
     );
-    let pushes =
-        s.store.claim_outbox("test-node", local(4, 10, 1), std::time::Duration::from_secs(30), 100).await.unwrap();
+    let pushes = s
+        .store
+        .claim_outbox("test-node", local(4, 10, 1), std::time::Duration::from_secs(30), 100)
+        .await
+        .unwrap();
     assert!(pushes.iter().all(|p| p.alarm != test_id), "a test alarm pages nobody");
     let missing = s.store.alarm(s.tenant, missing.id, None).await.unwrap().unwrap();
     assert_eq!(missing.state, AlarmState::Closed);

@@ -61,7 +61,8 @@ async fn setup_with(binds: DeviceBinds, config: DeviceConfig) -> (Setup, Vec<(&'
     };
     let listeners = DeviceListeners::bind(binds, ctx).await.unwrap();
     let addrs: Vec<_> = listeners.local_addrs().into_iter().map(|(name, a)| (name, a.to_string())).collect();
-    let find = |n: &str| addrs.iter().find(|(name, _)| *name == n).map(|(_, a)| a.clone()).unwrap_or_default();
+    let find =
+        |n: &str| addrs.iter().find(|(name, _)| *name == n).map(|(_, a)| a.clone()).unwrap_or_default();
     let (watch, gt06) = (find("watch"), find("gt06"));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let served = tokio::spawn(listeners.run(stopping));
@@ -203,7 +204,8 @@ async fn two_thousand_idle_connections_leave_the_listener_serving() {
 #[tokio::test]
 async fn osmand_connections_wait_past_the_device_connection_limit() {
     let binds = DeviceBinds { osmand: Some("127.0.0.1:0".parse().unwrap()), ..DeviceBinds::default() };
-    let (_setup, addrs) = setup_with(binds, DeviceConfig { max_connections: 1, ..DeviceConfig::default() }).await;
+    let (_setup, addrs) =
+        setup_with(binds, DeviceConfig { max_connections: 1, ..DeviceConfig::default() }).await;
     let osmand = &addrs[0].1;
     let request = format!(
         "GET /?id={WATCH}&lat=57.7&lon=11.97&timestamp={} HTTP/1.1\r\nHost: t\r\n\r\n",

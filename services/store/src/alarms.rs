@@ -386,11 +386,11 @@ pub trait Alarms: Send + Sync {
     /// Fixes of registered devices the engine has not evaluated, by device and time, each with
     /// its device's owner: every fix newer than its device's stored `last_fix_at`, and for
     /// devices without a stored state the fixes received at or after `since`. One page of at
-    /// most `limit`, after the (device, fix time) `after`.
+    /// most `limit`, after (by device and fix time) `after`, the last row of the previous page.
     async fn unevaluated_fixes(
         &self,
         since: DateTime<Utc>,
-        after: Option<(&DeviceId, DateTime<Utc>)>,
+        after: Option<&ReceivedFix>,
         limit: u32,
     ) -> Result<Vec<ReceivedFix>, StoreError>;
     /// Fixes of registered devices received at or after `since`, in the order received (then
@@ -593,7 +593,7 @@ impl Alarms for SqlStore {
     async fn unevaluated_fixes(
         &self,
         since: DateTime<Utc>,
-        after: Option<(&DeviceId, DateTime<Utc>)>,
+        after: Option<&ReceivedFix>,
         limit: u32,
     ) -> Result<Vec<ReceivedFix>, StoreError> {
         // Devices with a stored state: every later fix, however old (an index range per
@@ -611,8 +611,8 @@ impl Alarms for SqlStore {
                      order by 1, 4 limit $4"
         ))
         .bind(since)
-        .bind(after.map(|(d, _)| d.as_str()))
-        .bind(after.map(|(_, t)| t))
+        .bind(after.map(|a| a.device.as_str()))
+        .bind(after.map(|a| a.fix.time))
         .bind(i64::from(limit))
         .fetch_all(&self.db)
         .await?;

@@ -670,8 +670,13 @@ async fn claim<T>(
          t.due_at limit $3{skip_locked}) returning {columns}",
         skip_locked = db.skip_locked()
     );
-    let rows =
-        query(sql).bind(now + chrono_duration(lease)).bind(now).bind(i64::from(limit)).bind(node).fetch_all(db).await?;
+    let rows = query(sql)
+        .bind(now + chrono_duration(lease))
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(node)
+        .fetch_all(db)
+        .await?;
     rows.iter().map(read).collect()
 }
 

@@ -178,8 +178,13 @@ async fn an_escalation_writes_the_next_step_once(store: Arc<dyn Store>) {
 
     // The acknowledgement deadline of step 0 was settled with it.
     let later = now + TimeDelta::seconds(59);
-    let step1: Vec<_> =
-        store.claim_outbox(NODE, later, LEASE, 10).await.unwrap().into_iter().filter(|r| r.step == 1).collect();
+    let step1: Vec<_> = store
+        .claim_outbox(NODE, later, LEASE, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.step == 1)
+        .collect();
     assert_eq!(
         step1.iter().map(|r| r.recipient).collect::<HashSet<_>>(),
         s.staff[1..].iter().copied().collect()
@@ -239,7 +244,12 @@ async fn an_acknowledged_alarm_stops_escalating(store: Arc<dyn Store>) {
         EscalateOutcome::Stopped(AlarmState::Acknowledged)
     );
     assert!(
-        store.claim_outbox(NODE, t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().iter().all(|r| r.step == 0)
+        store
+            .claim_outbox(NODE, t0() + TimeDelta::hours(1), LEASE, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.step == 0)
     );
     assert!(store.claim_timers(NODE, t0() + TimeDelta::hours(1), LEASE, 10).await.unwrap().is_empty());
 }

@@ -279,8 +279,12 @@ async fn fixes_received_since_come_in_the_order_received_page_by_page(store: Arc
         read.extend(page);
     }
     let keys: Vec<_> = read.iter().map(|f| (f.device.as_str(), f.fix.time, f.received_at)).collect();
-    let expected =
-        [("ra", r - secs(5), r), ("rb", r - secs(10), r), ("rb", r - secs(9), r), ("ra", r - secs(20), r + secs(1))];
+    let expected = [
+        ("ra", r - secs(5), r),
+        ("rb", r - secs(10), r),
+        ("rb", r - secs(9), r),
+        ("ra", r - secs(20), r + secs(1)),
+    ];
     assert_eq!(keys, expected, "not the fix received 10 minutes ago");
     assert_eq!(pages, 2);
     assert_eq!((read[0].tenant, read[1].tenant, read[0].wearer), (ta, tb, None));
