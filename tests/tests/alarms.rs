@@ -338,7 +338,12 @@ async fn a_push_in_flight_when_trygg_dies_goes_out_at_once_after_the_restart(db:
     post_device(&c, &w.device_token, "alarms", sos).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while fcm.hung_sends() < PHONES.len() {
-        assert!(Instant::now() < deadline, "{} of {} pushes reached the hanging FCM", fcm.hung_sends(), PHONES.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} pushes reached the hanging FCM",
+            fcm.hung_sends(),
+            PHONES.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.server.kill9();

@@ -64,7 +64,12 @@ async fn a_flood_of_wrong_logins_leaves_memory_bounded_and_the_api_answering() {
         let body = json!({ "email": format!("user{}@kommun.test", i % 50), "password": "wrong password!" });
         logins.push(tokio::spawn(async move {
             // A request that got no answer at all counts as its error, so a failure says why.
-            http.post(&url).json(&body).send().await.map(|r| r.status().to_string()).unwrap_or_else(|e| format!("{e:?}"))
+            http.post(&url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().to_string())
+                .unwrap_or_else(|e| format!("{e:?}"))
         }));
     }
     // Meanwhile the rest of the API answers, promptly.
