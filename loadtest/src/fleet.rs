@@ -93,9 +93,21 @@ impl Profile {
         self.phases.iter().map(|p| p.secs).sum()
     }
 
-    /// The offered rate at `t`.
-    fn rate_at(&self, t: f64) -> f64 {
-        self.phases[self.phase_at(t)].rate
+    /// When a watch that sends at `t`, one of `watches` sharing the load, sends next: one
+    /// interval on at the current rate; but where that interval reaches a phase of another rate,
+    /// at a point `unit` (0..1) of the way into that phase's first interval. Without the fresh
+    /// draw the fleet would carry its old rhythm into the new rate: after a burst in which every
+    /// watch sent each second, all would send in alternate seconds, offering the double rate
+    /// half the time.
+    fn next_send(&self, t: f64, watches: f64, unit: f64) -> f64 {
+        let phase = self.phase_at(t);
+        let rate = self.phases[phase].rate;
+        let next = t + watches / rate.max(1e-3);
+        let Some(following) = self.phases.get(phase + 1) else { return next };
+        if self.phase_at(next) == phase || following.rate == rate {
+            return next;
+        }
+        self.start_of(phase + 1) + unit * watches / following.rate.max(1e-3)
     }
 }
 
@@ -173,6 +185,9 @@ pub struct Counters {
     pub open: AtomicU64,
     /// Replies that did not match the frame they should answer.
     pub mismatched: AtomicU64,
+    /// Commands the server sent unasked (`UPLOAD`, `CR`: the engine hastening a suspected
+    /// exit); they answer nothing, so they are counted apart from the replies.
+    pub server_commands: AtomicU64,
 }
 
 /// What the fleet shares: the clock, the plan, and what it measured.
@@ -437,8 +452,8 @@ impl Watch<'_> {
             self.outbox.push_back(TakenFix { scheduled, time, lat, lon, buffered: offline });
             self.outcome.generated += 1;
             fleet.counters.generated.fetch_add(1, Ordering::Relaxed);
-            let interval = fleet.watches as f64 / fleet.profile.rate_at(t).max(1e-3);
-            self.next_fix = scheduled + Duration::from_secs_f64(interval);
+            let next = fleet.profile.next_send(t, fleet.watches as f64, self.rng.unit());
+            self.next_fix = scheduled + Duration::from_secs_f64(next - t);
         }
     }
 
@@ -460,8 +475,12 @@ impl Watch<'_> {
                 while let Ok(Some(d)) = decode_frame(&buf, 4096) {
                     let _ = buf.split_to(d.consumed);
                     let now = Instant::now();
-                    let front = waiting.lock().expect("waiting").pop_front();
                     let kind = d.frame.kind();
+                    if !matches!(kind.as_str(), "TKQ" | "LK") {
+                        fleet.counters.server_commands.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let front = waiting.lock().expect("waiting").pop_front();
                     match (front, kind.as_str()) {
                         (Some(Waiting::Fix(f)), "TKQ") => {
                             fleet.record(
@@ -582,6 +601,29 @@ mod tests {
         let phase = |secs, rate| Phase { name: String::new(), secs, rate };
         let p = Profile { phases: vec![phase(10.0, 100.0), phase(30.0, 200.0)] };
         assert_eq!((p.phase_at(0.0), p.phase_at(9.99), p.phase_at(10.0), p.phase_at(99.0)), (0, 0, 1, 1));
-        assert_eq!((p.start_of(1), p.secs(), p.rate_at(15.0)), (10.0, 40.0, 200.0));
+        assert_eq!((p.start_of(1), p.secs(), p.phases[p.phase_at(15.0)].rate), (10.0, 40.0, 200.0));
+    }
+
+    #[test]
+    fn the_load_after_a_burst_is_even_second_by_second() {
+        let phase = |secs, rate| Phase { name: String::new(), secs, rate };
+        let p = Profile { phases: vec![phase(10.0, 500.0), phase(10.0, 1000.0), phase(10.0, 500.0)] };
+        let watches = 1000.0;
+        let mut rng = Rng::new(7);
+        let mut per_second = [0u32; 30];
+        for _ in 0..1000 {
+            let mut t = rng.unit() * watches / 500.0;
+            while t < p.secs() {
+                per_second[t as usize] += 1;
+                t = p.next_send(t, watches, rng.unit());
+            }
+        }
+        for (s, &n) in per_second.iter().enumerate() {
+            let want = p.phases[p.phase_at(s as f64)].rate;
+            assert!(
+                (n as f64 - want).abs() <= want * 0.15,
+                "second {s}: {n} sends where {want} were offered"
+            );
+        }
     }
 }

@@ -550,6 +550,7 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
             "connect_errors": c.connect_errors.load(Ordering::Relaxed),
             "broken_connections": c.broken.load(Ordering::Relaxed),
             "mismatched_replies": c.mismatched.load(Ordering::Relaxed),
+            "server_commands": c.server_commands.load(Ordering::Relaxed),
         },
         "server_exited_during_run": exited,
         "server_log_tail": log_tail,
