@@ -96,9 +96,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How far back recovery looks for fixes of devices the engine has never evaluated (devices
 /// with a stored zone state are caught up from it, however long ago that was).
 const RECOVERY_WINDOW: chrono::Duration = chrono::Duration::hours(6);
-/// How long before its commit a fix may have been received, at most, unless the server says
-/// otherwise ([`Engine::catch_up_margin`]): a catch-up reads this much further back.
-const DEFAULT_CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+/// How much further back than the oldest receipt it missed a catch-up reads: the stored time
+/// is rounded (SQLite keeps milliseconds), and the clock may step back a little.
+const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
 
 /// How often a device under an offline alert is looked at again (has it been heard?), for
 /// the keep-alives of TCP watches, which reach the database without passing through the engine.
@@ -160,8 +160,6 @@ pub struct Engine {
     /// Turns of the task's loop and evaluation passes (a batch, or one page of a recovery):
     /// the count its supervisor watches move.
     passes: Arc<AtomicU64>,
-    /// How long before its commit a fix may have been received, at most.
-    catch_up_margin: chrono::Duration,
 }
 
 impl Engine {
@@ -217,16 +215,7 @@ impl Engine {
             commands: None,
             raised: None,
             passes: Arc::default(),
-            catch_up_margin: DEFAULT_CATCH_UP_MARGIN,
         })
-    }
-
-    /// How long before its commit a fix may have been received, at most (ingest's request
-    /// timeout plus a commit); a catch-up reads this much further back than the oldest commit
-    /// it missed. Longer only costs a longer read.
-    pub fn catch_up_margin(mut self, margin: Duration) -> Self {
-        self.catch_up_margin = chrono::Duration::from_std(margin).unwrap_or(DEFAULT_CATCH_UP_MARGIN);
-        self
     }
 
     /// Wakes `waker` after every commit that raised an alarm.
@@ -253,7 +242,9 @@ impl Engine {
         let mut device_alarms = false;
         for data in batch {
             let (tenant, wearer, device, new, keep_alive) = match data {
-                Committed::Fixes { tenant, wearer, device, fixes } => (tenant, wearer, device, fixes, None),
+                Committed::Fixes { tenant, wearer, device, fixes, .. } => {
+                    (tenant, wearer, device, fixes, None)
+                }
                 Committed::Alarm { tenant, wearer, device, fix, .. } => {
                     device_alarms = true;
                     (tenant, wearer, device, fix.into_iter().collect(), None)
@@ -285,17 +276,17 @@ impl Engine {
         Ok(outcomes)
     }
 
-    /// Evaluates what was committed since `since` without reaching the engine (its queue
-    /// overflowed, or a batch failed): the device alarms not yet handled, then the fixes
-    /// received since `since` less the catch-up margin, in the order received, as the queue
-    /// would have brought them. Fixes evaluated already are older than their device's state by
-    /// then and change nothing.
+    /// Evaluates what was committed without reaching the engine (its queue overflowed, or a
+    /// batch failed), `since` being the earliest receipt missed: the device alarms not yet
+    /// handled, then the fixes received since `since` (less a small margin), in the order
+    /// received, as the queue would have brought them. Fixes evaluated already are older than
+    /// their device's state by then and change nothing.
     pub async fn catch_up(
         &mut self,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<SignalOutcome>, EngineError> {
-        let outcomes = self.replay(Backlog::Received { since: since - self.catch_up_margin }, now).await?;
+        let outcomes = self.replay(Backlog::Received { since: since - CATCH_UP_MARGIN }, now).await?;
         if !outcomes.is_empty() {
             tracing::info!(signals = outcomes.len(), "Caught up alarms from the database");
         }
@@ -1061,12 +1052,13 @@ impl Engine {
                         continue;
                     }
                 };
-                // The queue is in commit order: the first is the oldest.
-                let (oldest, first) = first;
+                // The queue is in commit order, which is not quite the order received.
+                let (mut oldest, first) = first;
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH
-                    && let Ok((_, more)) = rx.try_recv()
+                    && let Ok((received_at, more)) = rx.try_recv()
                 {
+                    oldest = oldest.min(received_at);
                     batch.push(more);
                 }
                 if let Err(e) = self.process(batch, Utc::now()).await {
@@ -1120,7 +1112,8 @@ fn by_device(page: Vec<ReceivedFix>) -> BTreeMap<DeviceId, DeviceFixes> {
     fixes
 }
 
-/// Committed data in the engine's queue, with when it was queued.
+/// Committed data in the engine's queue, with when its request was received (for fixes: the
+/// time stored with them, which a catch-up reads by).
 type Queued = (DateTime<Utc>, Committed);
 
 /// `overflowed_at` when the queue has not overflowed since the engine last looked.
@@ -1139,7 +1132,8 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 pub struct EngineSink {
     tx: mpsc::Sender<Queued>,
     lagged: Arc<AtomicBool>,
-    /// When the queue first overflowed since the engine last caught up (Unix milliseconds).
+    /// The earliest receipt whose data the queue had no room for since the engine last caught
+    /// up (Unix milliseconds).
     overflowed_at: Arc<AtomicI64>,
     passes: Arc<AtomicU64>,
 }
@@ -1179,11 +1173,17 @@ impl EngineProbe {
 
 impl CommittedSink for EngineSink {
     fn committed(&self, data: Committed) {
-        let queued_at = Utc::now();
-        if self.tx.try_send((queued_at, data)).is_err() {
+        // A fix may be committed long after it was received (a slow commit, a request that
+        // waited for room), and the catch-up reads fixes by the time received: so a fix is
+        // stamped with it. Alarms are caught up from the unhandled ones, whatever the stamp.
+        let received_at = match &data {
+            Committed::Fixes { received_at, .. } => *received_at,
+            Committed::Alarm { .. } | Committed::KeepAlive { .. } => Utc::now(),
+        };
+        if self.tx.try_send((received_at, data)).is_err() {
             // Full (or the engine stopped): the data is in the database; the catch-up reads
-            // what was committed from this time on.
-            self.overflowed_at.fetch_min(queued_at.timestamp_millis(), Ordering::SeqCst);
+            // what was received from this time on.
+            self.overflowed_at.fetch_min(received_at.timestamp_millis(), Ordering::SeqCst);
             if !self.lagged.swap(true, Ordering::SeqCst) {
                 tracing::warn!("Alarm engine queue full; it will catch up from the database");
             }

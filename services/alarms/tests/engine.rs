@@ -29,6 +29,7 @@ on_both_backends!(
     recovery_reads_a_backlog_in_pages_and_misses_no_exit_in_it,
     a_long_recovery_shows_its_supervisor_progress_page_by_page,
     an_overflowed_queue_is_caught_up_from_the_fixes_received_since,
+    a_walk_committed_a_minute_after_it_was_received_is_caught_up_when_the_queue_drops_it,
     leaving_a_zone_raises_one_exit_alarm_and_a_return_is_recorded_on_it,
     no_consent_no_zone_alarm,
     late_and_out_of_order_fixes_are_evaluated_in_time_order_once,
@@ -113,9 +114,14 @@ impl Setup {
 
     /// Stores the fixes as ingest would and returns what ingest hands to the engine.
     async fn commit_fixes(&self, fixes: &[Fix]) -> Committed {
+        self.commit_fixes_received(fixes, Utc::now()).await
+    }
+
+    /// [`Self::commit_fixes`] of a request received at `received_at`.
+    async fn commit_fixes_received(&self, fixes: &[Fix], received_at: DateTime<Utc>) -> Committed {
         let batch = FixBatch {
             device: self.device.clone(),
-            received_at: Utc::now(),
+            received_at,
             fixes: fixes.iter().map(|f| NewFix { fix: f.clone(), late: false }).collect(),
         };
         self.store.insert_fixes(&[batch]).await.unwrap();
@@ -124,6 +130,7 @@ impl Setup {
             wearer: Some(self.wearer),
             device: self.device.clone(),
             fixes: fixes.to_vec(),
+            received_at,
         }
     }
 
@@ -542,6 +549,34 @@ async fn an_overflowed_queue_is_caught_up_from_the_fixes_received_since(store: A
     task.abort();
 }
 
+/// Her walk reached the server a minute before its commit landed (the database was slow) and
+/// the queue had no room for it. The catch-up reads by the time received, so it must start from
+/// when the walk was received, not from when the queue overflowed.
+async fn a_walk_committed_a_minute_after_it_was_received_is_caught_up_when_the_queue_drops_it(
+    store: Arc<dyn Store>,
+) {
+    let s = setup(store, true).await;
+    let (sink, task) = s.engine().await.spawn(1);
+    let probe = sink.probe();
+    let home = s.commit_fixes(&[s.fix(0, 0.0)]).await;
+    sink.committed(home.clone());
+    while probe.passes() < 2 || probe.queued() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let walk = [s.fix(1, 300.0), s.fix(2, 400.0), s.fix(3, 450.0)];
+    let walk = s.commit_fixes_received(&walk, Utc::now() - TimeDelta::minutes(1)).await;
+    // A resend of the home fix fills the queue (room for one); her walk finds no room.
+    sink.committed(home);
+    sink.committed(walk);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while s.all_alarms().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "her walk out raised no exit alarm");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.all_alarms().await.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlarmKind::ZoneExit]);
+    task.abort();
+}
+
 /// Another connection holding the database's write lock (SQLite) or the alarms table (PostgreSQL):
 /// the engine can read but not raise.
 enum Lock {
@@ -666,7 +701,8 @@ impl Setup {
             tenant: self.tenant,
             wearer: Some(self.wearer),
             device: native.clone(),
-            fixes: vec![fix],
+            fixes: vec![fix.clone()],
+            received_at: fix.time,
         };
         engine.process(vec![data], Utc::now()).await.unwrap();
         answers.get(native)

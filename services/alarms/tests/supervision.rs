@@ -84,7 +84,13 @@ impl Setup {
             fixes: vec![NewFix { fix: fix.clone(), late: false }],
         };
         self.store.insert_fixes(&[batch]).await.unwrap();
-        Committed::Fixes { tenant: self.tenant, wearer, device: device.clone(), fixes: vec![fix] }
+        Committed::Fixes {
+            tenant: self.tenant,
+            wearer,
+            device: device.clone(),
+            fixes: vec![fix],
+            received_at: at,
+        }
     }
 
     async fn offline_alarms(&self) -> Vec<trygg_store::Alarm> {

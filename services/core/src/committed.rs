@@ -27,6 +27,9 @@ pub enum Committed {
         device: DeviceId,
         /// The accepted fixes, in the order sent.
         fixes: Vec<Fix>,
+        /// When the request was received: the time stored with its fixes, which a catch-up
+        /// reads them back by.
+        received_at: DateTime<Utc>,
     },
     /// A device alarm.
     Alarm {

@@ -396,6 +396,7 @@ impl DeviceIngest {
             wearer: session.wearer,
             device: session.device.clone(),
             fixes: committed,
+            received_at: now,
         });
         Ok(())
     }

@@ -196,6 +196,7 @@ async fn positions_inner(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Re
         wearer: auth.wearer,
         device,
         fixes: committed_fixes,
+        received_at: now,
     });
 
     let ack = PositionAck { accepted: new, duplicates: valid - new, late, rejected, report_interval_secs };
