@@ -13,6 +13,7 @@
 //! edges, so a point test reads only the few edges near the point instead of all of them.
 
 use std::fmt;
+use std::sync::Arc;
 
 use geo::kernels::{Kernel, Orientation};
 use geo::{
@@ -33,15 +34,16 @@ const M_PER_DEG: f64 = EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
 /// edges is as fast as walking a tree.
 const EDGE_INDEX_MIN_VERTICES: usize = 128;
 
-/// The identifier of a zone: the caseworker's or the database's, kept as given.
+/// The identifier of a zone: the caseworker's or the database's, kept as given. Shared, not
+/// copied: every device's zone state names its zones, and the engine copies states per batch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ZoneId(String);
+pub struct ZoneId(Arc<str>);
 
 impl ZoneId {
     /// Wraps an identifier.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(Arc::from(id.into()))
     }
 
     /// The identifier as text.
