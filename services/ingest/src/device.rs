@@ -7,7 +7,7 @@
 //! refused, counted and remembered (when and over which protocol it was heard), so the tenant
 //! admin who registers it later sees that it was heard before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use trygg_core::{
     CommandError, DeviceAlarmKind, DeviceCommand, DeviceCommands, DeviceId, Fix, Freshness, TenantId,
     WearerId,
@@ -175,7 +175,46 @@ struct Link {
     protocol: Protocol,
     /// The watch's maker prefix (`3G`, `SG`, …), used in commands.
     maker: String,
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outgoing: Arc<Outgoing>,
+}
+
+/// Most commands waiting to be written on one connection.
+const MAX_WAITING_COMMANDS: usize = 8;
+
+/// The commands waiting to be written on one connection. A connection almost always has none,
+/// and there are tens of thousands of them, so this is an empty queue and a `Notify`, some
+/// hundred bytes, where a channel would hold a block of slots (about a kilobyte) for each.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    waiting: Mutex<VecDeque<Vec<u8>>>,
+    ready: Notify,
+}
+
+impl Outgoing {
+    /// Queues a command; `false` when the connection is gone (its task, which holds the other
+    /// reference, has ended, however it ended) or already has enough waiting.
+    fn push(self: &Arc<Self>, bytes: Vec<u8>) -> bool {
+        let mut waiting = self.waiting.lock().expect("outgoing commands lock");
+        if Arc::strong_count(self) < 2 || waiting.len() >= MAX_WAITING_COMMANDS {
+            return false;
+        }
+        waiting.push_back(bytes);
+        drop(waiting);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next command to write, once there is one. Cancel-safe: a command is taken from the
+    /// queue only in the poll that returns it, and a wake-up missed while not polled is kept
+    /// by the `Notify` for the next call.
+    pub(crate) async fn next(&self) -> Vec<u8> {
+        loop {
+            if let Some(bytes) = self.waiting.lock().expect("outgoing commands lock").pop_front() {
+                return bytes;
+            }
+            self.ready.notified().await;
+        }
+    }
 }
 
 /// The open device connections of this server, by device id: how a caseworker's command reaches
@@ -208,7 +247,9 @@ impl DeviceLinks {
             }
             other => return Err(CommandError::Unsupported { protocol: other.as_str() }),
         };
-        link.outgoing.try_send(bytes).map_err(|_| CommandError::NotConnected)?;
+        if !link.outgoing.push(bytes) {
+            return Err(CommandError::NotConnected);
+        }
         tracing::info!(%device, command = %command.describe(), "Command sent to device");
         Ok(())
     }
@@ -225,7 +266,7 @@ impl DeviceLinks {
         device: &DeviceId,
         protocol: Protocol,
         maker: &str,
-        outgoing: mpsc::Sender<Vec<u8>>,
+        outgoing: Arc<Outgoing>,
     ) -> u64 {
         let connection = self.next.fetch_add(1, Ordering::Relaxed);
         let link = Link { connection, protocol, maker: maker.to_owned(), outgoing };

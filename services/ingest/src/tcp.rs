@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use trygg_store::Protocol;
 
-use crate::device::{DeviceIngest, Session};
+use crate::device::{DeviceIngest, Outgoing, Session};
 use crate::{DeviceMetrics, IngestError};
 use tokio::task::JoinSet;
 
@@ -80,15 +80,21 @@ pub(crate) struct Connection {
     buffer: BytesMut,
 }
 
+/// Room for a typical frame (100–300 bytes) when reading; a longer one grows the buffer, up to
+/// the frame cap.
+const READ_ROOM: usize = 256;
+
 impl Connection {
     pub(crate) fn new(stream: TcpStream) -> Self {
-        // Room for a typical frame (100–300 bytes); a longer one grows it, up to the frame cap.
-        Self { stream, buffer: BytesMut::with_capacity(256) }
+        Self { stream, buffer: BytesMut::new() }
     }
 
     /// The next frame, or `None` when the peer closed cleanly between frames.
     ///
-    /// Cancel-safe: the only await is the read into the buffer, so a frame is never lost when
+    /// While nothing is buffered it waits for the socket without holding a buffer: most
+    /// connections are idle most of the time, and there are tens of thousands of them.
+    ///
+    /// Cancel-safe: the only await is the wait for the socket, so a frame is never lost when
     /// a `select!` picks another branch (a command to send, a shutdown).
     pub(crate) async fn read_frame<F>(
         &mut self,
@@ -107,12 +113,22 @@ impl Connection {
                 }
                 Cut::Close(reason) => return Err(ConnectionError::Unframeable(reason)),
             }
-            if self.stream.read_buf(&mut self.buffer).await? == 0 {
-                return if self.buffer.iter().all(u8::is_ascii_whitespace) {
-                    Ok(None)
-                } else {
-                    Err(ConnectionError::Truncated)
-                };
+            if self.buffer.is_empty() && self.buffer.capacity() > 0 {
+                self.buffer = BytesMut::new();
+            }
+            self.stream.readable().await?;
+            self.buffer.reserve(READ_ROOM);
+            match self.stream.try_read_buf(&mut self.buffer) {
+                Ok(0) => {
+                    return if self.buffer.iter().all(u8::is_ascii_whitespace) {
+                        Ok(None)
+                    } else {
+                        Err(ConnectionError::Truncated)
+                    };
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -174,7 +190,7 @@ pub(crate) async fn serve_connection<P: DeviceProtocol>(
     let protocol = P::PROTOCOL;
     ctx.metrics.connection_opened(protocol);
     let mut conn = Connection::new(socket);
-    let (outgoing, mut commands) = mpsc::channel::<Vec<u8>>(8);
+    let outgoing = Arc::new(Outgoing::default());
     let mut session: Option<(Session, u64)> = None;
     let max = ctx.config.max_frame_bytes;
     let reason = loop {
@@ -182,7 +198,7 @@ pub(crate) async fn serve_connection<P: DeviceProtocol>(
             &mut conn,
             |b| P::cut(b, max),
             ctx.config.read_timeout,
-            &mut commands,
+            &outgoing,
             &mut shutdown,
             &ctx.metrics,
             protocol,
@@ -256,7 +272,7 @@ pub(crate) async fn next_frame<F>(
     conn: &mut Connection,
     cut: impl Fn(&[u8]) -> Cut<F>,
     read_timeout: Duration,
-    commands: &mut mpsc::Receiver<Vec<u8>>,
+    commands: &Outgoing,
     shutdown: &mut watch::Receiver<bool>,
     metrics: &DeviceMetrics,
     protocol: Protocol,
@@ -265,7 +281,7 @@ pub(crate) async fn next_frame<F>(
     loop {
         let read = tokio::select! {
             read = tokio::time::timeout(read_timeout, conn.read_frame(&cut)) => read,
-            Some(command) = commands.recv() => {
+            command = commands.next() => {
                 conn.write(&command).await.map_err(|e| format!("writing a command failed: {e}"))?;
                 continue;
             }
