@@ -482,3 +482,34 @@ pub(crate) fn device_time(time: chrono::NaiveDateTime, offset: FixedOffset) -> D
         None => Utc.from_utc_datetime(&time),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commands_wait_in_order_and_a_wake_up_missed_by_a_dropped_wait_is_kept() {
+        let connection = Arc::new(Outgoing::default());
+        let link = connection.clone();
+        // A wait the connection's select! gave up on (it read a frame instead).
+        drop(tokio::time::timeout(Duration::from_millis(10), connection.next()).await);
+        assert!(link.push(b"CR".to_vec()) && link.push(b"UPLOAD,60".to_vec()));
+        assert_eq!(connection.next().await, b"CR");
+        assert_eq!(connection.next().await, b"UPLOAD,60");
+        // Nothing left: the next wait waits.
+        assert!(tokio::time::timeout(Duration::from_millis(10), connection.next()).await.is_err());
+    }
+
+    #[test]
+    fn a_full_queue_or_an_ended_connection_refuses_commands() {
+        let connection = Arc::new(Outgoing::default());
+        let link = connection.clone();
+        for _ in 0..MAX_WAITING_COMMANDS {
+            assert!(link.push(b"CR".to_vec()));
+        }
+        assert!(!link.push(b"CR".to_vec()), "a ninth waiting command");
+        drop(connection);
+        link.waiting.lock().unwrap().clear();
+        assert!(!link.push(b"CR".to_vec()), "the connection's task has ended");
+    }
+}
