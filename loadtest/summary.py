@@ -2,7 +2,8 @@
 
     python3 loadtest/summary.py loadtest/results 2026-12-02T20:30:00Z > loadtest/results/summary.md
 
-Every figure is copied from a results file, with the time that file says its run started; a
+Every figure is copied from a results file, with the time the file gives (the geofence and
+baseline reports: when they started; a watch-load report: when it was written, at its end); a
 file that is missing or older than the run's start (the second argument) is named as such rather
 than quoted, so the summary never mixes two runs silently.
 """
@@ -87,7 +88,7 @@ def main():
         out.append("")
 
     out.append("## M3 over device TCP (`watch-m3-*.json`: 19,900 watches, 99,500 zones, 30 s warm-up + 300 s)\n")
-    out.append("| backend | started | offered | answered | ack p50 / p99 / p99.9 | server CPU s per 1k fixes | RSS per idle connection | RSS max | exit → push p50 / p99 | exits alarmed | answered but not stored |")
+    out.append("| backend | done at | offered | answered | ack p50 / p99 / p99.9 | server CPU s per 1k fixes | RSS per idle connection | RSS max | exit → push p50 / p99 | exits alarmed | answered but not stored |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     m3 = {}
     for backend in ("sqlite", "postgres"):
@@ -120,7 +121,7 @@ def main():
         out.append("")
 
     out.append("## Ceiling, burst, storm, overload (`watch-SCENARIO-BACKEND.json`)\n")
-    out.append("| scenario | backend | started | result |")
+    out.append("| scenario | backend | done at | result |")
     out.append("|---|---|---|---|")
     for backend in ("sqlite", "postgres"):
         r = current(f"watch-ceiling-{backend}")
