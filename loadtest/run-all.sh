@@ -5,8 +5,11 @@
 #   1. geofence: M1 and M2 against shapely 2 and PostGIS driven by pgbench (loadtest/geofence)
 #   2. the Traccar-style baseline, pgbench (loadtest/baseline)
 #   3. per backend (SQLite, then PostgreSQL): m3, ceiling (steps of 2,000 from 2,000 to 14,000
-#      fixes/s), burst, storm, and overload at twice the ceiling the ceiling run just found, or
-#      at twice the lowest step when none met p99 ≤ 50 ms (loadtest/watch)
+#      fixes/s), burst (M3's 10,000/s and 20,000/s), then, around half the ceiling the ceiling
+#      run just found (the load a backend carries with room to spare): storm (with as many
+#      watches as the ceiling, so each sends a fix every 2 s and buffers 30 in the 60 s outage),
+#      and overload at twice the ceiling; a backend with no step under p99 ≤ 50 ms counts the
+#      lowest step as its ceiling (loadtest/watch)
 #   4. the HTTP flood, bad and valid token (SQLite)
 #   5. loadtest/results/summary.md: the headline table of all of them, with their start times
 #
@@ -69,10 +72,10 @@ for backend in sqlite postgres; do
     ceiling="$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["summary"]["ceiling_per_s"]))' \
         "$results/watch-ceiling-$backend.json" 2>/dev/null || echo 0)"
     watch_run burst "$backend"
-    watch_run storm "$backend"
     (( ceiling > 0 )) || ceiling="${steps%%,*}"
+    watch_run storm "$backend" --rate $(( ceiling / 2 )) --watches "$ceiling"
     export OVERLOAD_RATE=$(( 2 * ceiling ))
-    watch_run overload "$backend"
+    watch_run overload "$backend" --rate $(( ceiling / 2 ))
 done
 watch_run http-flood sqlite
 watch_run http-flood sqlite --flood-token valid

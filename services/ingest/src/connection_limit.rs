@@ -9,6 +9,13 @@
 //!
 //! [`LimitedListener`] is an [`axum::serve::Listener`]: each accepted connection holds a
 //! permit until it closes, and the next `accept` waits for a free one.
+//!
+//! Connections past a limit wait in the listen backlog, so the backlog must hold a burst:
+//! [`listen`] binds every listener of trygg (HTTP and devices) with room for
+//! [`LISTEN_BACKLOG`]. `TcpListener::bind` gives 128 (`ss -ltn` showed it): a flood of 1,000
+//! logins against the HTTP limit of 256 overflowed it, the kernel fell back on SYN cookies and
+//! now and then reset a connection mid-request ("connection reset by peer" instead of an
+//! answer); 19,900 watches reconnecting after an outage overflowed it thousands of times.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,10 +24,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A TCP listener that keeps at most `max` connections open.
+/// Connections the kernel completes and holds for a listener until it accepts them. The kernel
+/// caps it at `net.core.somaxconn` (4,096 on current kernels).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket as `TcpListener::bind` does (address reuse on Unix), with a backlog
+/// of [`LISTEN_BACKLOG`].
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 #[derive(Debug)]
 pub struct LimitedListener {
     inner: TcpListener,
@@ -144,5 +165,30 @@ mod tests {
         drop(first);
         let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.unwrap().unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"));
+    }
+
+    #[tokio::test]
+    async fn a_burst_past_the_default_backlog_is_held_at_once() {
+        // Nobody accepts: every connection waits in the backlog, as past a connection limit.
+        // Past a full backlog the kernel drops the handshake, and the client tries again only
+        // a second later (then three, …).
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..1500 {
+            connects.spawn(TcpStream::connect(addr));
+        }
+        let mut held = Vec::new();
+        let all = tokio::time::timeout(Duration::from_millis(900), async {
+            while let Some(connected) = connects.join_next().await {
+                held.push(connected.unwrap().unwrap());
+            }
+        })
+        .await;
+        assert!(
+            all.is_ok(),
+            "{} of 1500 connections were held at once (is net.core.somaxconn below {LISTEN_BACKLOG}?)",
+            held.len()
+        );
     }
 }

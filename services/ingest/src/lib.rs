@@ -40,7 +40,7 @@ pub mod pb {
 }
 
 pub use commit::{CommitConfig, CommitProbe, FixCommitter};
-pub use connection_limit::{LimitedListener, LimitedStream};
+pub use connection_limit::{LISTEN_BACKLOG, LimitedListener, LimitedStream, listen};
 pub use device::{DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics};
 pub use error::IngestError;
 pub use heard::HeardWriter;

@@ -42,7 +42,7 @@ impl DeviceListeners {
         async fn bind(addr: Option<SocketAddr>, what: &str) -> std::io::Result<Option<TcpListener>> {
             match addr {
                 None => Ok(None),
-                Some(a) => TcpListener::bind(a).await.map(Some).map_err(|e| {
+                Some(a) => crate::listen(a).map(Some).map_err(|e| {
                     std::io::Error::new(e.kind(), format!("binding the {what} listener on {a}: {e}"))
                 }),
             }

@@ -86,8 +86,7 @@ impl Server {
         let store = trygg_store::connect(&config.database_url, &config.connect)
             .await
             .with_context(|| format!("opening database {}", redact(&config.database_url)))?;
-        let listener = TcpListener::bind(config.http_bind)
-            .await
+        let listener = trygg_ingest::listen(config.http_bind)
             .with_context(|| format!("binding HTTP on {}", config.http_bind))?;
 
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
