@@ -27,7 +27,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A TCP listener that keeps at most `max` connections open.
 /// Connections the kernel completes and holds for a listener until it accepts them. The kernel
 /// caps it at `net.core.somaxconn` (4,096 on current kernels).
 pub const LISTEN_BACKLOG: u32 = 4096;
@@ -42,6 +41,7 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// A TCP listener that keeps at most `max` connections open.
 #[derive(Debug)]
 pub struct LimitedListener {
     inner: TcpListener,
