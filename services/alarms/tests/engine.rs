@@ -117,6 +117,21 @@ impl Setup {
         self.commit_fixes_received(fixes, Utc::now()).await
     }
 
+    /// A running engine whose queue holds one commit, past its start-up recovery and with her
+    /// home fix evaluated; the home fix's commit, for resends.
+    async fn engine_home_with_a_queue_of_one(
+        &self,
+    ) -> (trygg_alarms::EngineSink, tokio::task::JoinHandle<()>, Committed) {
+        let (sink, task) = self.engine().await.spawn(1);
+        let probe = sink.probe();
+        let home = self.commit_fixes(&[self.fix(0, 0.0)]).await;
+        sink.committed(home.clone());
+        while probe.passes() < 2 || probe.queued() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        (sink, task, home)
+    }
+
     /// [`Self::commit_fixes`] of a request received at `received_at`.
     async fn commit_fixes_received(&self, fixes: &[Fix], received_at: DateTime<Utc>) -> Committed {
         let batch = FixBatch {
@@ -526,13 +541,7 @@ async fn a_long_recovery_shows_its_supervisor_progress_page_by_page(store: Arc<d
 /// and raises the exit once.
 async fn an_overflowed_queue_is_caught_up_from_the_fixes_received_since(store: Arc<dyn Store>) {
     let s = setup(store, true).await;
-    let (sink, task) = s.engine().await.spawn(1);
-    let probe = sink.probe();
-    let home = s.commit_fixes(&[s.fix(0, 0.0)]).await;
-    sink.committed(home.clone());
-    while probe.passes() < 2 || probe.queued() > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let (sink, task, home) = s.engine_home_with_a_queue_of_one().await;
     s.commit_fixes(&[s.fix(1, 300.0), s.fix(2, 400.0), s.fix(3, 450.0)]).await;
     // Resends of the home fix overflow the queue before the walk is handed over.
     for _ in 0..50 {
@@ -556,13 +565,7 @@ async fn a_walk_committed_a_minute_after_it_was_received_is_caught_up_when_the_q
     store: Arc<dyn Store>,
 ) {
     let s = setup(store, true).await;
-    let (sink, task) = s.engine().await.spawn(1);
-    let probe = sink.probe();
-    let home = s.commit_fixes(&[s.fix(0, 0.0)]).await;
-    sink.committed(home.clone());
-    while probe.passes() < 2 || probe.queued() > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let (sink, task, home) = s.engine_home_with_a_queue_of_one().await;
     let walk = [s.fix(1, 300.0), s.fix(2, 400.0), s.fix(3, 450.0)];
     let walk = s.commit_fixes_received(&walk, Utc::now() - TimeDelta::minutes(1)).await;
     // A resend of the home fix fills the queue (room for one); her walk finds no room.
