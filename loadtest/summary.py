@@ -48,6 +48,11 @@ def rate(v):
     return "–" if v is None else f"{v:,.0f}/s"
 
 
+def back_to_normal(secs):
+    """When p99 was back under 50 ms after a burst or an overload, as the report says it."""
+    return f"after {secs} s" if secs is not None else "not within the run"
+
+
 def phase(report, name):
     return next((p for p in report.get("phases", []) if p["name"] == name), None)
 
@@ -139,7 +144,7 @@ def main():
             out.append(
                 f"| burst | {backend} | {hm(started(r))} | {rate(b['offered_per_s'])} for 30 s answered {rate(b['acked_per_s'])} "
                 f"(p99 {ms(b['ack_ms']['p99'])}); after it p99 {ms(a['ack_ms']['p99'])}, back to p99 ≤ 50 ms "
-                f"{'after ' + str(back) + ' s' if back is not None else 'not within the run'}; "
+                f"{back_to_normal(back)}; "
                 f"{v['acked_but_not_stored']} answered but not stored, {v['zone_exit_alarms']} of {v['leavers']} exits |"
             )
         r = current(f"watch-storm-{backend}")
@@ -160,7 +165,7 @@ def main():
             out.append(
                 f"| overload | {backend} | {hm(started(r))} | {rate(o['offered_per_s'])} for 60 s answered {rate(o['acked_per_s'])} "
                 f"(p99 {ms(o['ack_ms']['p99'])}, RSS max {o['server_rss_max_mib']} MiB); back to p99 ≤ 50 ms "
-                f"{'after ' + str(back) + ' s' if back is not None else 'not within the run'}; "
+                f"{back_to_normal(back)}; "
                 f"{v['acked_but_not_stored']} answered but not stored |"
             )
     for name in ("watch-http-flood-sqlite", "watch-http-flood-valid-token-sqlite"):
