@@ -76,14 +76,18 @@ impl DeviceListeners {
                 listener,
                 limit.clone(),
                 shutdown.clone(),
-                move |s, p, stop| serve_connection::<Watch>(ctx.clone(), s, p, stop),
+                move |s, p, stop, slot| serve_connection::<Watch>(ctx.clone(), s, p, stop, slot),
             ));
         }
         if let Some(listener) = gt06 {
             let ctx = ctx.clone();
-            tasks.spawn(accept_loop("gt06", listener, limit.clone(), shutdown.clone(), move |s, p, stop| {
-                serve_connection::<Gt06>(ctx.clone(), s, p, stop)
-            }));
+            tasks.spawn(accept_loop(
+                "gt06",
+                listener,
+                limit.clone(),
+                shutdown.clone(),
+                move |s, p, stop, slot| serve_connection::<Gt06>(ctx.clone(), s, p, stop, slot),
+            ));
         }
         if let Some(listener) = osmand {
             let app = crate::osmand::router(ctx.clone());
