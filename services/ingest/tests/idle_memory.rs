@@ -3,11 +3,10 @@
 //! benchmark's target is 4 KiB of server RSS per idle connection, everything included).
 //!
 //! This test binary counts every byte the Rust code has allocated and not freed (`stats_alloc`),
-//! then connects
-//! watches to the real watch listener, each identified by a keep-alive and answered, and divides
-//! what stayed allocated by the number of connections. The clients are blocking `std` sockets,
-//! which allocate nothing, so only the server's side is counted. SQLite allocates through its own
-//! `malloc` and is not counted.
+//! then connects watches to the real watch listener, each identified by a keep-alive and
+//! answered, and divides what stayed allocated by the number of connections. The clients are
+//! blocking `std` sockets, which allocate nothing, so only the server's side is counted. SQLite
+//! allocates through its own `malloc` and is not counted.
 
 mod common;
 
