@@ -3,8 +3,9 @@
 //! A transaction per fix costs a WAL sync per fix and caps ingest at a few hundred fixes a
 //! second on an ordinary disk. Instead every request hands its batch to one writer task, which
 //! collects batches until it has `max_rows` fixes or `max_delay` has passed since the first,
-//! commits them together and only then answers each request. While a commit runs, new batches
-//! queue up and form the next group, so under load groups grow by themselves.
+//! commits them together and only then answers each request. While its commits run (one on
+//! SQLite; on PostgreSQL `in_flight`, so one group fills while another waits for its sync), new
+//! batches queue up and form the next group, so under load groups grow by themselves.
 //!
 //! When the database is unavailable nothing waits without bound: a request waits for room in
 //! the queue and for its answer only until its deadline (then it is refused, 503, and the device
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use trygg_store::{FixBatch, Store, StoreError};
 
@@ -39,19 +40,25 @@ pub struct CommitConfig {
     /// The longest one group commit may take, measured here: a bound even when the database
     /// stops answering without closing the connection (a hung server, a silent network).
     pub commit_timeout: Duration,
+    /// Most group commits running at once, where the database lets writers overlap
+    /// ([`Store::parallel_writes`]: one on SQLite). A device's connection waits for its commit
+    /// before its next frame, so a device's fixes still commit in order.
+    pub in_flight: usize,
 }
 
 impl Default for CommitConfig {
     /// 2,000 fixes or 2 ms: the delay is small against a device's round trip over a mobile
     /// network, and large enough to gather every request that arrives while a commit is on disk.
     /// 100,000 queued fixes are a few tens of megabytes. 10 s is twice the database's own
-    /// timeouts, so those normally answer first.
+    /// timeouts, so those normally answer first. Two commits in flight where the database
+    /// lets them overlap: one fills while the other waits for its sync.
     fn default() -> Self {
         Self {
             max_rows: 2000,
             max_delay: Duration::from_millis(2),
             max_queued_fixes: 100_000,
             commit_timeout: Duration::from_secs(10),
+            in_flight: 2,
         }
     }
 }
@@ -195,7 +202,18 @@ async fn write_loop(
     groups: Arc<AtomicU64>,
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
-    while let Some(first) = rx.recv().await {
+    let writers = config.in_flight.clamp(1, store.parallel_writes());
+    let mut commits = JoinSet::new();
+    loop {
+        // Every writer busy: what arrives meanwhile waits in the channel and forms the next,
+        // larger group.
+        while commits.len() >= writers {
+            refuse_if_failed(&metrics, &mut rx, commits.join_next().await);
+        }
+        while let Some(done) = commits.try_join_next() {
+            refuse_if_failed(&metrics, &mut rx, Some(done));
+        }
+        let Some(first) = rx.recv().await else { break };
         let deadline = Instant::now() + config.max_delay;
         let mut rows = first.batch.fixes.len();
         let mut group = vec![first];
@@ -210,22 +228,34 @@ async fn write_loop(
                 Ok(None) | Err(_) => break,
             }
         }
-        if let Err(failure) = commit_group(store.as_ref(), &config, &metrics, group, rows).await {
-            // The database is unavailable: what waits behind the group would only wait to fail
-            // the same way. Refuse it now, so devices hear "resend later" at once.
-            let mut refused = 0;
-            while let Ok(job) = rx.try_recv() {
-                let reply = Reply { fixes: job.batch.fixes.len(), done: job.done, _room: job._room };
-                answer(&metrics, reply, &Err(failure.clone()));
-                refused += 1;
-            }
-            if refused > 0 {
-                tracing::warn!(requests = refused, "Refused the requests queued behind a failed commit");
-            }
-        }
-        groups.fetch_add(1, Ordering::Relaxed);
+        let (store, metrics, groups) = (store.clone(), metrics.clone(), groups.clone());
+        commits.spawn(async move {
+            let result = commit_group(store.as_ref(), &config, &metrics, group, rows).await;
+            groups.fetch_add(1, Ordering::Relaxed);
+            result
+        });
     }
+    while commits.join_next().await.is_some() {}
     tracing::debug!("Fix committer drained and stopped");
+}
+
+/// After a group commit failed for want of a database: what waits behind it would only wait to
+/// fail the same way, so it is refused now and devices hear "resend later" at once.
+fn refuse_if_failed(
+    metrics: &IngestMetrics,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    done: Option<Result<Result<(), Failure>, tokio::task::JoinError>>,
+) {
+    let Some(Ok(Err(failure))) = done else { return };
+    let mut refused = 0;
+    while let Ok(job) = rx.try_recv() {
+        let reply = Reply { fixes: job.batch.fixes.len(), done: job.done, _room: job._room };
+        answer(metrics, reply, &Err(failure.clone()));
+        refused += 1;
+    }
+    if refused > 0 {
+        tracing::warn!(requests = refused, "Refused the requests queued behind a failed commit");
+    }
 }
 
 /// Commits one group and answers its requests. Returns the failure when the database was
@@ -339,7 +369,10 @@ mod tests {
     }
 
     async fn setup(max_delay: Duration) -> Setup {
-        let db = TestDb::sqlite();
+        setup_on(TestDb::sqlite(), max_delay).await
+    }
+
+    async fn setup_on(db: TestDb, max_delay: Duration) -> Setup {
         let store = db.store().await;
         let tenant = store.create_tenant("t").await.unwrap();
         let device = DeviceId::parse("d").unwrap();
@@ -435,6 +468,49 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         sqlx::Executor::execute(&mut locker, "rollback").await.unwrap();
         drop(first.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn on_postgresql_a_group_waiting_on_a_lock_does_not_hold_up_the_next_group() {
+        let Setup { _db: db, store, device, committer, .. } =
+            setup_on(TestDb::postgres().await, Duration::from_millis(2)).await;
+        let tenant = store.device_profile(&device).await.unwrap().unwrap().tenant;
+        let other = DeviceId::parse("e").unwrap();
+        let new = NewDevice {
+            id: other.clone(),
+            tenant,
+            wearer: None,
+            protocol: Protocol::Native,
+            token_hash: None,
+        };
+        store.register_device(&new).await.unwrap();
+
+        // Another transaction holds the key of the first request's fix, so that request's group
+        // commit waits until the transaction ends.
+        let stuck = batch(&device, 1, 0);
+        let mut locker = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        sqlx::Executor::execute(&mut locker, "begin").await.unwrap();
+        sqlx::query(
+            "insert into fixes (device_id, time, received_at, lat, lon, source, late) \
+             values ($1, $2, now(), 57, 12, 'gps', false)",
+        )
+        .bind(device.as_str())
+        .bind(stuck.fixes[0].fix.time)
+        .execute(&mut locker)
+        .await
+        .unwrap();
+        let stuck = {
+            let committer = committer.clone();
+            tokio::spawn(async move { committer.commit(stuck, soon()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!stuck.is_finished(), "the first group commit waits for the lock");
+
+        let next = committer.commit(batch(&other, 3, 0), Instant::now() + Duration::from_secs(3)).await;
+        assert_eq!(next.unwrap(), 3, "the next group commits beside the waiting one");
+
+        sqlx::Executor::execute(&mut locker, "rollback").await.unwrap();
+        assert_eq!(stuck.await.unwrap().unwrap(), 1, "the waiting commit goes through once the lock is gone");
     }
 
     async fn futures_join<T: Send + 'static>(

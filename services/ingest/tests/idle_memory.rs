@@ -14,12 +14,8 @@ use std::alloc::System;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use trygg_ingest::{
-    AlarmPath, DeviceBinds, DeviceConfig, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics,
-    HeardWriter, IngestMetrics, Limits,
-};
+use trygg_ingest::{DeviceBinds, DeviceConfig, DeviceListeners};
 use trygg_store::Protocol;
 use trygg_store::testing::TestDb;
 
@@ -80,14 +76,7 @@ async fn an_idle_identified_watch_connection_holds_at_most_3_kib_of_heap() {
     for k in 0..=WATCHES {
         common::register(&*store, tenant, &watch_id(k), Protocol::Watch, None).await;
     }
-    let metrics = IngestMetrics::register(&mut Registry::default());
-    let ctx = DeviceIngest {
-        ingest: common::ingest(store.clone(), metrics, Limits::default(), AlarmPath::always()),
-        links: DeviceLinks::default(),
-        metrics: DeviceMetrics::unregistered(),
-        config: DeviceConfig::default(),
-        heard: HeardWriter::start(store.clone()),
-    };
+    let ctx = common::device_ingest(store.clone(), DeviceConfig::default());
     let binds = DeviceBinds { watch: Some("127.0.0.1:0".parse().unwrap()), gt06: None, osmand: None };
     let listeners = DeviceListeners::bind(binds, ctx).await.unwrap();
     let addr = listeners.local_addrs()[0].1.to_string();

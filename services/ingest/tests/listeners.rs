@@ -9,14 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trygg_core::DeviceId;
-use trygg_ingest::{
-    AlarmPath, DeviceBinds, DeviceConfig, DeviceIngest, DeviceLinks, DeviceListeners, DeviceMetrics,
-    HeardWriter, IngestMetrics, Limits,
-};
+use trygg_ingest::{DeviceBinds, DeviceConfig, DeviceListeners, DeviceMetrics};
 use trygg_store::testing::TestDb;
 use trygg_store::{Protocol, Store};
 
@@ -49,16 +45,8 @@ async fn setup_with(binds: DeviceBinds, config: DeviceConfig) -> (Setup, Vec<(&'
     {
         common::register(&*store, tenant, id, protocol, None).await;
     }
-    let metrics = IngestMetrics::register(&mut Registry::default());
-    let ingest = common::ingest(store.clone(), metrics, Limits::default(), AlarmPath::always());
-    let device_metrics = DeviceMetrics::unregistered();
-    let ctx = DeviceIngest {
-        ingest,
-        links: DeviceLinks::default(),
-        metrics: device_metrics.clone(),
-        config,
-        heard: HeardWriter::start(store.clone()),
-    };
+    let ctx = common::device_ingest(store.clone(), config);
+    let device_metrics = ctx.metrics.clone();
     let listeners = DeviceListeners::bind(binds, ctx).await.unwrap();
     let addrs: Vec<_> = listeners.local_addrs().into_iter().map(|(name, a)| (name, a.to_string())).collect();
     let find =

@@ -10,7 +10,8 @@
 //!   [`chrono::Duration`], text, numbers) and each backend encodes them its own way in
 //!   [`Query`]'s two `bound_*` functions; rows are read back through [`Row`] the same way.
 //! - **Write transactions.** SQLite takes the write lock at `begin immediate`
-//!   ([`Db::begin_write`]); PostgreSQL locks rows as it goes.
+//!   ([`Db::begin_write`]), its writers queued in process by a [`WriteGate`]; PostgreSQL locks
+//!   rows as it goes.
 //! - **Claiming rows.** PostgreSQL claims queue rows `for update skip locked` so several
 //!   workers (and later several nodes) never take the same row; SQLite has one writer, which
 //!   serialises claims anyway ([`Db::skip_locked`]).
@@ -27,11 +28,14 @@
 //! price of this seam is one `match` per statement, nothing next to a round trip.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{ColumnIndex, Decode, PgPool, Postgres, Sqlite, SqlitePool, Type};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use trygg_core::{TenantId, WearerId};
 use uuid::Uuid;
 
@@ -40,17 +44,45 @@ use crate::StoreError;
 /// A connection pool of either backend.
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
-    /// An embedded SQLite file.
-    Sqlite(SqlitePool),
+    /// An embedded SQLite file, and the gate its writers pass.
+    Sqlite(SqlitePool, WriteGate),
     /// A PostgreSQL server.
     Postgres(PgPool),
+}
+
+/// SQLite's one write lock, queued for inside this process first.
+///
+/// A SQLite writer that finds the lock taken polls for it, sleeping between tries up to 100 ms
+/// (SQLite's busy handler), so a small write (the alarm engine's commit, the push worker's
+/// claim) behind a group commit, or a group commit behind it, could wait up to 100 ms past the
+/// moment the lock was free, with every write queued behind it. Writers of this process wait
+/// here instead, in order, each entering the moment the one before lets go. The busy handler is
+/// left for writers of other processes. Waiting here is bounded like a connection from the
+/// pool: past the busy timeout it fails as [`sqlx::Error::PoolTimedOut`].
+#[derive(Debug, Clone)]
+pub(crate) struct WriteGate {
+    lock: Arc<Mutex<()>>,
+    timeout: Duration,
+}
+
+impl WriteGate {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self { lock: Arc::new(Mutex::new(())), timeout }
+    }
+
+    async fn enter(&self) -> Result<OwnedMutexGuard<()>, sqlx::Error> {
+        tokio::time::timeout(self.timeout, self.lock.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
 }
 
 /// A transaction of either backend; dropped without [`Tx::commit`], it rolls back.
 #[derive(Debug)]
 pub(crate) enum Tx {
-    /// On SQLite, holding the write lock.
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// On SQLite, holding the write lock (and the gate to it, released after the transaction
+    /// ends: fields drop in order).
+    Sqlite { tx: sqlx::Transaction<'static, Sqlite>, _entered: OwnedMutexGuard<()> },
     /// On PostgreSQL.
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
@@ -60,19 +92,32 @@ impl Db {
     /// statement (`begin immediate`): a deferred transaction that reads first cannot take the
     /// write lock once another connection has committed since (SQLite answers busy at once,
     /// without waiting for the busy timeout), so it would fail under concurrent writers instead
-    /// of queueing. PostgreSQL's row locks and `for update skip locked` do the rest there.
+    /// of queueing. Before that, a SQLite writer passes the [`WriteGate`]. PostgreSQL's row
+    /// locks and `for update skip locked` do the rest there.
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("begin immediate").await?),
+            Self::Sqlite(pool, gate) => {
+                let entered = gate.enter().await?;
+                Tx::Sqlite { tx: pool.begin_with("begin immediate").await?, _entered: entered }
+            }
             Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
+    }
+
+    /// How many write transactions can make progress at once: SQLite has one write lock;
+    /// on PostgreSQL, writers of different rows overlap, up to the pool's size.
+    pub(crate) fn parallel_writes(&self) -> usize {
+        match self {
+            Self::Sqlite(..) => 1,
+            Self::Postgres(pool) => pool.options().get_max_connections() as usize,
+        }
     }
 
     /// What ends a claim's row selection: ` for update skip locked` on PostgreSQL, so two
     /// workers never claim the same row; nothing on SQLite, whose single writer serialises claims.
     pub(crate) fn skip_locked(&self) -> &'static str {
         match self {
-            Self::Sqlite(_) => "",
+            Self::Sqlite(..) => "",
             Self::Postgres(_) => " for update skip locked",
         }
     }
@@ -80,7 +125,7 @@ impl Db {
     /// Waits for in-flight work and closes the connections.
     pub(crate) async fn close(&self) {
         match self {
-            Self::Sqlite(pool) => pool.close().await,
+            Self::Sqlite(pool, _) => pool.close().await,
             Self::Postgres(pool) => pool.close().await,
         }
     }
@@ -92,7 +137,7 @@ impl Tx {
     /// statement's parse quadratic, but takes `?n` by its number; PostgreSQL knows only `$n`.
     pub(crate) fn placeholder(&self, n: usize) -> String {
         match self {
-            Self::Sqlite(_) => format!("?{n}"),
+            Self::Sqlite { .. } => format!("?{n}"),
             Self::Postgres(_) => format!("${n}"),
         }
     }
@@ -107,7 +152,7 @@ impl Tx {
     /// the cost of one more statement on an in-process database.
     pub(crate) fn rows_per_statement(&self, columns: usize) -> usize {
         match self {
-            Self::Sqlite(_) => (256 / columns.max(1)).max(1),
+            Self::Sqlite { .. } => (256 / columns.max(1)).max(1),
             Self::Postgres(_) => 500,
         }
     }
@@ -115,7 +160,7 @@ impl Tx {
     /// Commits the transaction.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => tx.commit().await,
+            Self::Sqlite { tx, .. } => tx.commit().await,
             Self::Postgres(tx) => tx.commit().await,
         }
     }
@@ -272,9 +317,12 @@ impl<'a> Query<'a> {
     /// Runs a statement that returns no rows.
     pub(crate) async fn execute(self, on: impl Into<On<'_>>) -> Result<Done, sqlx::Error> {
         let done = match on.into() {
-            On::Pool(Db::Sqlite(p)) => self.bound_sqlite().execute(p).await?.rows_affected(),
+            On::Pool(Db::Sqlite(p, gate)) => {
+                let _entered = gate.enter().await?;
+                self.bound_sqlite().execute(p).await?.rows_affected()
+            }
             On::Pool(Db::Postgres(p)) => self.bound_postgres().execute(p).await?.rows_affected(),
-            On::Tx(Tx::Sqlite(tx)) => self.bound_sqlite().execute(&mut **tx).await?.rows_affected(),
+            On::Tx(Tx::Sqlite { tx, .. }) => self.bound_sqlite().execute(&mut **tx).await?.rows_affected(),
             On::Tx(Tx::Postgres(tx)) => self.bound_postgres().execute(&mut **tx).await?.rows_affected(),
         };
         Ok(Done(done))
@@ -283,9 +331,11 @@ impl<'a> Query<'a> {
     /// Every row.
     pub(crate) async fn fetch_all(self, on: impl Into<On<'_>>) -> Result<Vec<Row>, sqlx::Error> {
         Ok(match on.into() {
-            On::Pool(Db::Sqlite(p)) => rows(self.bound_sqlite().fetch_all(p).await?, Row::Sqlite),
+            On::Pool(Db::Sqlite(p, _)) => rows(self.bound_sqlite().fetch_all(p).await?, Row::Sqlite),
             On::Pool(Db::Postgres(p)) => rows(self.bound_postgres().fetch_all(p).await?, Row::Postgres),
-            On::Tx(Tx::Sqlite(tx)) => rows(self.bound_sqlite().fetch_all(&mut **tx).await?, Row::Sqlite),
+            On::Tx(Tx::Sqlite { tx, .. }) => {
+                rows(self.bound_sqlite().fetch_all(&mut **tx).await?, Row::Sqlite)
+            }
             On::Tx(Tx::Postgres(tx)) => {
                 rows(self.bound_postgres().fetch_all(&mut **tx).await?, Row::Postgres)
             }
@@ -295,9 +345,11 @@ impl<'a> Query<'a> {
     /// The first row, if any.
     pub(crate) async fn fetch_optional(self, on: impl Into<On<'_>>) -> Result<Option<Row>, sqlx::Error> {
         Ok(match on.into() {
-            On::Pool(Db::Sqlite(p)) => self.bound_sqlite().fetch_optional(p).await?.map(Row::Sqlite),
+            On::Pool(Db::Sqlite(p, _)) => self.bound_sqlite().fetch_optional(p).await?.map(Row::Sqlite),
             On::Pool(Db::Postgres(p)) => self.bound_postgres().fetch_optional(p).await?.map(Row::Postgres),
-            On::Tx(Tx::Sqlite(tx)) => self.bound_sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite),
+            On::Tx(Tx::Sqlite { tx, .. }) => {
+                self.bound_sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite)
+            }
             On::Tx(Tx::Postgres(tx)) => {
                 self.bound_postgres().fetch_optional(&mut **tx).await?.map(Row::Postgres)
             }

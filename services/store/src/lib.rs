@@ -153,6 +153,10 @@ pub trait Store:
 
     /// Waits for in-flight work and closes the connections.
     async fn close(&self);
+
+    /// How many write transactions can make progress at once: one on SQLite (one write lock),
+    /// several on PostgreSQL.
+    fn parallel_writes(&self) -> usize;
 }
 
 /// The store over either backend: every trait's queries run through [`dialect`], which holds
@@ -172,6 +176,10 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         self.db.close().await;
+    }
+
+    fn parallel_writes(&self) -> usize {
+        self.db.parallel_writes()
     }
 }
 

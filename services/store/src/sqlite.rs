@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
-use crate::dialect::Db;
+use crate::dialect::{Db, WriteGate};
 use crate::{ConnectOptions, StoreError};
 
 /// SQLite's `synchronous` pragma, as far as trygg offers it.
@@ -57,7 +57,7 @@ pub(crate) async fn connect(url: &str, options: &ConnectOptions) -> Result<Db, S
         .connect_with(connect.foreign_keys(true).pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES))
         .await?;
     tokio::spawn(checkpoint_loop(pool.clone()));
-    Ok(Db::Sqlite(pool))
+    Ok(Db::Sqlite(pool, WriteGate::new(options.busy_timeout)))
 }
 
 /// Applies the migrations on a connection of their own with foreign keys off: SQLite changes a

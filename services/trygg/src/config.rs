@@ -412,6 +412,7 @@ impl ServeArgs {
                 // The database's own timeouts normally answer first; this bounds a server that
                 // stops answering altogether.
                 commit_timeout: Duration::from_secs(2 * self.db.db_timeout_secs),
+                ..CommitConfig::default()
             },
             policy: FixPolicy {
                 max_future: Duration::from_secs(self.max_clock_skew_secs),

@@ -6,8 +6,12 @@
 
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
 use trygg_core::{DeviceId, FixPolicy, TenantId};
-use trygg_ingest::{AlarmPath, CommitConfig, FixCommitter, Ingest, IngestMetrics, Limits, LogSink};
+use trygg_ingest::{
+    AlarmPath, CommitConfig, DeviceConfig, DeviceIngest, DeviceLinks, DeviceMetrics, FixCommitter,
+    HeardWriter, Ingest, IngestMetrics, Limits, LogSink,
+};
 use trygg_store::{NewDevice, Protocol, Store};
 
 /// Registers device `id` of `protocol` in `tenant`, bound to nobody.
@@ -41,5 +45,18 @@ pub fn ingest(
         timeout: trygg_ingest::DEFAULT_TIMEOUT,
         alarm_path,
         report_intervals: Default::default(),
+    }
+}
+
+/// What the device listeners serve with: [`ingest`] over `store` with default limits, a link
+/// registry of their own and unregistered metrics.
+pub fn device_ingest(store: Arc<dyn Store>, config: DeviceConfig) -> DeviceIngest {
+    let metrics = IngestMetrics::register(&mut Registry::default());
+    DeviceIngest {
+        ingest: ingest(store.clone(), metrics, Limits::default(), AlarmPath::always()),
+        links: DeviceLinks::default(),
+        metrics: DeviceMetrics::unregistered(),
+        config,
+        heard: HeardWriter::start(store),
     }
 }
