@@ -207,11 +207,13 @@ async fn write_loop(
     loop {
         // Every writer busy: what arrives meanwhile waits in the channel and forms the next,
         // larger group.
-        while commits.len() >= writers {
-            refuse_if_failed(&metrics, &mut rx, commits.join_next().await);
+        while commits.len() >= writers
+            && let Some(done) = commits.join_next().await
+        {
+            after_commit(&metrics, &mut rx, done);
         }
         while let Some(done) = commits.try_join_next() {
-            refuse_if_failed(&metrics, &mut rx, Some(done));
+            after_commit(&metrics, &mut rx, done);
         }
         let Some(first) = rx.recv().await else { break };
         let deadline = Instant::now() + config.max_delay;
@@ -235,18 +237,27 @@ async fn write_loop(
             result
         });
     }
-    while commits.join_next().await.is_some() {}
+    while let Some(done) = commits.join_next().await {
+        after_commit(&metrics, &mut rx, done);
+    }
     tracing::debug!("Fix committer drained and stopped");
 }
 
-/// After a group commit failed for want of a database: what waits behind it would only wait to
-/// fail the same way, so it is refused now and devices hear "resend later" at once.
-fn refuse_if_failed(
+/// What a finished group commit means for the writer. A commit that panicked ends the writer
+/// with the same panic, so its supervisor sees the alarm path broken. A commit that failed for
+/// want of a database: what waits behind it would only wait to fail the same way, so it is
+/// refused now and devices hear "resend later" at once.
+fn after_commit(
     metrics: &IngestMetrics,
     rx: &mut mpsc::UnboundedReceiver<Job>,
-    done: Option<Result<Result<(), Failure>, tokio::task::JoinError>>,
+    done: Result<Result<(), Failure>, tokio::task::JoinError>,
 ) {
-    let Some(Ok(Err(failure))) = done else { return };
+    let failure = match done {
+        Ok(Ok(())) => return,
+        Ok(Err(failure)) => failure,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => return, // cancelled: only at shutdown, when the runtime drops its tasks
+    };
     let mut refused = 0;
     while let Ok(job) = rx.try_recv() {
         let reply = Reply { fixes: job.batch.fixes.len(), done: job.done, _room: job._room };
