@@ -486,15 +486,7 @@ mod tests {
         let Setup { _db: db, store, device, committer, .. } =
             setup_on(TestDb::postgres().await, Duration::from_millis(2)).await;
         let tenant = store.device_profile(&device).await.unwrap().unwrap().tenant;
-        let other = DeviceId::parse("e").unwrap();
-        let new = NewDevice {
-            id: other.clone(),
-            tenant,
-            wearer: None,
-            protocol: Protocol::Native,
-            token_hash: None,
-        };
-        store.register_device(&new).await.unwrap();
+        let other = trygg_store::testing::add_watch(store.as_ref(), tenant, None, "e").await;
 
         // Another transaction holds the key of the first request's fix, so that request's group
         // commit waits until the transaction ends.
