@@ -10,14 +10,14 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Connection, PgConnection};
-use trygg_core::{Committed, DeviceAlarmKind, DeviceId, TenantId, WearerId};
+use trygg_core::{Committed, DeviceAlarmKind, DeviceId, Fix, FixSource, TenantId, WearerId};
 use uuid::Uuid;
 
 use crate::{
-    ConnectOptions, NewDevice, NewDeviceAlarm, NewUser, Protocol, Role, Store, SupervisionSettings,
-    TenantSettings, connect,
+    ConnectOptions, FixBatch, NewDevice, NewDeviceAlarm, NewFix, NewUser, Protocol, Role, Store,
+    SupervisionSettings, TenantSettings, connect,
 };
 
 /// Runs each listed test body (an `async fn(Arc<dyn Store>)` in the invoking module) once on a
@@ -140,6 +140,18 @@ pub async fn add_watch(store: &dyn Store, tenant: TenantId, wearer: Option<Weare
     let new = NewDevice { id: id.clone(), tenant, wearer, protocol: Protocol::Watch, token_hash: None };
     store.register_device(&new).await.expect("register a watch");
     id
+}
+
+/// A request's batch of `n` fixes of `device` at one place, a second apart, the newest at
+/// `newest`, received then: bulk for a long commit.
+pub fn fixes_back_from(device: &DeviceId, newest: DateTime<Utc>, n: i64) -> FixBatch {
+    let fixes = (0..n)
+        .map(|i| NewFix {
+            fix: Fix { source: FixSource::Unknown, ..Fix::gps(newest - TimeDelta::seconds(i), 57.7, 11.97) },
+            late: false,
+        })
+        .collect();
+    FixBatch { device: device.clone(), received_at: newest, fixes }
 }
 
 /// An alarm of `kind` that `device` stamped `time` and the server received at `received_at`,

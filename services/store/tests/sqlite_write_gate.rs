@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use trygg_core::{DeviceAlarmKind, Fix, FixSource};
-use trygg_store::testing::{TestDb, add_watch, device_alarm};
-use trygg_store::{FixBatch, NewFix};
+use trygg_core::DeviceAlarmKind;
+use trygg_store::testing::{TestDb, add_watch, device_alarm, fixes_back_from};
 
 #[tokio::test]
 async fn writers_behind_a_long_commit_take_the_lock_in_the_order_they_asked_for_it() {
@@ -18,14 +17,8 @@ async fn writers_behind_a_long_commit_take_the_lock_in_the_order_they_asked_for_
     let t0 = Utc::now();
 
     // A long commit: 50,000 fixes hold the write lock for a good part of a second.
-    let fixes = (0..50_000)
-        .map(|i| NewFix {
-            fix: Fix { source: FixSource::Unknown, ..Fix::gps(t0 - TimeDelta::seconds(i), 57.7, 11.97) },
-            late: false,
-        })
-        .collect();
     let long = {
-        let (store, batch) = (store.clone(), FixBatch { device: device.clone(), received_at: t0, fixes });
+        let (store, batch) = (store.clone(), fixes_back_from(&device, t0, 50_000));
         tokio::spawn(async move { store.insert_fixes(&[batch]).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
