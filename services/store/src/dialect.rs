@@ -10,7 +10,8 @@
 //!   [`chrono::Duration`], text, numbers) and each backend encodes them its own way in
 //!   [`Query`]'s two `bound_*` functions; rows are read back through [`Row`] the same way.
 //! - **Write transactions.** SQLite takes the write lock at `begin immediate`
-//!   ([`Db::begin_write`]), its writers queued in process by a [`WriteGate`]; PostgreSQL locks
+//!   ([`Db::begin_write`]) on the one connection of its [`Writer`], where the process's writers
+//!   queue; PostgreSQL locks
 //!   rows as it goes.
 //! - **Claiming rows.** PostgreSQL claims queue rows `for update skip locked` so several
 //!   workers (and later several nodes) never take the same row; SQLite has one writer, which
@@ -44,15 +45,21 @@ use crate::StoreError;
 /// A connection pool of either backend.
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
-    /// An embedded SQLite file, and the gate its writers pass.
-    Sqlite(SqlitePool, WriteGate),
+    /// An embedded SQLite file: connections that read, and the one that writes.
+    Sqlite(SqlitePool, Writer),
     /// A PostgreSQL server.
     Postgres(PgPool),
 }
 
-/// SQLite's one write lock, queued for inside this process first.
+/// SQLite's one writer: a connection of its own, and the queue to it inside this process.
 ///
-/// A SQLite writer that finds the lock taken polls for it, sleeping between tries up to 100 ms
+/// **Its own connection**, with a page cache large enough for ingest's working set
+/// ([`crate::sqlite`]'s `WRITER_CACHE`): a group commit touches the newest page of every device
+/// it carries, and on a pooled connection with SQLite's default 2 MB cache most of those pages
+/// had to be read back from the file (or the WAL) every time. Giving every pooled connection the
+/// large cache would hold it as many times over; readers touch few pages.
+///
+/// **The queue.** A SQLite writer that finds the lock taken polls for it, sleeping between tries up to 100 ms
 /// (SQLite's busy handler), so a small write (the alarm engine's commit, the push worker's
 /// claim) behind a group commit, or a group commit behind it, could wait up to 100 ms past the
 /// moment the lock was free, with every write queued behind it. Writers of this process wait
@@ -60,16 +67,20 @@ pub(crate) enum Db {
 /// left for writers of other processes. Waiting here is bounded like a connection from the
 /// pool: past the busy timeout it fails as [`sqlx::Error::PoolTimedOut`].
 #[derive(Debug, Clone)]
-pub(crate) struct WriteGate {
+pub(crate) struct Writer {
+    connection: SqlitePool,
     lock: Arc<Mutex<()>>,
     timeout: Duration,
 }
 
-impl WriteGate {
-    pub(crate) fn new(timeout: Duration) -> Self {
-        Self { lock: Arc::new(Mutex::new(())), timeout }
+impl Writer {
+    /// The writer on `connection`, a pool of one connection; `timeout` bounds the queue.
+    pub(crate) fn new(connection: SqlitePool, timeout: Duration) -> Self {
+        Self { connection, lock: Arc::new(Mutex::new(())), timeout }
     }
 
+    /// Waits for the writer's turn; the writer's connection is this process's until the guard
+    /// drops.
     async fn enter(&self) -> Result<OwnedMutexGuard<()>, sqlx::Error> {
         tokio::time::timeout(self.timeout, self.lock.clone().lock_owned())
             .await
@@ -80,8 +91,8 @@ impl WriteGate {
 /// A transaction of either backend; dropped without [`Tx::commit`], it rolls back.
 #[derive(Debug)]
 pub(crate) enum Tx {
-    /// On SQLite, holding the write lock (and the gate to it, released after the transaction
-    /// ends: fields drop in order).
+    /// On SQLite, on the writer's connection, holding the write lock (and the writer's turn,
+    /// given up after the transaction ends: fields drop in order).
     Sqlite { tx: sqlx::Transaction<'static, Sqlite>, _entered: OwnedMutexGuard<()> },
     /// On PostgreSQL.
     Postgres(sqlx::Transaction<'static, Postgres>),
@@ -92,13 +103,13 @@ impl Db {
     /// statement (`begin immediate`): a deferred transaction that reads first cannot take the
     /// write lock once another connection has committed since (SQLite answers busy at once,
     /// without waiting for the busy timeout), so it would fail under concurrent writers instead
-    /// of queueing. Before that, a SQLite writer passes the [`WriteGate`]. PostgreSQL's row
+    /// of queueing. Before that, a SQLite writer waits its turn at the [`Writer`]. PostgreSQL's row
     /// locks and `for update skip locked` do the rest there.
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Self::Sqlite(pool, gate) => {
-                let entered = gate.enter().await?;
-                Tx::Sqlite { tx: pool.begin_with("begin immediate").await?, _entered: entered }
+            Self::Sqlite(_, writer) => {
+                let entered = writer.enter().await?;
+                Tx::Sqlite { tx: writer.connection.begin_with("begin immediate").await?, _entered: entered }
             }
             Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
@@ -125,7 +136,10 @@ impl Db {
     /// Waits for in-flight work and closes the connections.
     pub(crate) async fn close(&self) {
         match self {
-            Self::Sqlite(pool, _) => pool.close().await,
+            Self::Sqlite(pool, writer) => {
+                writer.connection.close().await;
+                pool.close().await;
+            }
             Self::Postgres(pool) => pool.close().await,
         }
     }
@@ -317,9 +331,9 @@ impl<'a> Query<'a> {
     /// Runs a statement that returns no rows.
     pub(crate) async fn execute(self, on: impl Into<On<'_>>) -> Result<Done, sqlx::Error> {
         let done = match on.into() {
-            On::Pool(Db::Sqlite(p, gate)) => {
-                let _entered = gate.enter().await?;
-                self.bound_sqlite().execute(p).await?.rows_affected()
+            On::Pool(Db::Sqlite(_, writer)) => {
+                let _entered = writer.enter().await?;
+                self.bound_sqlite().execute(&writer.connection).await?.rows_affected()
             }
             On::Pool(Db::Postgres(p)) => self.bound_postgres().execute(p).await?.rows_affected(),
             On::Tx(Tx::Sqlite { tx, .. }) => self.bound_sqlite().execute(&mut **tx).await?.rows_affected(),
