@@ -6,7 +6,9 @@
 //! and never see half of one.
 //!
 //! The broad phase compares the point with each zone part's bounding box in the tree; the exact
-//! test then runs only on the few candidates, with geo's robust predicates.
+//! test then runs only on the few candidates, with geo's robust predicates. Each box carries its
+//! part's grid, which decides most candidates on the spot; only a point near an edge (or in a
+//! circle) looks at the zone itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,10 +18,10 @@ use rstar::RTree;
 use rstar::primitives::{GeomWithData, Rectangle};
 use trygg_core::DeviceId;
 
-use crate::zone::{Zone, ZoneId};
+use crate::zone::{Cell, CellGrid, Zone, ZoneId};
 
-/// A zone part's bounding box, tagged with (zone number, part number).
-type Entry = GeomWithData<Rectangle<[f64; 2]>, (u32, u32)>;
+/// A zone part's bounding box, tagged with (zone number, part number) and the part's grid.
+type Entry = GeomWithData<Rectangle<[f64; 2]>, (u32, u32, Option<CellGrid>)>;
 
 /// Why a set of zones cannot be indexed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,8 +73,8 @@ impl ZoneIndex {
         let mut entries = Vec::with_capacity(zones.len());
         let mut by_device: HashMap<DeviceId, Vec<u32>> = HashMap::new();
         for (z, zone) in (0u32..).zip(&zones) {
-            for (p, aabb) in (0u32..).zip(zone.envelopes()) {
-                entries.push(GeomWithData::new(Rectangle::from_aabb(aabb), (z, p)));
+            for ((p, aabb), grid) in (0u32..).zip(zone.envelopes()).zip(zone.grids()) {
+                entries.push(GeomWithData::new(Rectangle::from_aabb(aabb), (z, p, grid)));
             }
             for d in zone.devices() {
                 by_device.entry(d.clone()).or_default().push(z);
@@ -104,9 +106,14 @@ impl ZoneIndex {
     /// Every zone containing `(lon, lat)` (boundary included), each once, in no set order.
     pub fn containing(&self, lon: f64, lat: f64) -> impl Iterator<Item = &Zone> + '_ {
         self.tree.locate_all_at_point(&[lon, lat]).filter_map(move |e| {
-            let (z, part) = e.data;
+            let (z, part, ref grid) = e.data;
+            let (min, max) = (e.geom().lower(), e.geom().upper());
+            let cell = grid.as_ref().map(|g| g.cell(min.into(), max.into(), (lon, lat).into()));
+            if cell == Some(Cell::Outside) {
+                return None;
+            }
             let zone = &self.zones[z as usize];
-            let hit = zone.part_contains(part as usize, lon, lat)
+            let hit = (cell == Some(Cell::Inside) || zone.part_contains(part as usize, lon, lat))
                 // Parts of a multipolygon may touch at a point: report the zone for its
                 // lowest-numbered part only.
                 && !(0..part as usize).any(|q| zone.part_contains(q, lon, lat));
@@ -155,7 +162,7 @@ impl SharedIndex {
 
 #[cfg(test)]
 mod tests {
-    use geo::{MultiPolygon, Point, polygon};
+    use geo::{MultiPolygon, Point, Polygon, polygon};
 
     use super::*;
     use crate::zone::{Shape, ZoneKind};
@@ -194,6 +201,54 @@ mod tests {
         let index = ZoneIndex::build(vec![z]).unwrap();
         assert!(index.containing(11.009, 57.009).next().is_none());
         assert_eq!(ids(index.containing(11.001, 57.001)), ["t"]);
+    }
+
+    #[test]
+    fn index_answers_as_each_zone_does_where_grids_decide_and_where_edges_do() {
+        // A 64-gon and a 2,000-gon (edge-indexed), each with a hole, a two-part multipolygon and
+        // a circle, overlapping; probes everywhere around them, on every vertex and beside it.
+        let star = |n: usize, r: f64| -> Polygon<f64> {
+            let ring: Vec<(f64, f64)> = (0..n)
+                .map(|i| {
+                    let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                    let r = r * (1.0 + 0.3 * (7.0 * a).sin());
+                    (11.0 + r * a.cos(), 57.0 + r * a.sin())
+                })
+                .collect();
+            let hole = polygon![(x: 10.999, y: 56.999), (x: 11.001, y: 56.999), (x: 11.001, y: 57.001), (x: 10.999, y: 57.001)];
+            Polygon::new(ring.into(), vec![hole.exterior().clone()])
+        };
+        let (small, large) = (star(64, 0.006), star(2_000, 0.008));
+        let parts = MultiPolygon::new(vec![
+            polygon![(x: 10.995, y: 56.995), (x: 11.0, y: 56.995), (x: 11.0, y: 57.0)],
+            polygon![(x: 11.0, y: 57.0), (x: 11.005, y: 57.0), (x: 11.005, y: 57.005)],
+        ]);
+        let zones = vec![
+            Zone::new(ZoneId::new("small"), ZoneKind::StayInside, Shape::Polygon(small.clone())).unwrap(),
+            Zone::new(ZoneId::new("large"), ZoneKind::StayInside, Shape::Polygon(large.clone())).unwrap(),
+            Zone::new(ZoneId::new("parts"), ZoneKind::KeepOut, Shape::MultiPolygon(parts)).unwrap(),
+            circle("circle", 11.002, 57.002, 300.0),
+        ];
+        let index = ZoneIndex::build(zones.clone()).unwrap();
+        let mut probes: Vec<(f64, f64)> = Vec::new();
+        for p in [&small, &large] {
+            for c in p.exterior().0.iter().chain(p.interiors().iter().flat_map(|r| &r.0)) {
+                probes.extend([(c.x, c.y), (c.x + 1e-6, c.y), (c.x, c.y - 1e-6)]);
+            }
+        }
+        let n = 200;
+        for i in 0..=n {
+            for j in 0..=n {
+                probes.push((10.988 + 0.024 * i as f64 / n as f64, 56.988 + 0.024 * j as f64 / n as f64));
+            }
+        }
+        let mut inside = 0;
+        for (lon, lat) in probes {
+            let expected = ids(zones.iter().filter(|z| z.contains(lon, lat)));
+            inside += usize::from(!expected.is_empty());
+            assert_eq!(ids(index.containing(lon, lat)), expected, "at ({lon}, {lat})");
+        }
+        assert!(inside > 10_000, "most probes fall in some zone: {inside}");
     }
 
     #[test]
