@@ -311,7 +311,12 @@ def report(results, m5, out):
     ]
     big = results["sizes"][-1]
     targets = [
-        ("M1 p99 ≤ 5 µs at 100k zones", f"{fmt_ns(big['ours']['p99_ns'])}", big["ours"]["p99_ns"] <= 5000),
+        ("M1 p99 ≤ 5 µs at 100k zones",
+         f"{fmt_ns(big['ours']['p99_ns'])} (the slowest 1 %, timed again with their data in the cache: "
+         f"p50 {fmt_ns(big['ours']['slowest_1pct_warm_p50_ns'])}: "
+         + ("the tail is cache misses, not work)" if big["ours"]["slowest_1pct_warm_p50_ns"] <= 2 * big["ours"]["p50_ns"]
+            else "the tail is work, not only cache misses)"),
+         big["ours"]["p99_ns"] <= 5000),
         ("M1 ≥ 2× shapely throughput", f"{big['m1_ratio']:.1f}×", big["m1_ratio"] >= 2),
         ("M1 identical hit sets",
          f"polygons: {big['shapely']['mismatches']['on_polygons']} differ; circles: {big['shapely']['mismatches']['on_circles']} "

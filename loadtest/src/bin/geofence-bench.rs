@@ -208,6 +208,26 @@ fn main() -> anyhow::Result<()> {
         hits.extend(index.containing(p.x, p.y));
         lat_ns.push(t.elapsed().as_nanos() as u32);
     }
+    // What makes the slowest 1 % slow: each timed again five times in a row, so its data is in
+    // the cache from the first repetition on. If the fastest of the five is as fast as the median
+    // lookup, the tail is cache misses (a cold zone), not work.
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_unstable_by_key(|&i| std::cmp::Reverse(lat_ns[i]));
+    let mut warm_ns: Vec<u32> = order[..(points.len() / 100).max(1)]
+        .iter()
+        .map(|&i| {
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    hits.clear();
+                    hits.extend(index.containing(points[i].x, points[i].y));
+                    t.elapsed().as_nanos() as u32
+                })
+                .min()
+                .unwrap_or(0)
+        })
+        .collect();
+    warm_ns.sort_unstable();
     lat_ns.sort_unstable();
 
     // Hit sets for the peers to compare against: per point a count, then all zone numbers.
@@ -243,13 +263,16 @@ fn main() -> anyhow::Result<()> {
         "p99_ns": percentile(&lat_ns, 0.99),
         "p999_ns": percentile(&lat_ns, 0.999),
         "max_ns": lat_ns.last().copied().unwrap_or(0),
+        "slowest_1pct_warm_p50_ns": percentile(&warm_ns, 0.50),
+        "slowest_1pct_warm_p99_ns": percentile(&warm_ns, 0.99),
     });
     std::fs::write(args.out.join("ours.json"), serde_json::to_string_pretty(&result)?)?;
     eprintln!(
-        "  ours: {:.0} q/s, p50 {} ns, p99 {} ns",
+        "  ours: {:.0} q/s, p50 {} ns, p99 {} ns; the slowest 1 % timed again, warm: p50 {} ns",
         result["throughput_qps"].as_f64().unwrap_or(0.0),
         result["p50_ns"],
-        result["p99_ns"]
+        result["p99_ns"],
+        result["slowest_1pct_warm_p50_ns"]
     );
     Ok(())
 }
