@@ -11,8 +11,7 @@
 //!   [`Query`]'s two `bound_*` functions; rows are read back through [`Row`] the same way.
 //! - **Write transactions.** SQLite takes the write lock at `begin immediate`
 //!   ([`Db::begin_write`]) on the one connection of its [`Writer`], where the process's writers
-//!   queue; PostgreSQL locks
-//!   rows as it goes.
+//!   queue; PostgreSQL locks rows as it goes.
 //! - **Claiming rows.** PostgreSQL claims queue rows `for update skip locked` so several
 //!   workers (and later several nodes) never take the same row; SQLite has one writer, which
 //!   serialises claims anyway ([`Db::skip_locked`]).
@@ -59,10 +58,10 @@ pub(crate) enum Db {
 /// had to be read back from the file (or the WAL) every time. Giving every pooled connection the
 /// large cache would hold it as many times over; readers touch few pages.
 ///
-/// **The queue.** A SQLite writer that finds the lock taken polls for it, sleeping between tries up to 100 ms
-/// (SQLite's busy handler), so a small write (the alarm engine's commit, the push worker's
-/// claim) behind a group commit, or a group commit behind it, could wait up to 100 ms past the
-/// moment the lock was free, with every write queued behind it. Writers of this process wait
+/// **The queue.** A SQLite writer that finds the lock taken polls for it, sleeping between tries
+/// up to 100 ms (SQLite's busy handler), so a small write (the alarm engine's commit, the push
+/// worker's claim) behind a group commit, or a group commit behind it, could wait up to 100 ms
+/// past the moment the lock was free, with every write queued behind it. Writers of this process wait
 /// here instead, in order, each entering the moment the one before lets go. The busy handler is
 /// left for writers of other processes. Waiting here is bounded like a connection from the
 /// pool: past the busy timeout it fails as [`sqlx::Error::PoolTimedOut`].
@@ -103,8 +102,8 @@ impl Db {
     /// statement (`begin immediate`): a deferred transaction that reads first cannot take the
     /// write lock once another connection has committed since (SQLite answers busy at once,
     /// without waiting for the busy timeout), so it would fail under concurrent writers instead
-    /// of queueing. Before that, a SQLite writer waits its turn at the [`Writer`]. PostgreSQL's row
-    /// locks and `for update skip locked` do the rest there.
+    /// of queueing. Before that, a SQLite writer waits its turn at the [`Writer`]. PostgreSQL's
+    /// row locks and `for update skip locked` do the rest there.
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
             Self::Sqlite(_, writer) => {
