@@ -61,10 +61,10 @@ pub(crate) enum Db {
 /// **The queue.** A SQLite writer that finds the lock taken polls for it, sleeping between tries
 /// up to 100 ms (SQLite's busy handler), so a small write (the alarm engine's commit, the push
 /// worker's claim) behind a group commit, or a group commit behind it, could wait up to 100 ms
-/// past the moment the lock was free, with every write queued behind it. Writers of this process wait
-/// here instead, in order, each entering the moment the one before lets go. The busy handler is
-/// left for writers of other processes. Waiting here is bounded like a connection from the
-/// pool: past the busy timeout it fails as [`sqlx::Error::PoolTimedOut`].
+/// past the moment the lock was free, with every write queued behind it. Writers of this
+/// process wait here instead, in order, each entering the moment the one before lets go. The
+/// busy handler is left for writers of other processes. Waiting here is bounded like a
+/// connection from the pool: past the busy timeout it fails as [`sqlx::Error::PoolTimedOut`].
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     connection: SqlitePool,
